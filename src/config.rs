@@ -1,0 +1,1036 @@
+//! The TOML configuration, in two stages: [`parse`] reads the text into raw
+//! sections (syntax, unknown keys, types), then validation turns it into a
+//! checked [`Config`] and collects *every* problem, each naming its key and
+//! line. Secrets never live in the file: it only names environment variables,
+//! read by [`Secrets::from_env`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Where the config is read from when neither `-c` nor `FUNNELFIX_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "funnelfix.toml";
+
+/// One problem with the configuration, printed as `file:line: key: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}: {}", self.key, self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+/// All problems found in one config file; `Display` prints one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {p}", self.file)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+// ---------------------------------------------------------------------------
+// The checked configuration.
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub state: StateConfig,
+    pub schedule: ScheduleConfig,
+    pub posthog: PosthogConfig,
+    pub github: GithubConfig,
+    pub telegram: TelegramConfig,
+    pub llm: LlmConfig,
+    pub thresholds: Thresholds,
+    pub funnels: Vec<FunnelConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// SQLite file, relative to the working directory; created on first run.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScheduleConfig {
+    /// When to look for the worst step and propose a change (cron with seconds, UTC).
+    pub propose: cron::Schedule,
+    /// When to expire approvals and watch merged changes.
+    pub monitor: cron::Schedule,
+}
+
+#[derive(Debug, Clone)]
+pub struct PosthogConfig {
+    pub host: String,
+    pub project_id: String,
+    pub api_key_env: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MergeMethod {
+    Merge,
+    Squash,
+    Rebase,
+}
+
+impl MergeMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MergeMethod::Merge => "merge",
+            MergeMethod::Squash => "squash",
+            MergeMethod::Rebase => "rebase",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GithubConfig {
+    pub api_url: String,
+    /// `owner/name`.
+    pub repo: String,
+    pub base_branch: String,
+    pub token_env: String,
+    pub branch_prefix: String,
+    pub labels: Vec<String>,
+    /// Globs of the paths a proposal may change.
+    pub allowed_paths: Vec<String>,
+    pub allowed: globset::GlobSet,
+    pub max_changed_lines: usize,
+    pub merge_method: MergeMethod,
+}
+
+impl GithubConfig {
+    pub fn owner(&self) -> &str {
+        self.repo.split_once('/').map_or("", |(o, _)| o)
+    }
+    pub fn name(&self) -> &str {
+        self.repo.split_once('/').map_or("", |(_, n)| n)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TelegramConfig {
+    pub api_url: String,
+    pub token_env: String,
+    pub chat_id: i64,
+    pub approvers: Vec<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LlmConfig {
+    pub base_url: String,
+    pub model: String,
+    pub api_key_env: String,
+    /// Prompt template; when the file does not exist the shipped default is used.
+    pub prompt: PathBuf,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevertMode {
+    /// Revert PRs are merged at once.
+    Merge,
+    /// Revert PRs wait for an approval in Telegram.
+    Approve,
+}
+
+#[derive(Debug, Clone)]
+pub struct Thresholds {
+    pub lookback: Duration,
+    pub min_visitors: u64,
+    pub approval_timeout: Duration,
+    pub observation: Duration,
+    pub baseline: Duration,
+    pub max_relative_drop: f64,
+    pub false_revert_rate: f64,
+    pub cooldown: Duration,
+    pub revert: RevertMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selection {
+    /// The step with the lowest Wilson upper bound.
+    LowestRate,
+    /// The step losing the most people: entrants × (1 − rate).
+    MostLost,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunnelConfig {
+    pub name: String,
+    /// How long after a step the next one may follow.
+    pub conversion_window: Duration,
+    pub selection: Selection,
+    pub steps: Vec<StepConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepConfig {
+    pub name: String,
+    pub event: String,
+    /// Property equality filters, e.g. `$pathname = "/pricing"`.
+    pub filters: BTreeMap<String, String>,
+    /// The page(s) where users decide to go on to the next step.
+    pub files: Vec<String>,
+}
+
+/// The secret values named by the config, read from the environment.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    pub posthog_api_key: SecretString,
+    pub github_token: SecretString,
+    pub telegram_token: SecretString,
+    pub llm_api_key: SecretString,
+}
+
+impl Secrets {
+    /// Reads every secret; the error lists each missing variable.
+    pub fn from_env(config: &Config) -> Result<Secrets, Vec<Problem>> {
+        Self::from_lookup(config, |name| std::env::var(name).ok())
+    }
+
+    /// Like [`Secrets::from_env`] with an explicit lookup (tests, the demo).
+    pub fn from_lookup(
+        config: &Config,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Secrets, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut get = |key: &str, var: &str| -> SecretString {
+            match lookup(var).filter(|v| !v.trim().is_empty()) {
+                Some(v) => SecretString::from(v),
+                None => {
+                    problems.push(Problem {
+                        line: None,
+                        key: key.to_string(),
+                        message: format!("environment variable {var} is not set"),
+                    });
+                    SecretString::from(String::new())
+                }
+            }
+        };
+        let secrets = Secrets {
+            posthog_api_key: get("posthog.api_key_env", &config.posthog.api_key_env),
+            github_token: get("github.token_env", &config.github.token_env),
+            telegram_token: get("telegram.token_env", &config.telegram.token_env),
+            llm_api_key: get("llm.api_key_env", &config.llm.api_key_env),
+        };
+        if problems.is_empty() {
+            Ok(secrets)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Raw sections as written in the file. Fields that need checking beyond their
+// type are `Spanned`, so a problem can name its line.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    state: RawState,
+    #[serde(default)]
+    schedule: RawSchedule,
+    posthog: RawPosthog,
+    github: RawGithub,
+    telegram: RawTelegram,
+    #[serde(default)]
+    llm: RawLlm,
+    #[serde(default)]
+    thresholds: RawThresholds,
+    #[serde(default, rename = "funnel")]
+    funnels: Vec<Spanned<RawFunnel>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    /// Default `"funnelfix.db"`.
+    #[serde(default = "default_state_path")]
+    path: PathBuf,
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        RawState {
+            path: default_state_path(),
+        }
+    }
+}
+
+fn default_state_path() -> PathBuf {
+    PathBuf::from("funnelfix.db")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    /// Default `"0 0 9 * * Mon"`: Mondays at 09:00 UTC.
+    #[serde(default = "default_propose")]
+    propose: Spanned<String>,
+    /// Default `"0 */15 * * * *"`: every 15 minutes.
+    #[serde(default = "default_monitor")]
+    monitor: Spanned<String>,
+}
+
+impl Default for RawSchedule {
+    fn default() -> Self {
+        RawSchedule {
+            propose: default_propose(),
+            monitor: default_monitor(),
+        }
+    }
+}
+
+fn unspanned<T>(value: T) -> Spanned<T> {
+    Spanned::new(0..0, value)
+}
+fn default_propose() -> Spanned<String> {
+    unspanned("0 0 9 * * Mon".into())
+}
+fn default_monitor() -> Spanned<String> {
+    unspanned("0 */15 * * * *".into())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPosthog {
+    /// Default `"https://us.posthog.com"`.
+    #[serde(default = "default_posthog_host")]
+    host: Spanned<String>,
+    project_id: Spanned<ProjectId>,
+    /// Default `"POSTHOG_API_KEY"`.
+    #[serde(default = "default_posthog_key_env")]
+    api_key_env: Spanned<String>,
+}
+
+/// PostHog project ids are numbers, but people write them quoted too.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ProjectId {
+    Text(String),
+    Number(i64),
+}
+
+fn default_posthog_host() -> Spanned<String> {
+    unspanned("https://us.posthog.com".into())
+}
+fn default_posthog_key_env() -> Spanned<String> {
+    unspanned("POSTHOG_API_KEY".into())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGithub {
+    /// Default `"https://api.github.com"`.
+    #[serde(default = "default_github_api")]
+    api_url: Spanned<String>,
+    repo: Spanned<String>,
+    /// Default `"main"`.
+    #[serde(default = "default_base_branch")]
+    base_branch: Spanned<String>,
+    /// Default `"GITHUB_TOKEN"`.
+    #[serde(default = "default_github_token_env")]
+    token_env: Spanned<String>,
+    /// Default `"funnelfix/"`.
+    #[serde(default = "default_branch_prefix")]
+    branch_prefix: Spanned<String>,
+    /// Default `["funnelfix"]`.
+    #[serde(default = "default_labels")]
+    labels: Vec<String>,
+    /// Required: nothing may change outside these globs.
+    allowed_paths: Spanned<Vec<String>>,
+    /// Default 40.
+    #[serde(default = "default_max_changed_lines")]
+    max_changed_lines: Spanned<i64>,
+    /// Default `"squash"`.
+    #[serde(default = "default_merge_method")]
+    merge_method: MergeMethod,
+}
+
+fn default_github_api() -> Spanned<String> {
+    unspanned("https://api.github.com".into())
+}
+fn default_base_branch() -> Spanned<String> {
+    unspanned("main".into())
+}
+fn default_github_token_env() -> Spanned<String> {
+    unspanned("GITHUB_TOKEN".into())
+}
+fn default_branch_prefix() -> Spanned<String> {
+    unspanned("funnelfix/".into())
+}
+fn default_labels() -> Vec<String> {
+    vec!["funnelfix".into()]
+}
+fn default_max_changed_lines() -> Spanned<i64> {
+    unspanned(40)
+}
+fn default_merge_method() -> MergeMethod {
+    MergeMethod::Squash
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelegram {
+    /// Default `"https://api.telegram.org"`.
+    #[serde(default = "default_telegram_api")]
+    api_url: Spanned<String>,
+    /// Default `"TELEGRAM_BOT_TOKEN"`.
+    #[serde(default = "default_telegram_token_env")]
+    token_env: Spanned<String>,
+    chat_id: i64,
+    approvers: Spanned<Vec<u64>>,
+}
+
+fn default_telegram_api() -> Spanned<String> {
+    unspanned("https://api.telegram.org".into())
+}
+fn default_telegram_token_env() -> Spanned<String> {
+    unspanned("TELEGRAM_BOT_TOKEN".into())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLlm {
+    /// Default `"https://api.openai.com/v1"`.
+    #[serde(default = "default_llm_url")]
+    base_url: Spanned<String>,
+    /// Default `"gpt-4.1-mini"`.
+    #[serde(default = "default_llm_model")]
+    model: Spanned<String>,
+    /// Default `"OPENAI_API_KEY"`.
+    #[serde(default = "default_llm_key_env")]
+    api_key_env: Spanned<String>,
+    /// Default `"prompts/propose.md"`.
+    #[serde(default = "default_prompt")]
+    prompt: PathBuf,
+    /// Default 3.
+    #[serde(default = "default_max_attempts")]
+    max_attempts: Spanned<i64>,
+}
+
+impl Default for RawLlm {
+    fn default() -> Self {
+        RawLlm {
+            base_url: default_llm_url(),
+            model: default_llm_model(),
+            api_key_env: default_llm_key_env(),
+            prompt: default_prompt(),
+            max_attempts: default_max_attempts(),
+        }
+    }
+}
+
+fn default_llm_url() -> Spanned<String> {
+    unspanned("https://api.openai.com/v1".into())
+}
+fn default_llm_model() -> Spanned<String> {
+    unspanned("gpt-4.1-mini".into())
+}
+fn default_llm_key_env() -> Spanned<String> {
+    unspanned("OPENAI_API_KEY".into())
+}
+fn default_prompt() -> PathBuf {
+    PathBuf::from("prompts/propose.md")
+}
+fn default_max_attempts() -> Spanned<i64> {
+    unspanned(3)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThresholds {
+    /// Default `"28d"`.
+    #[serde(default = "default_28d")]
+    lookback: Spanned<String>,
+    /// Default 200.
+    #[serde(default = "default_min_visitors")]
+    min_visitors: Spanned<i64>,
+    /// Default `"72h"`.
+    #[serde(default = "default_72h")]
+    approval_timeout: Spanned<String>,
+    /// Default `"14d"`.
+    #[serde(default = "default_14d")]
+    observation: Spanned<String>,
+    /// Default `"28d"`.
+    #[serde(default = "default_28d")]
+    baseline: Spanned<String>,
+    /// Default 0.10.
+    #[serde(default = "default_max_relative_drop")]
+    max_relative_drop: Spanned<f64>,
+    /// Default 0.05.
+    #[serde(default = "default_false_revert_rate")]
+    false_revert_rate: Spanned<f64>,
+    /// Default `"28d"`.
+    #[serde(default = "default_28d")]
+    cooldown: Spanned<String>,
+    /// Default `"merge"`.
+    #[serde(default = "default_revert_mode")]
+    revert: RevertMode,
+}
+
+impl Default for RawThresholds {
+    fn default() -> Self {
+        RawThresholds {
+            lookback: default_28d(),
+            min_visitors: default_min_visitors(),
+            approval_timeout: default_72h(),
+            observation: default_14d(),
+            baseline: default_28d(),
+            max_relative_drop: default_max_relative_drop(),
+            false_revert_rate: default_false_revert_rate(),
+            cooldown: default_28d(),
+            revert: default_revert_mode(),
+        }
+    }
+}
+
+fn default_28d() -> Spanned<String> {
+    unspanned("28d".into())
+}
+fn default_14d() -> Spanned<String> {
+    unspanned("14d".into())
+}
+fn default_72h() -> Spanned<String> {
+    unspanned("72h".into())
+}
+fn default_min_visitors() -> Spanned<i64> {
+    unspanned(200)
+}
+fn default_max_relative_drop() -> Spanned<f64> {
+    unspanned(0.10)
+}
+fn default_false_revert_rate() -> Spanned<f64> {
+    unspanned(0.05)
+}
+fn default_revert_mode() -> RevertMode {
+    RevertMode::Merge
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFunnel {
+    name: Spanned<String>,
+    /// Default `"1d"`.
+    #[serde(default = "default_conversion_window")]
+    conversion_window: Spanned<String>,
+    /// Default `"lowest_rate"`.
+    #[serde(default = "default_selection")]
+    selection: Selection,
+    #[serde(default, rename = "step")]
+    steps: Vec<Spanned<RawStep>>,
+}
+
+fn default_conversion_window() -> Spanned<String> {
+    unspanned("1d".into())
+}
+fn default_selection() -> Selection {
+    Selection::LowestRate
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    name: Spanned<String>,
+    event: Spanned<String>,
+    #[serde(default = "no_filters")]
+    filters: Spanned<BTreeMap<String, String>>,
+    #[serde(default)]
+    files: Vec<String>,
+}
+
+fn no_filters() -> Spanned<BTreeMap<String, String>> {
+    unspanned(BTreeMap::new())
+}
+
+// ---------------------------------------------------------------------------
+// Loading and validation.
+
+/// Reads and checks the file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        file: file.clone(),
+        problems: vec![Problem {
+            line: None,
+            key: "config".into(),
+            message: format!("cannot read the file: {e}"),
+        }],
+    })?;
+    parse(&text).map_err(|problems| ConfigErrors { file, problems })
+}
+
+/// Parses and checks config text; every problem found is returned.
+pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| vec![serde_problem(text, &e)])?;
+    Checker::new(text).check(raw)
+}
+
+/// Turns a TOML/serde error into one line: the key it names, if any, and the line.
+fn serde_problem(text: &str, err: &toml::de::Error) -> Problem {
+    let line = err.span().map(|s| line_of(text, s.start));
+    let message = err.message().trim().replace('\n', " ");
+    // serde says "unknown field `x`, expected one of ..." or "missing field `x`".
+    let key = message
+        .split('`')
+        .nth(1)
+        .filter(|_| message.contains("field"))
+        .map(|k| k.to_string())
+        .or_else(|| line.and_then(|l| key_on_line(text, l)))
+        .unwrap_or_else(|| "config".into());
+    Problem { line, key, message }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The bare key written at the start of `line`, for errors that carry no key.
+fn key_on_line(text: &str, line: usize) -> Option<String> {
+    let l = text.lines().nth(line - 1)?.trim();
+    let (k, _) = l.split_once('=')?;
+    let k = k.trim();
+    (!k.is_empty() && !k.starts_with('[')).then(|| k.to_string())
+}
+
+struct Checker<'a> {
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl<'a> Checker<'a> {
+    fn new(text: &'a str) -> Self {
+        Checker {
+            text,
+            problems: Vec::new(),
+        }
+    }
+
+    fn line<T>(&self, s: &Spanned<T>) -> Option<usize> {
+        let span = s.span();
+        (span.end > 0).then(|| line_of(self.text, span.start))
+    }
+
+    fn problem<T>(&mut self, at: &Spanned<T>, key: impl Into<String>, message: impl Into<String>) {
+        let line = self.line(at);
+        self.problems.push(Problem {
+            line,
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, s: &Spanned<String>, key: &str) -> Duration {
+        match humantime::parse_duration(s.get_ref().trim()) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.problem(s, key, "must be longer than zero");
+                Duration::from_secs(1)
+            }
+            Err(e) => {
+                self.problem(
+                    s,
+                    key,
+                    format!(
+                        "{:?} is not a duration ({e}); write e.g. \"30s\", \"15m\", \"72h\", \"14d\"",
+                        s.get_ref()
+                    ),
+                );
+                Duration::from_secs(1)
+            }
+        }
+    }
+
+    fn cron(&mut self, s: &Spanned<String>, key: &str) -> cron::Schedule {
+        match cron::Schedule::from_str(s.get_ref()) {
+            Ok(c) => c,
+            Err(e) => {
+                self.problem(
+                    s,
+                    key,
+                    format!(
+                        "{:?} is not a cron expression with seconds ({e}); e.g. \"0 */15 * * * *\"",
+                        s.get_ref()
+                    ),
+                );
+                cron::Schedule::from_str("0 0 0 * * *").expect("constant cron is valid")
+            }
+        }
+    }
+
+    fn url(&mut self, s: &Spanned<String>, key: &str) -> String {
+        let v = s.get_ref().trim().trim_end_matches('/').to_string();
+        if !(v.starts_with("http://") || v.starts_with("https://")) {
+            self.problem(s, key, format!("{v:?} must be an http:// or https:// URL"));
+        }
+        v
+    }
+
+    fn env_name(&mut self, s: &Spanned<String>, key: &str) -> String {
+        let v = s.get_ref().trim().to_string();
+        let ok = !v.is_empty()
+            && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !v.starts_with(|c: char| c.is_ascii_digit());
+        if !ok {
+            self.problem(
+                s,
+                key,
+                format!("{v:?} must be the NAME of an environment variable (letters, digits, _), not a secret"),
+            );
+        }
+        v
+    }
+
+    fn non_empty(&mut self, s: &Spanned<String>, key: &str) -> String {
+        let v = s.get_ref().trim().to_string();
+        if v.is_empty() {
+            self.problem(s, key, "must not be empty");
+        }
+        v
+    }
+
+    fn positive(&mut self, s: &Spanned<i64>, key: &str, max: i64) -> i64 {
+        let v = *s.get_ref();
+        if v < 1 || v > max {
+            self.problem(s, key, format!("must be between 1 and {max} (got {v})"));
+            return 1;
+        }
+        v
+    }
+
+    fn fraction(&mut self, s: &Spanned<f64>, key: &str) -> f64 {
+        let v = *s.get_ref();
+        if !(v > 0.0 && v < 1.0) {
+            self.problem(
+                s,
+                key,
+                format!("must be a fraction above 0 and below 1 (got {v})"),
+            );
+            return 0.5;
+        }
+        v
+    }
+
+    fn check(mut self, raw: RawConfig) -> Result<Config, Vec<Problem>> {
+        let schedule = ScheduleConfig {
+            propose: self.cron(&raw.schedule.propose, "schedule.propose"),
+            monitor: self.cron(&raw.schedule.monitor, "schedule.monitor"),
+        };
+
+        let project_id = match raw.posthog.project_id.get_ref() {
+            ProjectId::Text(t) => t.trim().to_string(),
+            ProjectId::Number(n) => n.to_string(),
+        };
+        if project_id.is_empty() || !project_id.chars().all(|c| c.is_ascii_digit()) {
+            self.problem(
+                &raw.posthog.project_id,
+                "posthog.project_id",
+                format!(
+                    "{project_id:?} must be the numeric project id from PostHog's project settings"
+                ),
+            );
+        }
+        let posthog = PosthogConfig {
+            host: self.url(&raw.posthog.host, "posthog.host"),
+            project_id,
+            api_key_env: self.env_name(&raw.posthog.api_key_env, "posthog.api_key_env"),
+        };
+
+        let github = self.github(raw.github);
+
+        let telegram = TelegramConfig {
+            api_url: self.url(&raw.telegram.api_url, "telegram.api_url"),
+            token_env: self.env_name(&raw.telegram.token_env, "telegram.token_env"),
+            chat_id: raw.telegram.chat_id,
+            approvers: raw.telegram.approvers.get_ref().clone(),
+        };
+        if telegram.approvers.is_empty() {
+            self.problem(
+                &raw.telegram.approvers,
+                "telegram.approvers",
+                "must list at least one Telegram user id, or nobody can approve",
+            );
+        }
+
+        let llm = LlmConfig {
+            base_url: self.url(&raw.llm.base_url, "llm.base_url"),
+            model: self.non_empty(&raw.llm.model, "llm.model"),
+            api_key_env: self.env_name(&raw.llm.api_key_env, "llm.api_key_env"),
+            prompt: raw.llm.prompt,
+            max_attempts: self.positive(&raw.llm.max_attempts, "llm.max_attempts", 10) as u32,
+        };
+
+        let t = &raw.thresholds;
+        let thresholds = Thresholds {
+            lookback: self.duration(&t.lookback, "thresholds.lookback"),
+            min_visitors: self.positive(&t.min_visitors, "thresholds.min_visitors", i64::MAX)
+                as u64,
+            approval_timeout: self.duration(&t.approval_timeout, "thresholds.approval_timeout"),
+            observation: self.duration(&t.observation, "thresholds.observation"),
+            baseline: self.duration(&t.baseline, "thresholds.baseline"),
+            max_relative_drop: self.fraction(&t.max_relative_drop, "thresholds.max_relative_drop"),
+            false_revert_rate: self.fraction(&t.false_revert_rate, "thresholds.false_revert_rate"),
+            cooldown: self.duration(&t.cooldown, "thresholds.cooldown"),
+            revert: t.revert,
+        };
+
+        let funnels = self.funnels(&raw.funnels, &github);
+
+        if self.problems.is_empty() {
+            Ok(Config {
+                state: StateConfig {
+                    path: raw.state.path,
+                },
+                schedule,
+                posthog,
+                github,
+                telegram,
+                llm,
+                thresholds,
+                funnels,
+            })
+        } else {
+            Err(self.problems)
+        }
+    }
+
+    fn github(&mut self, g: RawGithub) -> GithubConfig {
+        let repo = g.repo.get_ref().trim().to_string();
+        let valid_repo = repo
+            .split_once('/')
+            .is_some_and(|(o, n)| is_repo_part(o) && is_repo_part(n));
+        if !valid_repo {
+            self.problem(
+                &g.repo,
+                "github.repo",
+                format!("{repo:?} must be \"owner/name\""),
+            );
+        }
+        let branch_prefix = g.branch_prefix.get_ref().trim().to_string();
+        if !is_branch_name(&branch_prefix) {
+            self.problem(
+                &g.branch_prefix,
+                "github.branch_prefix",
+                format!("{branch_prefix:?} is not usable in a git branch name"),
+            );
+        }
+        let mut builder = globset::GlobSetBuilder::new();
+        if g.allowed_paths.get_ref().is_empty() {
+            self.problem(
+                &g.allowed_paths,
+                "github.allowed_paths",
+                "must list at least one glob, e.g. [\"site/**\"]",
+            );
+        }
+        for pattern in g.allowed_paths.get_ref() {
+            if pattern.starts_with('/') || pattern.split('/').any(|p| p == "..") {
+                self.problem(
+                    &g.allowed_paths,
+                    "github.allowed_paths",
+                    format!("{pattern:?} must be relative to the repository root"),
+                );
+                continue;
+            }
+            match globset::GlobBuilder::new(pattern)
+                .literal_separator(true)
+                .build()
+            {
+                Ok(glob) => {
+                    builder.add(glob);
+                }
+                Err(e) => self.problem(
+                    &g.allowed_paths,
+                    "github.allowed_paths",
+                    format!("{pattern:?} is not a glob: {e}"),
+                ),
+            }
+        }
+        let allowed = builder
+            .build()
+            .unwrap_or_else(|_| globset::GlobSet::empty());
+        GithubConfig {
+            api_url: self.url(&g.api_url, "github.api_url"),
+            repo,
+            base_branch: self.non_empty(&g.base_branch, "github.base_branch"),
+            token_env: self.env_name(&g.token_env, "github.token_env"),
+            branch_prefix,
+            labels: g.labels,
+            allowed_paths: g.allowed_paths.into_inner(),
+            allowed,
+            max_changed_lines: self.positive(
+                &g.max_changed_lines,
+                "github.max_changed_lines",
+                10_000,
+            ) as usize,
+            merge_method: g.merge_method,
+        }
+    }
+
+    fn funnels(&mut self, raw: &[Spanned<RawFunnel>], github: &GithubConfig) -> Vec<FunnelConfig> {
+        if raw.is_empty() {
+            self.problems.push(Problem {
+                line: None,
+                key: "funnel".into(),
+                message: "no [[funnel]] is configured; add at least one with two or more steps"
+                    .into(),
+            });
+        }
+        let mut names = Vec::<String>::new();
+        let mut funnels = Vec::new();
+        for (fi, f) in raw.iter().enumerate() {
+            let f_ref = f.get_ref();
+            let name = f_ref.name.get_ref().trim().to_string();
+            let key = format!("funnel[{fi}]");
+            if !is_slug(&name) {
+                self.problem(
+                    &f_ref.name,
+                    format!("{key}.name"),
+                    format!(
+                        "{name:?} must be 1-40 characters of a-z, 0-9, - or _ (it names branches)"
+                    ),
+                );
+            }
+            if names.contains(&name) {
+                self.problem(
+                    &f_ref.name,
+                    format!("{key}.name"),
+                    format!("funnel {name:?} is defined twice"),
+                );
+            }
+            names.push(name.clone());
+            let conversion_window = self.duration(
+                &f_ref.conversion_window,
+                &format!("{key}.conversion_window"),
+            );
+            if f_ref.steps.len() < 2 {
+                self.problem(
+                    f,
+                    format!("{key}.step"),
+                    format!(
+                        "funnel {name:?} has {} step(s); a funnel needs at least two [[funnel.step]]",
+                        f_ref.steps.len()
+                    ),
+                );
+            }
+            let mut steps = Vec::new();
+            let mut step_names = Vec::<String>::new();
+            let last = f_ref.steps.len().saturating_sub(1);
+            for (si, s) in f_ref.steps.iter().enumerate() {
+                let s_ref = s.get_ref();
+                let skey = format!("{key}.step[{si}]");
+                let step_name = self.non_empty(&s_ref.name, &format!("{skey}.name"));
+                if step_names.contains(&step_name) {
+                    self.problem(
+                        &s_ref.name,
+                        format!("{skey}.name"),
+                        format!("step {step_name:?} appears twice in funnel {name:?}"),
+                    );
+                }
+                step_names.push(step_name.clone());
+                let event = self.non_empty(&s_ref.event, &format!("{skey}.event"));
+                for prop in s_ref.filters.get_ref().keys() {
+                    if !is_property_name(prop) {
+                        self.problem(
+                            &s_ref.filters,
+                            format!("{skey}.filters"),
+                            format!(
+                                "property name {prop:?} is not allowed: use letters, digits, _ and a leading $ only"
+                            ),
+                        );
+                    }
+                }
+                if si < last && s_ref.files.is_empty() {
+                    self.problem(
+                        s,
+                        format!("{skey}.files"),
+                        format!("step {step_name:?} lists no files: name the page(s) where users decide to go on"),
+                    );
+                }
+                for file in &s_ref.files {
+                    if !github.allowed.is_match(file) {
+                        self.problem(
+                            s,
+                            format!("{skey}.files"),
+                            format!("{file:?} is outside github.allowed_paths"),
+                        );
+                    }
+                }
+                steps.push(StepConfig {
+                    name: step_name,
+                    event,
+                    filters: s_ref.filters.get_ref().clone(),
+                    files: s_ref.files.clone(),
+                });
+            }
+            funnels.push(FunnelConfig {
+                name,
+                conversion_window,
+                selection: f_ref.selection,
+                steps,
+            });
+        }
+        funnels
+    }
+}
+
+fn is_repo_part(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn is_branch_name(s: &str) -> bool {
+    s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        && !s.contains("..")
+        && !s.starts_with('/')
+}
+
+/// Funnel names end up in branch names and callback data.
+fn is_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 40
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_'))
+}
+
+/// HogQL reads `properties.<name>` with the name spliced into the query text
+/// (a placeholder cannot stand for a name), so only plain identifiers pass.
+pub fn is_property_name(s: &str) -> bool {
+    let body = s.strip_prefix('$').unwrap_or(s);
+    !body.is_empty()
+        && body.len() <= 100
+        && body.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !body.starts_with(|c: char| c.is_ascii_digit())
+}

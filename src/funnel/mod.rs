@@ -1,0 +1,55 @@
+//! Pure funnel logic: the HogQL query text with its placeholder values, the
+//! rows it returns turned into step counts, step-to-step rates with Wilson
+//! intervals, and the choice of the step to work on.
+
+use serde::Serialize;
+
+/// People counted by the funnel query: `reached[i]` is how many entrants of the
+/// first step (in the time range) went on to reach step `i` in order, within
+/// the conversion window. `reached[0]` is the number of entrants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FunnelCounts {
+    pub reached: Vec<u64>,
+}
+
+/// One step-to-step transition: of `entrants` who reached step `index`,
+/// `converted` went on to step `index + 1`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepRate {
+    /// Index of the step people leave from (0-based).
+    pub index: usize,
+    /// Name of that step.
+    pub name: String,
+    /// Name of the step they should reach next.
+    pub next_name: String,
+    pub entrants: u64,
+    pub converted: u64,
+    /// converted / entrants (0 when there are no entrants).
+    pub rate: f64,
+    /// 95% Wilson interval of the rate.
+    pub low: f64,
+    pub high: f64,
+    /// Whether the step has at least `min_visitors` entrants and can be judged.
+    pub judged: bool,
+}
+
+/// The step funnelfix would work on, and why in words.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Choice {
+    /// Index into [`FunnelReport::steps`].
+    pub step: usize,
+    pub reason: String,
+}
+
+/// Everything `funnelfix funnel` prints for one funnel.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FunnelReport {
+    pub funnel: String,
+    pub counts: FunnelCounts,
+    pub steps: Vec<StepRate>,
+    /// reached[last] / reached[0].
+    pub overall: f64,
+    /// `None` when no step can be judged; `reason_none` then says why.
+    pub choice: Option<Choice>,
+    pub reason_none: Option<String>,
+}
