@@ -5,9 +5,22 @@
 //! Layout (data flows one way):
 //! - [`config`]: the TOML file, validated, and secrets from the environment.
 //! - [`funnel`]: pure: the HogQL query, step rates, intervals, the worst step.
-//! - [`store`]: SQLite state: experiments, their audit log, schedule runs.
-//! - `sandbox`: simulated PostHog, GitHub, Telegram and LLM servers on loopback,
-//!   used by `funnelfix demo` and the tests.
+//! - [`stats`]: pure: the always-valid revert test.
+//! - [`proposal`]: the prompt, and the LLM's edits parsed, checked and applied.
+//! - [`chart`]: the funnel chart sent to Telegram, drawn in-process.
+//! - [`posthog`], [`github`], [`telegram`], [`llm`]: one adapter per service.
+//! - [`retry`]: the retry policy the adapters share.
+//! - [`sandbox`]: simulated PostHog, GitHub, Telegram and LLM servers on
+//!   loopback, used by `funnelfix demo` and the tests.
 
+pub mod chart;
 pub mod config;
 pub mod funnel;
+pub mod github;
+pub mod llm;
+pub mod posthog;
+pub mod proposal;
+pub mod retry;
+pub mod sandbox;
+pub mod stats;
+pub mod telegram;

@@ -1,0 +1,1 @@
+//! Twin: see the module docs in mod.rs.
