@@ -608,8 +608,24 @@ fn serde_problem(text: &str, err: &toml::de::Error) -> Problem {
         .filter(|_| message.contains("field"))
         .map(|k| k.to_string())
         .or_else(|| line.and_then(|l| key_on_line(text, l)))
+        .map(|k| match line.and_then(|l| section_above(text, l)) {
+            Some(section) => format!("{section}.{k}"),
+            None => k,
+        })
         .unwrap_or_else(|| "config".into());
     Problem { line, key, message }
+}
+
+/// The `[table]` or `[[array]]` header that `line` belongs to.
+fn section_above(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().take(line).collect();
+    lines
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -676,12 +692,20 @@ impl<'a> Checker<'a> {
         match cron::Schedule::from_str(s.get_ref()) {
             Ok(c) => c,
             Err(e) => {
+                // The cron crate draws a caret diagram over several lines; keep its last line.
+                let text = e.to_string();
+                let reason = text
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("");
                 self.problem(
                     s,
                     key,
                     format!(
-                        "{:?} is not a cron expression with seconds ({e}); e.g. \"0 */15 * * * *\"",
-                        s.get_ref()
+                        "{:?} is not a cron expression with seconds ({}); e.g. \"0 */15 * * * *\"",
+                        s.get_ref(),
+                        reason.trim().trim_end_matches('.')
                     ),
                 );
                 cron::Schedule::from_str("0 0 0 * * *").expect("constant cron is valid")
@@ -722,9 +746,13 @@ impl<'a> Checker<'a> {
 
     fn positive(&mut self, s: &Spanned<i64>, key: &str, max: i64) -> i64 {
         let v = *s.get_ref();
-        if v < 1 || v > max {
-            self.problem(s, key, format!("must be between 1 and {max} (got {v})"));
+        if v < 1 {
+            self.problem(s, key, format!("must be at least 1 (got {v})"));
             return 1;
+        }
+        if v > max {
+            self.problem(s, key, format!("must be at most {max} (got {v})"));
+            return max;
         }
         v
     }
@@ -1033,4 +1061,203 @@ pub fn is_property_name(s: &str) -> bool {
         && body.len() <= 100
         && body.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !body.starts_with(|c: char| c.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../config/funnelfix.example.toml");
+
+    /// The problems `text` has, one per line, as check-config prints them.
+    fn problems(text: &str) -> String {
+        match parse(text) {
+            Ok(_) => "ok".into(),
+            Err(problems) => problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+
+    /// The example with `from` replaced by `to` (which must occur).
+    fn example_with(from: &str, to: &str) -> String {
+        assert!(EXAMPLE.contains(from), "example lacks {from:?}");
+        EXAMPLE.replacen(from, to, 1)
+    }
+
+    const MINIMAL: &str = r#"
+[posthog]
+project_id = 7
+[github]
+repo = "acme/site"
+allowed_paths = ["site/**"]
+[telegram]
+chat_id = -100
+approvers = [1]
+[[funnel]]
+name = "signup"
+  [[funnel.step]]
+  name = "Home"
+  event = "$pageview"
+  files = ["site/index.html"]
+  [[funnel.step]]
+  name = "Signed up"
+  event = "signup"
+"#;
+
+    #[test]
+    fn example_is_valid() {
+        let c = parse(EXAMPLE).expect("example parses");
+        assert_eq!(c.funnels[0].steps.len(), 4);
+        assert_eq!(c.thresholds.observation, Duration::from_secs(14 * 86400));
+        assert_eq!(
+            c.funnels[0].steps[1]
+                .filters
+                .get("$pathname")
+                .map(String::as_str),
+            Some("/pricing")
+        );
+        assert_eq!(c.github.owner(), "acme");
+        assert_eq!(c.github.name(), "website");
+    }
+
+    #[test]
+    fn defaults_fill_everything_optional() {
+        let c = parse(MINIMAL).expect("minimal parses");
+        assert_eq!(c.posthog.project_id, "7");
+        assert_eq!(c.posthog.host, "https://us.posthog.com");
+        assert_eq!(c.github.max_changed_lines, 40);
+        assert_eq!(c.github.merge_method, MergeMethod::Squash);
+        assert_eq!(c.llm.max_attempts, 3);
+        assert_eq!(c.thresholds.min_visitors, 200);
+        assert_eq!(
+            c.thresholds.approval_timeout,
+            Duration::from_secs(72 * 3600)
+        );
+        assert_eq!(c.thresholds.max_relative_drop, 0.10);
+        assert_eq!(c.thresholds.revert, RevertMode::Merge);
+        assert_eq!(c.funnels[0].conversion_window, Duration::from_secs(86400));
+        assert_eq!(c.funnels[0].selection, Selection::LowestRate);
+        assert_eq!(c.state.path, PathBuf::from("funnelfix.db"));
+    }
+
+    #[test]
+    fn syntax_error() {
+        insta::assert_snapshot!(problems(&example_with("[state]", "[state")), @"line 7: config: unclosed table, expected `]`");
+    }
+
+    #[test]
+    fn unknown_key() {
+        insta::assert_snapshot!(problems(&example_with("min_visitors = 200", "min_visits = 200")), @"line 46: thresholds.min_visits: unknown field `min_visits`, expected one of `lookback`, `min_visitors`, `approval_timeout`, `observation`, `baseline`, `max_relative_drop`, `false_revert_rate`, `cooldown`, `revert`");
+    }
+
+    #[test]
+    fn bad_duration() {
+        insta::assert_snapshot!(problems(&example_with(r#"observation = "14d""#, r#"observation = "two weeks""#)), @r#"line 48: thresholds.observation: "two weeks" is not a duration (expected number at 0); write e.g. "30s", "15m", "72h", "14d""#);
+    }
+
+    #[test]
+    fn bad_cron() {
+        insta::assert_snapshot!(problems(&example_with(r#"propose = "0 0 9 * * Mon""#, r#"propose = "0 9 * * Mon""#)), @r#"line 11: schedule.propose: "0 9 * * Mon" is not a cron expression with seconds ('Mon' is not a valid month name); e.g. "0 */15 * * * *""#);
+    }
+
+    #[test]
+    fn empty_funnel() {
+        let text = EXAMPLE.split("[[funnel]]").next().unwrap_or_default();
+        insta::assert_snapshot!(problems(text), @"funnel: no [[funnel]] is configured; add at least one with two or more steps");
+    }
+
+    #[test]
+    fn one_step_funnel() {
+        let text = format!(
+            "{}{}",
+            EXAMPLE
+                .split("  [[funnel.step]]")
+                .next()
+                .unwrap_or_default(),
+            "  [[funnel.step]]\n  name = \"Home\"\n  event = \"$pageview\"\n"
+        );
+        insta::assert_snapshot!(problems(&text), @r#"line 55: funnel[0].step: funnel "signup" has 1 step(s); a funnel needs at least two [[funnel.step]]"#);
+    }
+
+    #[test]
+    fn duplicate_step_names() {
+        insta::assert_snapshot!(problems(&example_with(r#"name = "Started signup""#, r#"name = "Viewed pricing""#)), @r#"line 73: funnel[0].step[2].name: step "Viewed pricing" appears twice in funnel "signup""#);
+    }
+
+    #[test]
+    fn bad_property_name() {
+        insta::assert_snapshot!(problems(&example_with(r#"filters = { "$pathname" = "/" }"#, r#"filters = { "$path name) OR 1=1 --" = "/" }"#)), @r#"line 63: funnel[0].step[0].filters: property name "$path name) OR 1=1 --" is not allowed: use letters, digits, _ and a leading $ only"#);
+    }
+
+    #[test]
+    fn thresholds_out_of_range() {
+        let text = example_with("max_relative_drop = 0.10", "max_relative_drop = -0.1")
+            .replacen("false_revert_rate = 0.05", "false_revert_rate = 1.5", 1)
+            .replacen("min_visitors = 200", "min_visitors = -5", 1);
+        insta::assert_snapshot!(problems(&text), @"
+        line 46: thresholds.min_visitors: must be at least 1 (got -5)
+        line 50: thresholds.max_relative_drop: must be a fraction above 0 and below 1 (got -0.1)
+        line 51: thresholds.false_revert_rate: must be a fraction above 0 and below 1 (got 1.5)
+        ");
+    }
+
+    #[test]
+    fn every_problem_is_listed_at_once() {
+        let text = example_with(r#"lookback = "28d""#, r#"lookback = "28 fortnights""#)
+            .replacen(r#"monitor = "0 */15 * * * *""#, r#"monitor = "often""#, 1)
+            .replacen(r#"repo = "acme/website""#, r#"repo = "website""#, 1)
+            .replacen(
+                r#"files = ["site/signup.html"]"#,
+                r#"files = [".github/workflows/ci.yml"]"#,
+                1,
+            );
+        insta::assert_snapshot!(problems(&text), @r#"
+        line 12: schedule.monitor: "often" is not a cron expression with seconds (The 'Seconds' field does not support using names. 'often' specified); e.g. "0 */15 * * * *"
+        line 22: github.repo: "website" must be "owner/name"
+        line 45: thresholds.lookback: "28 fortnights" is not a duration (unknown time unit "fortnights", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)); write e.g. "30s", "15m", "72h", "14d"
+        line 72: funnel[0].step[2].files: ".github/workflows/ci.yml" is outside github.allowed_paths
+        "#);
+    }
+
+    #[test]
+    fn missing_env_secret() {
+        let c = parse(EXAMPLE).expect("example parses");
+        let err = Secrets::from_lookup(&c, |name| {
+            (name != "GITHUB_TOKEN").then(|| "value".to_string())
+        })
+        .expect_err("GITHUB_TOKEN is missing");
+        let lines: Vec<String> = err.iter().map(|p| p.to_string()).collect();
+        insta::assert_snapshot!(lines.join("\n"), @"github.token_env: environment variable GITHUB_TOKEN is not set");
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        let c = parse(EXAMPLE).expect("example parses");
+        let s =
+            Secrets::from_lookup(&c, |_| Some("sekret-value-123".to_string())).expect("all set");
+        assert!(!format!("{s:?}").contains("sekret-value-123"));
+    }
+
+    #[test]
+    fn secret_value_in_place_of_env_name_is_refused() {
+        let text = example_with(
+            r#"token_env = "GITHUB_TOKEN""#,
+            r#"token_env = "ghp_abc-123.xyz""#,
+        );
+        let out = problems(&text);
+        assert!(out.contains("github.token_env"), "{out}");
+    }
+
+    #[test]
+    fn property_names() {
+        assert!(is_property_name("$pathname"));
+        assert!(is_property_name("plan_type"));
+        assert!(!is_property_name("$"));
+        assert!(!is_property_name("a.b"));
+        assert!(!is_property_name("x' OR 1"));
+        assert!(!is_property_name("1abc"));
+    }
 }

@@ -1,1 +1,122 @@
-fn main() {}
+//! The command line: parse arguments, load the config, call into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use funnelfix::config::{self, DEFAULT_CONFIG_PATH};
+
+#[derive(Parser)]
+#[command(
+    name = "funnelfix",
+    version,
+    about = "Improves a PostHog funnel one reviewed pull request at a time"
+)]
+struct Cli {
+    /// Config file.
+    #[arg(short, long, global = true, env = "FUNNELFIX_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The daemon: both schedules and Telegram polling, until SIGTERM or SIGINT.
+    Run,
+    /// One propose pass and one monitor pass now, then exit.
+    Once {
+        /// Write nothing anywhere; print what would be done.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print each funnel: step counts, rates with intervals, and the step it would pick.
+    Funnel {
+        /// Only this funnel.
+        #[arg(long)]
+        funnel: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Experiments from the state database.
+    Status,
+    /// Validate the config file and the environment; exit 1 listing every problem.
+    CheckConfig,
+    /// The whole loop against built-in simulated services; no credentials needed.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match try_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("funnelfix=info,warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::CheckConfig => Ok(check_config(&cli.config)),
+        Command::Run
+        | Command::Once { .. }
+        | Command::Funnel { .. }
+        | Command::Status
+        | Command::Demo => {
+            eprintln!("this command is not available in this build yet");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+/// Every problem in the file and the environment, one per line; exit 1 if any.
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(problems) = config::Secrets::from_env(&config) {
+        for p in problems {
+            eprintln!("{}: {p}", path.display());
+        }
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "{}: ok ({} funnel(s), state in {})",
+        path.display(),
+        config.funnels.len(),
+        config.state.path.display()
+    );
+    ExitCode::SUCCESS
+}
