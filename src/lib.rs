@@ -15,6 +15,7 @@
 
 pub mod chart;
 pub mod config;
+pub mod experiment;
 pub mod funnel;
 pub mod github;
 pub mod llm;
@@ -23,4 +24,5 @@ pub mod proposal;
 pub mod retry;
 pub mod sandbox;
 pub mod stats;
+pub mod store;
 pub mod telegram;

@@ -1,0 +1,820 @@
+//! SQLite state: experiments, the audit log of every transition and refused
+//! tap, scheduled runs, and small settings (Telegram offset, pause flag).
+//!
+//! Migrations are append-only, applied at start-up, one transaction each, and
+//! tracked by `PRAGMA user_version`. State changes are compare-and-set on the
+//! current state, so a double tap or a redelivered update acts once.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::experiment::{ExperimentId, State};
+
+/// Ordered schema steps; never edit one that has shipped, append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: experiments, audit log, schedule runs, settings.
+    "CREATE TABLE experiments (
+        id INTEGER PRIMARY KEY,
+        funnel TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        step_name TEXT NOT NULL,
+        next_step_name TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        nonce TEXT NOT NULL,
+        title TEXT,
+        hypothesis TEXT,
+        diff TEXT,
+        changed_files TEXT,
+        base_sha TEXT,
+        branch TEXT,
+        pr_number INTEGER,
+        pr_url TEXT,
+        head_sha TEXT,
+        message_id INTEGER,
+        asked_at TEXT,
+        decided_by INTEGER,
+        decided_at TEXT,
+        merged_at TEXT,
+        merge_sha TEXT,
+        rate_before REAL,
+        entrants_before INTEGER,
+        converted_before INTEGER,
+        baseline TEXT,
+        assessment TEXT,
+        p_value REAL,
+        revert_branch TEXT,
+        revert_pr INTEGER,
+        revert_pr_url TEXT,
+        verdict TEXT,
+        failure TEXT,
+        ended_at TEXT
+    );
+    -- One open experiment per funnel, so a change in rate can be attributed.
+    CREATE UNIQUE INDEX one_open_experiment_per_funnel ON experiments(funnel)
+        WHERE state NOT IN ('kept', 'reverted', 'rejected', 'expired', 'failed');
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        experiment_id INTEGER REFERENCES experiments(id),
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        actor INTEGER,
+        detail TEXT NOT NULL
+    );
+    CREATE TABLE schedule_runs (
+        name TEXT NOT NULL,
+        scheduled_at TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        UNIQUE(name, scheduled_at)
+    );
+    CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );",
+];
+
+/// Columns an experiment has besides its identity; the only names
+/// [`Store::update`] accepts.
+const COLUMNS: &[&str] = &[
+    "title",
+    "hypothesis",
+    "diff",
+    "changed_files",
+    "base_sha",
+    "branch",
+    "pr_number",
+    "pr_url",
+    "head_sha",
+    "message_id",
+    "asked_at",
+    "decided_by",
+    "decided_at",
+    "merged_at",
+    "merge_sha",
+    "rate_before",
+    "entrants_before",
+    "converted_before",
+    "baseline",
+    "assessment",
+    "p_value",
+    "revert_branch",
+    "revert_pr",
+    "revert_pr_url",
+    "verdict",
+    "failure",
+    "ended_at",
+];
+
+/// An experiment as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Experiment {
+    pub id: ExperimentId,
+    pub funnel: String,
+    pub step: usize,
+    pub step_name: String,
+    pub next_step_name: String,
+    pub state: State,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Random; goes into the Telegram buttons so a forged tap cannot guess it.
+    pub nonce: String,
+    pub title: Option<String>,
+    pub hypothesis: Option<String>,
+    pub diff: Option<String>,
+    /// JSON list of the paths the change touches.
+    pub changed_files: Option<String>,
+    pub base_sha: Option<String>,
+    pub branch: Option<String>,
+    pub pr_number: Option<u64>,
+    pub pr_url: Option<String>,
+    pub head_sha: Option<String>,
+    pub message_id: Option<i64>,
+    pub asked_at: Option<DateTime<Utc>>,
+    pub decided_by: Option<u64>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub merged_at: Option<DateTime<Utc>>,
+    pub merge_sha: Option<String>,
+    pub rate_before: Option<f64>,
+    pub entrants_before: Option<u64>,
+    pub converted_before: Option<u64>,
+    /// JSON of the per-weekday baseline counts, fetched once after the merge.
+    pub baseline: Option<String>,
+    /// JSON of the latest assessment.
+    pub assessment: Option<String>,
+    /// Always-valid p-value: the minimum over looks of 1/Λ.
+    pub p_value: Option<f64>,
+    pub revert_branch: Option<String>,
+    pub revert_pr: Option<u64>,
+    pub revert_pr_url: Option<String>,
+    pub verdict: Option<String>,
+    pub failure: Option<String>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// What the store needs to start an experiment.
+#[derive(Debug, Clone)]
+pub struct NewExperiment<'a> {
+    pub funnel: &'a str,
+    pub step: usize,
+    pub step_name: &'a str,
+    pub next_step_name: &'a str,
+    pub nonce: &'a str,
+}
+
+/// One row of the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRow {
+    pub experiment_id: Option<ExperimentId>,
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub actor: Option<u64>,
+    pub detail: String,
+}
+
+/// A state change asked of [`Store::transition`].
+#[derive(Debug, Clone, Copy)]
+pub struct Transition<'a> {
+    pub from: State,
+    pub to: State,
+    pub fields: &'a [(&'a str, Value)],
+    /// The Telegram user who caused it, if one did.
+    pub actor: Option<u64>,
+    pub detail: &'a str,
+}
+
+impl<'a> Transition<'a> {
+    pub fn new(from: State, to: State, detail: &'a str) -> Self {
+        Transition {
+            from,
+            to,
+            fields: &[],
+            actor: None,
+            detail,
+        }
+    }
+    pub fn with(mut self, fields: &'a [(&'a str, Value)]) -> Self {
+        self.fields = fields;
+        self
+    }
+    pub fn by(mut self, actor: u64) -> Self {
+        self.actor = Some(actor);
+        self
+    }
+}
+
+/// Why a transition did not happen.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TransitionError {
+    #[error("experiment {0} does not exist")]
+    NotFound(ExperimentId),
+    #[error("experiment {id} is {actual}, not {expected}")]
+    StateChanged {
+        id: ExperimentId,
+        expected: State,
+        actual: State,
+    },
+    #[error("{from} → {to} is not a step of the experiment lifecycle")]
+    NotAllowed { from: State, to: State },
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+        }
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open the state database {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        Self::init(conn).with_context(|| format!("state database {}", path.display()))
+    }
+
+    /// A private database for tests.
+    pub fn open_in_memory() -> Result<Store> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Store> {
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut conn)?;
+        Ok(Store { conn })
+    }
+
+    pub fn schema_version(&self) -> Result<usize> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize)
+    }
+
+    /// Starts an experiment in state `proposed`. Fails if the funnel already has one open.
+    pub fn create(&self, new: &NewExperiment<'_>, now: DateTime<Utc>) -> Result<ExperimentId> {
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute(
+            "INSERT INTO experiments
+               (funnel, step, step_name, next_step_name, state, created_at, updated_at, nonce)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
+            params![
+                new.funnel,
+                new.step as i64,
+                new.step_name,
+                new.next_step_name,
+                State::Proposed.as_str(),
+                ts(now),
+                new.nonce
+            ],
+        )
+        .with_context(|| {
+            format!(
+                "cannot start an experiment on funnel {:?}: one is already open",
+                new.funnel
+            )
+        })?;
+        let id = ExperimentId(tx.last_insert_rowid());
+        audit_in(
+            &tx,
+            Some(id),
+            now,
+            "proposed",
+            None,
+            &format!("step {:?}", new.step_name),
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    pub fn get(&self, id: ExperimentId) -> Result<Option<Experiment>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT * FROM experiments WHERE id = ?1",
+                [id.0],
+                row_to_experiment,
+            )
+            .optional()?)
+    }
+
+    /// Experiments not yet ended, oldest first.
+    pub fn open_experiments(&self) -> Result<Vec<Experiment>> {
+        self.query(
+            "SELECT * FROM experiments
+             WHERE state NOT IN ('kept', 'reverted', 'rejected', 'expired', 'failed')
+             ORDER BY id",
+            &[],
+        )
+    }
+
+    /// Every experiment, newest first.
+    pub fn all(&self) -> Result<Vec<Experiment>> {
+        self.query("SELECT * FROM experiments ORDER BY id DESC", &[])
+    }
+
+    /// Earlier experiments on one step of a funnel, newest first.
+    pub fn history(&self, funnel: &str, step_name: &str) -> Result<Vec<Experiment>> {
+        self.query(
+            "SELECT * FROM experiments WHERE funnel = ?1 AND step_name = ?2 ORDER BY id DESC",
+            &[&funnel, &step_name],
+        )
+    }
+
+    fn query(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Experiment>> {
+        let mut stmt = self.conn.prepare(sql)?;
+        let rows = stmt.query_map(args, row_to_experiment)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Sets fields of an experiment without changing its state.
+    pub fn update(
+        &self,
+        id: ExperimentId,
+        fields: &[(&str, Value)],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        set_fields(&tx, id, fields, now)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Moves `id` from `from` to `to` if it is still in `from`, setting `fields`
+    /// and writing an audit row, all in one transaction.
+    pub fn transition(
+        &self,
+        id: ExperimentId,
+        t: Transition<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<std::result::Result<(), TransitionError>> {
+        let Transition {
+            from,
+            to,
+            fields,
+            actor,
+            detail,
+        } = t;
+        if !from.can_become(to) {
+            return Ok(Err(TransitionError::NotAllowed { from, to }));
+        }
+        let tx = self.conn.unchecked_transaction()?;
+        let changed = tx.execute(
+            "UPDATE experiments SET state = ?1, updated_at = ?2 WHERE id = ?3 AND state = ?4",
+            params![to.as_str(), ts(now), id.0, from.as_str()],
+        )?;
+        if changed == 0 {
+            let actual: Option<String> = tx
+                .query_row("SELECT state FROM experiments WHERE id = ?1", [id.0], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            return Ok(Err(match actual.as_deref().and_then(State::parse) {
+                None => TransitionError::NotFound(id),
+                Some(actual) => TransitionError::StateChanged {
+                    id,
+                    expected: from,
+                    actual,
+                },
+            }));
+        }
+        set_fields(&tx, id, fields, now)?;
+        if to.is_final() {
+            set_fields(&tx, id, &[("ended_at", Value::Text(ts(now)))], now)?;
+        }
+        audit_in(&tx, Some(id), now, to.as_str(), actor, detail)?;
+        tx.commit()?;
+        Ok(Ok(()))
+    }
+
+    /// Records something worth keeping that is not a transition (a refused tap, a skipped step).
+    pub fn audit(
+        &self,
+        experiment: Option<ExperimentId>,
+        kind: &str,
+        actor: Option<u64>,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        audit_in(&self.conn, experiment, now, kind, actor, detail)
+    }
+
+    pub fn audit_log(&self, experiment: Option<ExperimentId>) -> Result<Vec<AuditRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT experiment_id, at, kind, actor, detail FROM audit
+             WHERE ?1 IS NULL OR experiment_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([experiment.map(|e| e.0)], |r| {
+            Ok(AuditRow {
+                experiment_id: r.get::<_, Option<i64>>(0)?.map(ExperimentId),
+                at: parse_ts(&r.get::<_, String>(1)?)?,
+                kind: r.get(2)?,
+                actor: r.get::<_, Option<i64>>(3)?.map(|a| a as u64),
+                detail: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Claims the run of schedule `name` due at `scheduled_at`; false if it was
+    /// already claimed (by an earlier process, before a restart).
+    pub fn claim_run(
+        &self,
+        name: &str,
+        scheduled_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO schedule_runs (name, scheduled_at, started_at) VALUES (?1, ?2, ?3)",
+            params![name, ts(scheduled_at), ts(now)],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn finish_run(
+        &self,
+        name: &str,
+        scheduled_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE schedule_runs SET finished_at = ?3 WHERE name = ?1 AND scheduled_at = ?2",
+            params![name, ts(scheduled_at), ts(now)],
+        )?;
+        Ok(())
+    }
+
+    /// The latest scheduled time of `name` that was claimed.
+    pub fn last_run(&self, name: &str) -> Result<Option<DateTime<Utc>>> {
+        let v: Option<String> = self.conn.query_row(
+            "SELECT MAX(scheduled_at) FROM schedule_runs WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )?;
+        v.map(|s| parse_ts(&s)).transpose().map_err(Into::into)
+    }
+
+    pub fn setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// The raw connection, for tests that inspect every row.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current as usize > MIGRATIONS.len() {
+        anyhow::bail!(
+            "the state database has schema version {current}, newer than this funnelfix knows ({}); use a newer funnelfix",
+            MIGRATIONS.len()
+        );
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)
+            .with_context(|| format!("migration {} failed", i + 1))?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn set_fields(
+    conn: &Connection,
+    id: ExperimentId,
+    fields: &[(&str, Value)],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for (column, value) in fields {
+        anyhow::ensure!(
+            COLUMNS.contains(column),
+            "unknown experiment column {column}"
+        );
+        conn.execute(
+            &format!("UPDATE experiments SET {column} = ?1, updated_at = ?2 WHERE id = ?3"),
+            params![value, ts(now), id.0],
+        )?;
+    }
+    Ok(())
+}
+
+fn audit_in(
+    conn: &Connection,
+    experiment: Option<ExperimentId>,
+    now: DateTime<Utc>,
+    kind: &str,
+    actor: Option<u64>,
+    detail: &str,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO audit (experiment_id, at, kind, actor, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            experiment.map(|e| e.0),
+            ts(now),
+            kind,
+            actor.map(|a| a as i64),
+            detail
+        ],
+    )?;
+    Ok(())
+}
+
+/// Timestamps are stored as RFC 3339 text in UTC, which sorts as time does.
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn parse_ts(s: &str) -> rusqlite::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+        })
+}
+
+fn opt_ts(v: Option<String>) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    v.map(|s| parse_ts(&s)).transpose()
+}
+
+fn row_to_experiment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Experiment> {
+    let state: String = r.get("state")?;
+    let state = State::parse(&state).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("unknown state {state:?}").into(),
+        )
+    })?;
+    let u = |name: &str| -> rusqlite::Result<Option<u64>> {
+        Ok(r.get::<_, Option<i64>>(name)?.map(|v| v as u64))
+    };
+    Ok(Experiment {
+        id: ExperimentId(r.get("id")?),
+        funnel: r.get("funnel")?,
+        step: r.get::<_, i64>("step")? as usize,
+        step_name: r.get("step_name")?,
+        next_step_name: r.get("next_step_name")?,
+        state,
+        created_at: parse_ts(&r.get::<_, String>("created_at")?)?,
+        updated_at: parse_ts(&r.get::<_, String>("updated_at")?)?,
+        nonce: r.get("nonce")?,
+        title: r.get("title")?,
+        hypothesis: r.get("hypothesis")?,
+        diff: r.get("diff")?,
+        changed_files: r.get("changed_files")?,
+        base_sha: r.get("base_sha")?,
+        branch: r.get("branch")?,
+        pr_number: u("pr_number")?,
+        pr_url: r.get("pr_url")?,
+        head_sha: r.get("head_sha")?,
+        message_id: r.get("message_id")?,
+        asked_at: opt_ts(r.get("asked_at")?)?,
+        decided_by: u("decided_by")?,
+        decided_at: opt_ts(r.get("decided_at")?)?,
+        merged_at: opt_ts(r.get("merged_at")?)?,
+        merge_sha: r.get("merge_sha")?,
+        rate_before: r.get("rate_before")?,
+        entrants_before: u("entrants_before")?,
+        converted_before: u("converted_before")?,
+        baseline: r.get("baseline")?,
+        assessment: r.get("assessment")?,
+        p_value: r.get("p_value")?,
+        revert_branch: r.get("revert_branch")?,
+        revert_pr: u("revert_pr")?,
+        revert_pr_url: r.get("revert_pr_url")?,
+        verdict: r.get("verdict")?,
+        failure: r.get("failure")?,
+        ended_at: opt_ts(r.get("ended_at")?)?,
+    })
+}
+
+/// Shorthands for [`Store::update`] and [`Store::transition`] field lists.
+pub fn text(s: impl Into<String>) -> Value {
+    Value::Text(s.into())
+}
+pub fn int(i: impl TryInto<i64>) -> Value {
+    i.try_into().map(Value::Integer).unwrap_or(Value::Null)
+}
+pub fn real(f: f64) -> Value {
+    Value::Real(f)
+}
+pub fn time(t: DateTime<Utc>) -> Value {
+    Value::Text(ts(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        "2026-03-02T09:00:00Z".parse().expect("valid time")
+    }
+
+    fn new<'a>(funnel: &'a str) -> NewExperiment<'a> {
+        NewExperiment {
+            funnel,
+            step: 1,
+            step_name: "Viewed pricing",
+            next_step_name: "Started signup",
+            nonce: "n0nce",
+        }
+    }
+
+    #[test]
+    fn migrations_apply_once_and_reopen_cleanly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state/funnelfix.db");
+        let store = Store::open(&path).expect("open");
+        assert_eq!(store.schema_version().expect("version"), MIGRATIONS.len());
+        let id = store.create(&new("signup"), now()).expect("create");
+        drop(store);
+        let store = Store::open(&path).expect("reopen");
+        assert_eq!(store.schema_version().expect("version"), MIGRATIONS.len());
+        assert_eq!(
+            store.get(id).expect("get").map(|e| e.state),
+            Some(State::Proposed)
+        );
+        let mode: String = store
+            .connection()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .expect("pragma");
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f.db");
+        Connection::open(&path)
+            .and_then(|c| c.pragma_update(None, "user_version", 99))
+            .expect("set version");
+        let err = Store::open(&path).err().expect("refused");
+        assert!(format!("{err:#}").contains("newer"), "{err:#}");
+    }
+
+    #[test]
+    fn one_open_experiment_per_funnel() {
+        let store = Store::open_in_memory().expect("store");
+        let id = store.create(&new("signup"), now()).expect("first");
+        assert!(store.create(&new("signup"), now()).is_err());
+        store.create(&new("checkout"), now()).expect("other funnel");
+        store
+            .transition(
+                id,
+                Transition::new(State::Proposed, State::Failed, "no edit")
+                    .with(&[("failure", text("no edit"))]),
+                now(),
+            )
+            .expect("db")
+            .expect("allowed");
+        store
+            .create(&new("signup"), now())
+            .expect("after the first ended");
+    }
+
+    #[test]
+    fn transitions_are_compare_and_set_with_an_audit_row() {
+        let store = Store::open_in_memory().expect("store");
+        let id = store.create(&new("signup"), now()).expect("create");
+        store
+            .transition(
+                id,
+                Transition::new(State::Proposed, State::AwaitingApproval, "PR #7")
+                    .with(&[("pr_number", int(7))]),
+                now(),
+            )
+            .expect("db")
+            .expect("first");
+        let again = store
+            .transition(
+                id,
+                Transition::new(State::Proposed, State::AwaitingApproval, "again"),
+                now(),
+            )
+            .expect("db");
+        assert_eq!(
+            again,
+            Err(TransitionError::StateChanged {
+                id,
+                expected: State::Proposed,
+                actual: State::AwaitingApproval
+            })
+        );
+        let double_tap = |actor| {
+            store
+                .transition(
+                    id,
+                    Transition::new(State::AwaitingApproval, State::Merged, "approved")
+                        .with(&[("decided_by", int(actor))])
+                        .by(actor),
+                    now(),
+                )
+                .expect("db")
+        };
+        assert!(double_tap(5u64).is_ok());
+        assert!(double_tap(6u64).is_err());
+        let e = store.get(id).expect("get").expect("exists");
+        assert_eq!(e.pr_number, Some(7));
+        assert_eq!(e.decided_by, Some(5));
+        let kinds: Vec<String> = store
+            .audit_log(Some(id))
+            .expect("log")
+            .into_iter()
+            .map(|a| a.kind)
+            .collect();
+        assert_eq!(kinds, ["proposed", "awaiting_approval", "merged"]);
+        let not_allowed = store
+            .transition(
+                id,
+                Transition::new(State::Merged, State::Rejected, ""),
+                now(),
+            )
+            .expect("db");
+        assert!(matches!(
+            not_allowed,
+            Err(TransitionError::NotAllowed { .. })
+        ));
+    }
+
+    #[test]
+    fn final_states_set_ended_at() {
+        let store = Store::open_in_memory().expect("store");
+        let id = store.create(&new("signup"), now()).expect("create");
+        store
+            .transition(
+                id,
+                Transition::new(State::Proposed, State::Failed, ""),
+                now(),
+            )
+            .expect("db")
+            .expect("ok");
+        assert_eq!(
+            store.get(id).expect("get").and_then(|e| e.ended_at),
+            Some(now())
+        );
+        assert!(store.open_experiments().expect("open").is_empty());
+        assert_eq!(
+            store
+                .history("signup", "Viewed pricing")
+                .expect("history")
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn unknown_columns_are_refused() {
+        let store = Store::open_in_memory().expect("store");
+        let id = store.create(&new("signup"), now()).expect("create");
+        assert!(
+            store
+                .update(id, &[("state; DROP TABLE audit", text("x"))], now())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_scheduled_run_is_claimed_once() {
+        let store = Store::open_in_memory().expect("store");
+        let at = now();
+        assert!(store.claim_run("monitor", at, at).expect("claim"));
+        assert!(!store.claim_run("monitor", at, at).expect("claim again"));
+        assert!(store.claim_run("propose", at, at).expect("other schedule"));
+        assert_eq!(store.last_run("monitor").expect("last"), Some(at));
+        store.finish_run("monitor", at, at).expect("finish");
+    }
+
+    #[test]
+    fn settings_upsert() {
+        let store = Store::open_in_memory().expect("store");
+        assert_eq!(store.setting("paused").expect("get"), None);
+        store.set_setting("paused", "1").expect("set");
+        store.set_setting("paused", "0").expect("set");
+        assert_eq!(store.setting("paused").expect("get").as_deref(), Some("0"));
+    }
+}
