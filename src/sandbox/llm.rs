@@ -93,6 +93,11 @@ impl LlmTwin {
         format!("{}/v1", self.server.url())
     }
 
+    /// The server root without `/v1`, to test a misconfigured base URL.
+    pub fn root_url(&self) -> String {
+        self.server.url()
+    }
+
     /// Queues replies for the next valid requests, after any still queued.
     pub fn script(&self, replies: Vec<Reply>) {
         self.lock().script.extend(replies);
