@@ -125,6 +125,8 @@ pub fn apply_edits(
 ) -> Result<Vec<ChangedFile>, Vec<String>> {
     let mut problems = Vec::new();
     let mut edited: BTreeMap<&str, String> = BTreeMap::new();
+    // Files an earlier edit has already changed, to explain a later miss.
+    let mut touched: Vec<&str> = Vec::new();
     for (i, edit) in p.edits.iter().enumerate() {
         let name = format!("edit {} ({})", i + 1, snippet(&edit.path));
         if let Err(problem) = check_path(&edit.path, rules) {
@@ -153,10 +155,22 @@ pub fn apply_edits(
             .entry(edit.path.as_str())
             .or_insert_with(|| original.clone());
         match occurrences(text, &edit.search) {
-            1 => *text = text.replacen(&edit.search, &edit.replace, 1),
+            1 => {
+                *text = text.replacen(&edit.search, &edit.replace, 1);
+                touched.push(edit.path.as_str());
+            }
             0 => problems.push(format!(
-                "{name}: \"search\" was not found{}; copy it exactly from the file, spaces and line breaks included: {}",
-                if i > 0 { " (after the edits before it)" } else { "" },
+                "{name}: \"search\" was not found{}{}; copy it exactly from the file, spaces and line breaks included: {}",
+                if touched.contains(&edit.path.as_str()) {
+                    " (after the edits before it)"
+                } else {
+                    ""
+                },
+                if squeeze(text).contains(&squeeze(&edit.search)) {
+                    " (the file has the same text with different spaces or line breaks)"
+                } else {
+                    ""
+                },
                 snippet(&edit.search)
             )),
             n => problems.push(format!(
@@ -264,6 +278,11 @@ fn occurrences(haystack: &str, needle: &str) -> usize {
         from = start + haystack[start..].chars().next().map_or(1, char::len_utf8);
     }
     count
+}
+
+/// Text with every run of whitespace made one space, to spot near misses.
+fn squeeze(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Lines removed plus lines added by a line diff.
@@ -812,10 +831,15 @@ mod tests {
             edit("site/pricing.html", "<a href='/signup'>", "x"),
             edit("site/pricing.html", "</", "<"),
             edit("site/pricing.html", "", "x"),
+            edit("site/pricing.html", "<h1>Pricing</h1>   <p>Plans", "x"),
+            edit("site/pricing.html", "Sign up", "Join"),
+            edit("site/pricing.html", "Sign up", "Join now"),
         ]), @r#"
         edit 1 ("site/pricing.html"): "search" was not found; copy it exactly from the file, spaces and line breaks included: "<a href='/signup'>"
         edit 2 ("site/pricing.html"): "search" was found 5 times; include more surrounding text so it matches exactly once: "</"
         edit 3 ("site/pricing.html"): "search" is empty; copy the exact text to replace from the file
+        edit 4 ("site/pricing.html"): "search" was not found (the file has the same text with different spaces or line breaks); copy it exactly from the file, spaces and line breaks included: "<h1>Pricing</h1>   <p>Plans"
+        edit 6 ("site/pricing.html"): "search" was not found (after the edits before it); copy it exactly from the file, spaces and line breaks included: "Sign up"
         "#);
     }
 
