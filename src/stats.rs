@@ -1,1 +1,806 @@
-//! See lib.rs for the layout.
+//! Pure statistics for the revert decision: no IO, no clock.
+//!
+//! After a merge the monitor looks at the watched step every tick. A z-test
+//! repeated at every look would falsely revert about a third of harmless
+//! changes, so [`assess`] runs a one-sided normal-mixture sequential
+//! probability ratio test (mSPRT, Johari et al., "Always Valid Inference") on
+//! a weekday-standardised before/after difference, exactly as the
+//! "Statistics" section of DESIGN.md specifies:
+//!
+//! - per weekday d: baseline `n_bd`, `x_bd`; after the merge `n_td` (and in
+//!   total `n_t`, `x_t`), all counted only once their conversion window ended;
+//! - `w_d = n_td/n_t`, `p_exp = Σ w_d·p_bd`, `p_t = x_t/n_t`, `θ = p_t − p_exp`;
+//! - `p̄ = (x_t + x_b)/(n_t + n_b)`, `V = p̄(1−p̄)·(1/n_t + Σ w_d²/n_bd)`;
+//! - `τ² = (2 ln(1/α) + ln(1 + 2 ln(1/α)))·V*`, `V* = p_b(1−p_b)(1/n* + 1/n_b)`;
+//! - `Λ = 2·√(V/(V+τ²))·exp(τ²θ²/(2V(V+τ²)))·Φ(−τθ/√(V(V+τ²)))`;
+//! - revert iff `Λ ≥ 1/α` and `x_t ≥ min_conversions` and
+//!   `p_t/p_exp − 1 ≤ −max_relative_drop`.
+//!
+//! Edge cases never produce NaN or infinity (every reported number is finite):
+//! - A weekday with post-merge entrants but no baseline entrants is compared
+//!   with the pooled baseline rate `p_b`. Since `p_b` is itself a mix of the
+//!   other weekdays' rates (weighted by their baseline entrants), that weekday's
+//!   weight is handed to the weekdays that have a baseline, in proportion to
+//!   their baseline entrants, and the *effective* weights are used in both
+//!   `p_exp` and `V`: the variance stays exact for the estimator used.
+//! - No baseline, or no post-merge entrants yet: there is nothing to compare,
+//!   `Λ = 1`, `θ = 0`, and the interval is the whole possible range.
+//! - `p̄` of 0 or 1 (so `V = 0`) or a baseline rate of 0 or 1 (so `τ² = 0`):
+//!   the mixture carries no evidence and `Λ = 1`, its limit in both cases.
+//! - `Λ` too large for an `f64` is reported as `f64::MAX`.
+
+use std::f64::consts::{LN_2, SQRT_2};
+
+use serde::{Deserialize, Serialize};
+
+/// Days in a week: baseline and post-merge counts come per weekday, 0 = Monday.
+pub const WEEKDAYS: usize = 7;
+
+/// The smallest number of post-merge conversions before a revert, by default:
+/// below it the normal approximation behind `V` is not to be trusted.
+pub const DEFAULT_MIN_CONVERSIONS: u64 = 30;
+
+/// People who entered a step and how many of them reached the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Counts {
+    pub entrants: u64,
+    pub conversions: u64,
+}
+
+impl Counts {
+    pub fn new(entrants: u64, conversions: u64) -> Self {
+        Counts {
+            entrants,
+            conversions,
+        }
+    }
+
+    /// Counts with conversions clipped to entrants (a query never produces
+    /// more, but a rate above 1 would make `p̄(1−p̄)` negative).
+    fn sane(self) -> Self {
+        Counts {
+            entrants: self.entrants,
+            conversions: self.conversions.min(self.entrants),
+        }
+    }
+
+    fn add(self, other: Counts) -> Self {
+        Counts {
+            entrants: self.entrants.saturating_add(other.entrants),
+            conversions: self.conversions.saturating_add(other.conversions),
+        }
+    }
+}
+
+/// When a merged change is reverted.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RevertRule {
+    /// `false_revert_rate`: the chance of ever reverting a harmless change.
+    /// Must lie in (0, 1); values outside are clamped just inside.
+    pub alpha: f64,
+    /// Revert only when the estimated relative change is at or below `−max_relative_drop`.
+    pub max_relative_drop: f64,
+    /// Revert only after this many post-merge conversions.
+    pub min_conversions: u64,
+}
+
+impl RevertRule {
+    pub fn new(alpha: f64, max_relative_drop: f64) -> Self {
+        RevertRule {
+            alpha,
+            max_relative_drop,
+            min_conversions: DEFAULT_MIN_CONVERSIONS,
+        }
+    }
+
+    /// α kept strictly inside (0, 1) so that `1/α` and `ln(1/α)` stay finite and positive.
+    fn alpha(&self) -> f64 {
+        if self.alpha.is_nan() {
+            return 0.05;
+        }
+        self.alpha.clamp(1e-12, 1.0 - 1e-12)
+    }
+}
+
+/// What the monitor knows at one tick, counted with right-censoring.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WatchInput {
+    /// The baseline window before the merge, per weekday (0 = Monday).
+    pub baseline: [Counts; WEEKDAYS],
+    /// Since the merge (the deploy hour skipped), per weekday.
+    pub post: [Counts; WEEKDAYS],
+    /// The baseline is shorter than a week: compare totals, not weekdays.
+    pub single_stratum: bool,
+    /// `n*`: the entrants expected in half the observation window; sets the
+    /// mixture's width. Values below 1 (or NaN) are taken as 1.
+    pub expected_half_window_entrants: f64,
+}
+
+/// The verdict of one tick, with every number behind it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Assessment {
+    /// Pooled baseline rate `x_b/n_b`.
+    pub p_baseline: f64,
+    /// The baseline rate re-weighted to the post-merge weekday mix.
+    pub p_expected: f64,
+    /// `x_t/n_t` (0 without post-merge entrants).
+    pub p_post: f64,
+    /// `p_post − p_expected`.
+    pub theta: f64,
+    /// `V`, the variance of `theta` under no change.
+    pub variance: f64,
+    /// The mixture variance `τ²`.
+    pub tau2: f64,
+    /// The mixture likelihood ratio `Λ` for a drop.
+    pub lambda: f64,
+    /// `p_post/p_expected − 1`.
+    pub relative_change: f64,
+    /// Always-valid (1−α) interval of the relative change: the two-sided
+    /// normal-mixture confidence sequence on `theta`, divided by `p_expected`.
+    pub relative_interval: (f64, f64),
+    pub post_conversions: u64,
+    pub revert: bool,
+    /// Which gates held or failed, in words with numbers.
+    pub why: String,
+}
+
+/// The running always-valid p-value: `min(previous, 1/Λ, 1)`. Start with
+/// `previous_min = 1.0`.
+pub fn p_value(previous_min: f64, lambda: f64) -> f64 {
+    let this_tick = if lambda > 0.0 { 1.0 / lambda } else { 1.0 };
+    previous_min.min(this_tick).min(1.0)
+}
+
+/// The standard normal CDF.
+pub fn normal_cdf(x: f64) -> f64 {
+    0.5 * libm::erfc(-x / SQRT_2)
+}
+
+/// `τ²/V*` for a given α: `2 ln(1/α) + ln(1 + 2 ln(1/α))`.
+pub fn mixture_scale(alpha: f64) -> f64 {
+    let l = (1.0 / alpha).ln();
+    2.0 * l + (2.0 * l).ln_1p()
+}
+
+/// The one-sided (drop) mixture likelihood ratio
+/// `Λ = 2·√(V/(V+τ²))·exp(τ²θ²/(2V(V+τ²)))·Φ(−τθ/√(V(V+τ²)))`,
+/// computed in logs so that neither factor overflows. Without variance or
+/// mixture width there is no evidence: 1.
+pub fn mixture_lambda(theta: f64, variance: f64, tau2: f64) -> f64 {
+    if !(variance > 0.0 && tau2 > 0.0 && theta.is_finite()) {
+        return 1.0;
+    }
+    // b is the argument of Φ with its sign flipped; note τ²θ²/(2V(V+τ²)) = b²/2.
+    let b = tau2.sqrt() * theta / (variance * (variance + tau2)).sqrt();
+    let ln_lambda = LN_2 - 0.5 * (tau2 / variance).ln_1p() + ln_scaled_upper_tail(b);
+    ln_lambda.exp().min(f64::MAX)
+}
+
+/// `ln(exp(b²/2)·Φ(−b))` without overflow or underflow.
+fn ln_scaled_upper_tail(b: f64) -> f64 {
+    // Up to 30, Φ(−b) ≈ 5e−198 is still a normal f64 and erfc is accurate.
+    if b <= 30.0 {
+        0.5 * b * b + normal_cdf(-b).ln()
+    } else {
+        // Mills ratio: exp(b²/2)Φ(−b) = (1 − 1/b² + 3/b⁴ − 15/b⁶ + …)/(b√(2π));
+        // the next term is below 2e−10 here.
+        let r = 1.0 / (b * b);
+        let series = 1.0 - r + 3.0 * r * r - 15.0 * r * r * r;
+        -(b * (2.0 * std::f64::consts::PI).sqrt()).ln() + series.ln()
+    }
+}
+
+/// Radius of the two-sided normal-mixture confidence sequence on `θ`:
+/// the θ₀ with `√(V/(V+τ²))·exp(τ²(θ−θ₀)²/(2V(V+τ²))) < 1/α`.
+/// `None` when the mixture has no width (no information at all).
+fn confidence_radius(variance: f64, tau2: f64, alpha: f64) -> Option<f64> {
+    if tau2.is_nan() || tau2 <= 0.0 {
+        return None;
+    }
+    if variance.is_nan() || variance <= 0.0 {
+        // Its limit as V → 0: the data pin θ down.
+        return Some(0.0);
+    }
+    let r2 = 2.0 * variance * (variance + tau2) / tau2
+        * ((1.0 / alpha).ln() + 0.5 * (tau2 / variance).ln_1p());
+    Some(r2.sqrt())
+}
+
+/// The weekday strata compared: seven, or one when the baseline is shorter
+/// than a week.
+fn strata(input: &WatchInput) -> Vec<(Counts, Counts)> {
+    let pairs = input
+        .baseline
+        .iter()
+        .zip(input.post.iter())
+        .map(|(b, t)| (b.sane(), t.sane()));
+    if input.single_stratum {
+        let total = pairs.fold((Counts::default(), Counts::default()), |acc, (b, t)| {
+            (acc.0.add(b), acc.1.add(t))
+        });
+        vec![total]
+    } else {
+        pairs.collect()
+    }
+}
+
+const WEEKDAY_NAMES: [&str; WEEKDAYS] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+/// Runs the revert test on one tick's counts.
+pub fn assess(input: &WatchInput, rule: &RevertRule) -> Assessment {
+    let alpha = rule.alpha();
+    let strata = strata(input);
+    let baseline = strata
+        .iter()
+        .fold(Counts::default(), |acc, (b, _)| acc.add(*b));
+    let post = strata
+        .iter()
+        .fold(Counts::default(), |acc, (_, t)| acc.add(*t));
+    let (n_b, x_b) = (baseline.entrants as f64, baseline.conversions as f64);
+    let (n_t, x_t) = (post.entrants as f64, post.conversions as f64);
+
+    if baseline.entrants == 0 || post.entrants == 0 {
+        let p_baseline = if n_b > 0.0 { x_b / n_b } else { 0.0 };
+        let why = if baseline.entrants == 0 {
+            "no revert: the baseline has no entrants, so there is nothing to compare with"
+        } else {
+            "no revert: no post-merge entrant has finished their conversion window yet"
+        };
+        return Assessment {
+            p_baseline,
+            p_expected: p_baseline,
+            p_post: 0.0,
+            theta: 0.0,
+            variance: 0.0,
+            tau2: 0.0,
+            lambda: 1.0,
+            relative_change: 0.0,
+            relative_interval: whole_range(p_baseline),
+            post_conversions: post.conversions,
+            revert: false,
+            why: why.to_string(),
+        };
+    }
+
+    // Weights of the post-merge weekday mix; weekdays without a baseline hand
+    // their weight to the others in proportion to baseline entrants, which is
+    // the same as comparing them with the pooled baseline rate.
+    let mut weights: Vec<f64> = strata
+        .iter()
+        .map(|(b, t)| {
+            if b.entrants > 0 {
+                t.entrants as f64 / n_t
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let orphaned: Vec<usize> = (0..strata.len())
+        .filter(|&d| strata[d].0.entrants == 0 && strata[d].1.entrants > 0)
+        .collect();
+    let orphaned_weight: f64 = orphaned
+        .iter()
+        .map(|&d| strata[d].1.entrants as f64 / n_t)
+        .sum();
+    for (w, (b, _)) in weights.iter_mut().zip(&strata) {
+        *w += orphaned_weight * b.entrants as f64 / n_b;
+    }
+
+    let mut p_expected = 0.0;
+    let mut baseline_variance_factor = 0.0; // Σ w_d²/n_bd
+    for (w, (b, _)) in weights.iter().zip(&strata) {
+        if b.entrants > 0 {
+            let n_bd = b.entrants as f64;
+            p_expected += w * (b.conversions as f64 / n_bd);
+            baseline_variance_factor += w * w / n_bd;
+        }
+    }
+    let p_expected = p_expected.clamp(0.0, 1.0);
+    let p_baseline = x_b / n_b;
+    let p_post = x_t / n_t;
+    let theta = p_post - p_expected;
+
+    let p_bar = (x_t + x_b) / (n_t + n_b);
+    let variance = (p_bar * (1.0 - p_bar)).max(0.0) * (1.0 / n_t + baseline_variance_factor);
+    let n_star = input.expected_half_window_entrants.max(1.0);
+    let v_star = (p_baseline * (1.0 - p_baseline)).max(0.0) * (1.0 / n_star + 1.0 / n_b);
+    let tau2 = mixture_scale(alpha) * v_star;
+    let lambda = mixture_lambda(theta, variance, tau2);
+
+    let relative_change = if p_expected > 0.0 {
+        theta / p_expected
+    } else if theta > 0.0 {
+        // Up from a rate of zero: unbounded, kept finite.
+        f64::MAX
+    } else {
+        0.0
+    };
+    let relative_interval = match confidence_radius(variance, tau2, alpha) {
+        Some(r) if p_expected > 0.0 => ((theta - r) / p_expected, (theta + r) / p_expected),
+        _ => whole_range(p_expected),
+    };
+
+    let threshold = 1.0 / alpha;
+    let evidence = lambda >= threshold;
+    let enough = post.conversions >= rule.min_conversions;
+    let dropped = relative_change <= -rule.max_relative_drop;
+    let revert = evidence && enough && dropped;
+
+    let mut why = format!(
+        "{}: evidence Λ = {} {} 1/α = {} ({}); {} post-merge conversions {} {} ({}); \
+         change {} (always-valid interval {} to {}) {} −{} ({})",
+        if revert { "revert" } else { "no revert" },
+        number(lambda),
+        if evidence { "≥" } else { "<" },
+        number(threshold),
+        held(evidence),
+        post.conversions,
+        if enough { "≥" } else { "<" },
+        rule.min_conversions,
+        held(enough),
+        percent(relative_change),
+        percent(relative_interval.0),
+        percent(relative_interval.1),
+        if dropped { "≤" } else { ">" },
+        percent(rule.max_relative_drop).trim_start_matches('+'),
+        held(dropped),
+    );
+    if !orphaned.is_empty() && !input.single_stratum {
+        let days: Vec<&str> = orphaned.iter().map(|&d| WEEKDAY_NAMES[d]).collect();
+        why.push_str(&format!(
+            "; {} had no baseline entrants and were compared with the pooled baseline rate",
+            days.join(", ")
+        ));
+    }
+    if tau2 <= 0.0 {
+        why.push_str("; the baseline rate is 0 or 1, so the test cannot detect a drop");
+    }
+
+    Assessment {
+        p_baseline,
+        p_expected,
+        p_post,
+        theta,
+        variance,
+        tau2,
+        lambda,
+        relative_change,
+        relative_interval,
+        post_conversions: post.conversions,
+        revert,
+        why,
+    }
+}
+
+/// Every relative change a rate in [0, 1] can show against `p_expected`.
+fn whole_range(p_expected: f64) -> (f64, f64) {
+    if p_expected > 0.0 {
+        (-1.0, 1.0 / p_expected - 1.0)
+    } else {
+        (-1.0, f64::MAX)
+    }
+}
+
+fn held(ok: bool) -> &'static str {
+    if ok { "held" } else { "failed" }
+}
+
+/// A number for people: three significant digits, no exponent below 10⁶.
+fn number(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{x:.2e}")
+    } else if x >= 100.0 {
+        format!("{x:.0}")
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+fn percent(x: f64) -> String {
+    if x.abs() >= 1e4 {
+        return if x > 0.0 {
+            "above +10000%".into()
+        } else {
+            "below −10000%".into()
+        };
+    }
+    let s = format!("{:+.1}%", x * 100.0);
+    s.replacen('-', "−", 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ALPHA: f64 = 0.05;
+
+    fn rule() -> RevertRule {
+        RevertRule::new(ALPHA, 0.10)
+    }
+
+    /// Everything on Monday: with `single_stratum` the weekday is irrelevant.
+    fn one_stratum(baseline: Counts, post: Counts, n_star: f64) -> WatchInput {
+        let mut input = WatchInput {
+            baseline: [Counts::default(); WEEKDAYS],
+            post: [Counts::default(); WEEKDAYS],
+            single_stratum: true,
+            expected_half_window_entrants: n_star,
+        };
+        input.baseline[0] = baseline;
+        input.post[0] = post;
+        input
+    }
+
+    fn close(actual: f64, expected: f64, tolerance: f64) {
+        assert!(
+            (actual - expected).abs() <= tolerance * expected.abs().max(1e-300),
+            "{actual} is not within {tolerance} (relative) of {expected}"
+        );
+    }
+
+    #[test]
+    fn hand_checked_single_stratum() {
+        // Baseline 200/1000 (p_b = 0.2), after the merge 75/500 (p_t = 0.15), n* = 250.
+        // θ  = 0.15 − 0.2 = −0.05; relative change = −0.05/0.2 = −25%
+        // p̄  = 275/1500 = 0.183333
+        // V  = 0.183333·0.816667·(1/500 + 1/1000) = 0.149722·0.003 = 4.491667e−4
+        // V* = 0.2·0.8·(1/250 + 1/1000) = 0.16·0.005 = 8e−4
+        // τ²/V* = 2·ln 20 + ln(1 + 2·ln 20) = 5.991465 + ln 6.991465 = 5.991465 + 1.944690 = 7.936155
+        // τ² = 7.936155·8e−4 = 6.348924e−3;  V + τ² = 6.798091e−3
+        // 2·√(V/(V+τ²)) = 2·√0.066072 = 0.514091
+        // b = τθ/√(V(V+τ²)) = 0.079680·(−0.05)/√(3.053479e−6) = −0.0039840/0.0017474 = −2.279937
+        // exp(b²/2) = exp(2.599056) = 13.451037;  Φ(2.279937) = 0.988694
+        // Λ = 0.514091·13.451037·0.988694 = 6.83688  (< 1/α = 20: no revert yet)
+        // CS radius r = √(2V(V+τ²)/τ²·(ln 20 + ½·ln(1 + τ²/V))) = 0.0647169
+        // interval = (θ ∓ r)/p_exp = (−0.114717/0.2, 0.014717/0.2) = (−57.36%, +7.36%)
+        let input = one_stratum(Counts::new(1000, 200), Counts::new(500, 75), 250.0);
+        let a = assess(&input, &rule());
+        close(a.p_baseline, 0.2, 1e-12);
+        close(a.p_expected, 0.2, 1e-12);
+        close(a.p_post, 0.15, 1e-12);
+        close(a.theta, -0.05, 1e-9);
+        close(a.variance, 4.491_666_666_666_666e-4, 1e-9);
+        close(mixture_scale(ALPHA), 7.936_154_601_737_565, 1e-12);
+        close(a.tau2, 6.348_923_681_390_053e-3, 1e-9);
+        close(a.lambda, 6.836_881_824_700_96, 1e-7);
+        close(a.relative_change, -0.25, 1e-9);
+        close(a.relative_interval.0, -0.573_584_749_898_650_9, 1e-7);
+        close(a.relative_interval.1, 0.073_584_749_898_650_83, 1e-7);
+        assert_eq!(a.post_conversions, 75);
+        assert!(!a.revert);
+        assert_eq!(
+            a.why,
+            "no revert: evidence Λ = 6.84 < 1/α = 20.0 (failed); 75 post-merge conversions ≥ 30 \
+             (held); change −25.0% (always-valid interval −57.4% to +7.4%) ≤ −10.0% (held)"
+        );
+    }
+
+    #[test]
+    fn hand_checked_weekday_without_baseline() {
+        // Baseline: Mon 20/100, Tue 30/100. After the merge: Mon 10/50, Wed 5/50.
+        // Wednesday has no baseline, so it is compared with the pooled rate 50/200: its
+        // weight 0.5 goes to Mon and Tue by baseline entrants (0.25 each):
+        // w' = (Mon 0.75, Tue 0.25); p_exp = 0.75·0.2 + 0.25·0.3 = 0.225
+        // p_t = 15/100 = 0.15; θ = −0.075; relative change = −1/3
+        // p̄ = 65/300 = 0.216667; V = 0.216667·0.783333·(1/100 + 0.75²/100 + 0.25²/100)
+        //   = 0.169722·0.01625 = 2.757986e−3
+        // τ² = 7.936155·0.25·0.75·(1/50 + 1/200) = 7.936155·0.0046875 = 3.720072e−2
+        // b = −1.377955; Λ = 2·√(V/(V+τ²))·exp(b²/2)·Φ(−b) = 1.243584
+        let mut input = WatchInput {
+            baseline: [Counts::default(); WEEKDAYS],
+            post: [Counts::default(); WEEKDAYS],
+            single_stratum: false,
+            expected_half_window_entrants: 50.0,
+        };
+        input.baseline[0] = Counts::new(100, 20);
+        input.baseline[1] = Counts::new(100, 30);
+        input.post[0] = Counts::new(50, 10);
+        input.post[2] = Counts::new(50, 5);
+        let a = assess(&input, &rule());
+        close(a.p_expected, 0.225, 1e-12);
+        close(a.theta, -0.075, 1e-9);
+        close(a.variance, 2.757_986_111_111_111e-3, 1e-9);
+        close(a.tau2, 3.720_072_469_564_484e-2, 1e-9);
+        close(a.lambda, 1.243_583_956_271_801_4, 1e-7);
+        close(a.relative_change, -1.0 / 3.0, 1e-9);
+        assert!(!a.revert);
+        assert!(
+            a.why.ends_with(
+                "Wed had no baseline entrants and were compared with the pooled baseline rate"
+            ),
+            "{}",
+            a.why
+        );
+    }
+
+    /// Weekday rates (Mon..Sun) with a weekend dip.
+    const SEASONAL: [f64; WEEKDAYS] = [0.22, 0.22, 0.21, 0.21, 0.19, 0.15, 0.16];
+
+    #[test]
+    fn a_weekend_after_a_friday_merge_is_not_a_drop() {
+        // Four weeks of baseline at the seasonal rates; after the merge only Fri–Sun, at
+        // exactly the same weekday rates. The pooled comparison sees a drop; the
+        // standardised one sees none.
+        let mut input = WatchInput {
+            baseline: [Counts::default(); WEEKDAYS],
+            post: [Counts::default(); WEEKDAYS],
+            single_stratum: false,
+            expected_half_window_entrants: 7.0 * 1000.0,
+        };
+        for (day, rate) in input.baseline.iter_mut().zip(SEASONAL) {
+            *day = Counts::new(4000, (4000.0 * rate) as u64);
+        }
+        for (day, rate) in input.post.iter_mut().zip(SEASONAL).skip(4) {
+            *day = Counts::new(3000, (3000.0 * rate) as u64);
+        }
+        let a = assess(&input, &rule());
+        close(a.p_expected, (0.19 + 0.15 + 0.16) / 3.0, 1e-12);
+        assert!(a.theta.abs() < 1e-12, "θ = {}", a.theta);
+        assert!(a.lambda < 1.0);
+        assert!(!a.revert);
+        let pooled_change = a.p_post / a.p_baseline - 1.0;
+        assert!(pooled_change < -0.10, "pooled change {pooled_change}");
+
+        // Unstandardised (one stratum), the same counts do look like a confident drop.
+        let pooled = assess(
+            &WatchInput {
+                single_stratum: true,
+                ..input
+            },
+            &rule(),
+        );
+        assert!(pooled.revert, "{}", pooled.why);
+    }
+
+    #[test]
+    fn reverts_when_every_gate_holds() {
+        let input = one_stratum(Counts::new(10_000, 2000), Counts::new(3000, 450), 2500.0);
+        let a = assess(&input, &rule());
+        assert!(a.revert);
+        assert!(a.lambda >= 20.0);
+        assert!(a.relative_interval.1 < 0.0);
+        assert!(a.why.starts_with("revert: evidence Λ = "), "{}", a.why);
+        assert!(!a.why.contains("failed"), "{}", a.why);
+    }
+
+    #[test]
+    fn too_few_conversions_keep_the_change() {
+        // Overwhelming evidence from 20 conversions: the count gate alone holds it back.
+        let input = one_stratum(Counts::new(100_000, 50_000), Counts::new(100, 20), 200.0);
+        let a = assess(&input, &rule());
+        assert!(a.lambda >= 20.0);
+        assert!(a.relative_change <= -0.10);
+        assert!(!a.revert);
+        assert!(
+            a.why.contains("20 post-merge conversions < 30 (failed)"),
+            "{}",
+            a.why
+        );
+    }
+
+    #[test]
+    fn a_confident_small_drop_is_kept() {
+        // −5% with millions of entrants: certain, but below max_relative_drop.
+        let input = one_stratum(
+            Counts::new(10_000_000, 2_000_000),
+            Counts::new(10_000_000, 1_900_000),
+            2_500_000.0,
+        );
+        let a = assess(&input, &rule());
+        assert!(a.lambda >= 1e6);
+        assert!(!a.revert);
+        assert!(a.why.contains("change −5.0%"), "{}", a.why);
+        assert!(a.why.contains("> −10.0% (failed)"), "{}", a.why);
+    }
+
+    #[test]
+    fn no_data_means_no_evidence() {
+        let nothing = one_stratum(Counts::new(1000, 200), Counts::default(), 250.0);
+        let a = assess(&nothing, &rule());
+        assert_eq!((a.lambda, a.theta, a.revert), (1.0, 0.0, false));
+        assert_eq!(a.relative_interval, (-1.0, 4.0));
+        assert!(a.why.contains("no post-merge entrant"), "{}", a.why);
+
+        let no_baseline = one_stratum(Counts::default(), Counts::new(500, 10), 250.0);
+        let a = assess(&no_baseline, &rule());
+        assert_eq!((a.lambda, a.revert), (1.0, false));
+        assert!(a.why.contains("baseline has no entrants"), "{}", a.why);
+    }
+
+    #[test]
+    fn rates_of_zero_or_one_carry_no_evidence() {
+        for (baseline, post) in [
+            (Counts::new(1000, 0), Counts::new(500, 0)),
+            (Counts::new(1000, 1000), Counts::new(500, 500)),
+            // Baseline always converted, now half do: τ² = 0, the test has no power.
+            (Counts::new(1000, 1000), Counts::new(500, 250)),
+            // Up from nothing.
+            (Counts::new(1000, 0), Counts::new(500, 50)),
+        ] {
+            let a = assess(&one_stratum(baseline, post, 250.0), &rule());
+            assert_eq!(a.lambda, 1.0, "{baseline:?} {post:?}");
+            assert!(!a.revert);
+            assert!(all_finite(&a), "{a:?}");
+        }
+        let up_from_zero = assess(
+            &one_stratum(Counts::new(1000, 0), Counts::new(500, 50), 250.0),
+            &rule(),
+        );
+        assert!(up_from_zero.relative_change > 0.0);
+    }
+
+    #[test]
+    fn running_p_value_only_falls() {
+        let mut p = 1.0;
+        for (lambda, expected) in [
+            (0.5, 1.0),
+            (4.0, 0.25),
+            (2.0, 0.25),
+            (40.0, 0.025),
+            (0.0, 0.025),
+        ] {
+            p = p_value(p, lambda);
+            assert_eq!(p, expected);
+        }
+        assert_eq!(p_value(1.0, f64::NAN), 1.0);
+    }
+
+    #[test]
+    fn normal_cdf_known_values() {
+        close(normal_cdf(0.0), 0.5, 1e-15);
+        close(normal_cdf(1.959_963_984_540_054), 0.975, 1e-12);
+        close(normal_cdf(-1.0), 0.158_655_253_931_457_05, 1e-12);
+    }
+
+    #[test]
+    fn both_tail_formulas_agree_where_they_meet() {
+        let below = ln_scaled_upper_tail(30.0);
+        let above = ln_scaled_upper_tail(30.0 + 1e-9);
+        close(above, below, 1e-9);
+        // A huge drop: Λ saturates instead of overflowing; a huge rise: Λ → 0.
+        assert_eq!(mixture_lambda(-1.0, 1e-300, 1e-3), f64::MAX);
+        assert!(mixture_lambda(1.0, 1e-300, 1e-3) < 1e-290);
+    }
+
+    fn all_finite(a: &Assessment) -> bool {
+        [
+            a.p_baseline,
+            a.p_expected,
+            a.p_post,
+            a.theta,
+            a.variance,
+            a.tau2,
+            a.lambda,
+            a.relative_change,
+            a.relative_interval.0,
+            a.relative_interval.1,
+        ]
+        .iter()
+        .all(|x| x.is_finite())
+    }
+
+    fn counts(max_entrants: u64) -> impl Strategy<Value = Counts> {
+        (0..=max_entrants, 0.0..=1.0f64)
+            .prop_map(|(n, share)| Counts::new(n, (n as f64 * share).round() as u64))
+    }
+
+    fn watch_input() -> impl Strategy<Value = WatchInput> {
+        let max = prop_oneof![Just(3u64), Just(300), Just(1_000_000_000)];
+        (max, any::<bool>(), 0.0..1e7f64).prop_flat_map(|(max, single, n_star)| {
+            (
+                proptest::array::uniform7(counts(max)),
+                proptest::array::uniform7(counts(max)),
+            )
+                .prop_map(move |(baseline, post)| WatchInput {
+                    baseline,
+                    post,
+                    single_stratum: single,
+                    expected_half_window_entrants: n_star,
+                })
+        })
+    }
+
+    fn revert_rule() -> impl Strategy<Value = RevertRule> {
+        (0.001..0.5f64, 0.0..0.5f64, 0..100u64).prop_map(|(alpha, drop, min)| RevertRule {
+            alpha,
+            max_relative_drop: drop,
+            min_conversions: min,
+        })
+    }
+
+    /// Baseline and post-merge weekdays where every weekday's rate fell by the same share.
+    fn dropped_weekdays() -> impl Strategy<Value = ([Counts; WEEKDAYS], [Counts; WEEKDAYS])> {
+        let weekday = (50..5000u64, 0.01..0.45f64, 0..2000u64);
+        (proptest::array::uniform7(weekday), 0.05..0.9f64).prop_map(|(days, drop)| {
+            let baseline = days.map(|(n, p, _)| Counts::new(n, (n as f64 * p).round() as u64));
+            let post =
+                days.map(|(_, p, n)| Counts::new(n, (n as f64 * p * (1.0 - drop)).round() as u64));
+            (baseline, post)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn never_nan_nor_infinite(input in watch_input(), rule in revert_rule()) {
+            let a = assess(&input, &rule);
+            prop_assert!(all_finite(&a), "{:?}", a);
+            prop_assert!(a.lambda >= 0.0);
+        }
+
+        #[test]
+        fn no_evidence_of_a_drop_when_the_rate_did_not_fall(
+            input in watch_input(), rule in revert_rule()
+        ) {
+            let a = assess(&input, &rule);
+            if a.theta >= 0.0 {
+                prop_assert!(a.lambda <= 1.0, "{:?}", a);
+                prop_assert!(!a.revert);
+            }
+        }
+
+        #[test]
+        fn relative_change_has_the_sign_of_theta(input in watch_input(), rule in revert_rule()) {
+            let a = assess(&input, &rule);
+            prop_assert_eq!(a.relative_change > 0.0, a.theta > 0.0, "{:?}", a);
+            prop_assert_eq!(a.relative_change < 0.0, a.theta < 0.0, "{:?}", a);
+            prop_assert!(a.relative_interval.0 <= a.relative_change);
+            prop_assert!(a.relative_change <= a.relative_interval.1);
+        }
+
+        #[test]
+        fn a_lower_rate_is_never_less_evidence(
+            theta in -0.5..0.5f64, lower_by in 0.0..0.5f64,
+            variance in 1e-8..1e-1f64, tau2 in 1e-8..1e-1f64,
+        ) {
+            prop_assert!(
+                mixture_lambda(theta - lower_by, variance, tau2)
+                    >= mixture_lambda(theta, variance, tau2) * (1.0 - 1e-12)
+            );
+        }
+
+        /// More post-merge data at the same rates never lowers Λ once the drop is
+        /// visible (|b| ≥ 1, see `more_data_can_lower_a_faint_signal`) and the
+        /// pooled rate is at most ½ and above the post-merge rate (so that `V`
+        /// falls as data comes in).
+        #[test]
+        fn more_data_at_the_same_rates_strengthens_a_visible_drop(
+            (baseline, post) in dropped_weekdays(),
+            n_star in 100.0..1e5f64,
+            factor in 2u64..20,
+        ) {
+            let input = WatchInput { baseline, post, single_stratum: false, expected_half_window_entrants: n_star };
+            let a = assess(&input, &rule());
+            let b = a.tau2.sqrt() * a.theta / (a.variance * (a.variance + a.tau2)).sqrt();
+            let p_bar = |a: &Assessment, n_t: f64, n_b: f64| {
+                (a.p_post * n_t + a.p_baseline * n_b) / (n_t + n_b)
+            };
+            let n_t: f64 = post.iter().map(|c| c.entrants as f64).sum();
+            let n_b: f64 = baseline.iter().map(|c| c.entrants as f64).sum();
+            prop_assume!(a.theta < 0.0 && b <= -1.0);
+            prop_assume!(a.p_post < a.p_baseline && p_bar(&a, n_t, n_b) <= 0.5);
+            let more = WatchInput {
+                post: post.map(|c| Counts::new(c.entrants * factor, c.conversions * factor)),
+                ..input
+            };
+            let m = assess(&more, &rule());
+            prop_assert!((m.theta - a.theta).abs() < 1e-12);
+            prop_assert!(m.lambda >= a.lambda * (1.0 - 1e-12), "{} < {}", m.lambda, a.lambda);
+        }
+    }
+
+    /// Why the property above needs |b| ≥ 1: with a faint drop, more data first
+    /// makes "no change" more plausible, and Λ falls before it rises.
+    #[test]
+    fn more_data_can_lower_a_faint_signal() {
+        let small = one_stratum(Counts::new(10_000, 2000), Counts::new(1000, 198), 2500.0);
+        let large = one_stratum(Counts::new(10_000, 2000), Counts::new(2000, 396), 2500.0);
+        let (a, b) = (assess(&small, &rule()), assess(&large, &rule()));
+        assert!(a.theta < 0.0 && (a.theta - b.theta).abs() < 1e-12);
+        assert!(b.lambda < a.lambda, "{} vs {}", b.lambda, a.lambda);
+    }
+}
