@@ -118,11 +118,6 @@ pub fn approval_expired(asked_at: DateTime<Utc>, now: DateTime<Utc>, timeout: Du
     now >= asked_at + chrono_duration(timeout)
 }
 
-/// The observation of a change merged at `merged_at` is over at `now`.
-pub fn observation_over(merged_at: DateTime<Utc>, now: DateTime<Utc>, window: Duration) -> bool {
-    now >= merged_at + chrono_duration(window)
-}
-
 /// A step last experimented on at `last_end` may be picked again at `now`.
 pub fn cooldown_over(last_end: DateTime<Utc>, now: DateTime<Utc>, cooldown: Duration) -> bool {
     now >= last_end + chrono_duration(cooldown)
@@ -142,13 +137,40 @@ pub enum WatchStep {
 /// The hour after a merge is skipped: caches and deploys settle.
 pub const DEPLOY_SETTLE: Duration = Duration::from_secs(3600);
 
+/// The observation window counts *entrants*: people who arrive during
+/// `observation` after the deploy hour. The last of them has finished its
+/// conversion window at `settle + observation + conversion_window`, and that
+/// is when the final judgement is made (judging at `observation` alone would
+/// see a day less of matured data and miss more real drops).
+pub fn observation_end(
+    merged_at: DateTime<Utc>,
+    observation: Duration,
+    settle: Duration,
+    conversion_window: Duration,
+) -> DateTime<Utc> {
+    merged_at + chrono_duration(settle + observation + conversion_window)
+}
+
+/// The entrants the watch counts: from the end of the deploy hour, for `observation`.
+pub fn observed_entrants(
+    merged_at: DateTime<Utc>,
+    observation: Duration,
+    settle: Duration,
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    (
+        merged_at + chrono_duration(settle),
+        merged_at + chrono_duration(settle + observation),
+    )
+}
+
 pub fn watch_step(
     merged_at: DateTime<Utc>,
     now: DateTime<Utc>,
     observation: Duration,
     settle: Duration,
+    conversion_window: Duration,
 ) -> WatchStep {
-    if observation_over(merged_at, now, observation) {
+    if now >= observation_end(merged_at, observation, settle, conversion_window) {
         WatchStep::FinalJudgement
     } else if now < merged_at + chrono_duration(settle) {
         WatchStep::TooEarly
@@ -230,19 +252,18 @@ mod tests {
     fn the_deploy_hour_is_skipped_then_judged_then_final() {
         let merged = t("2026-01-09T16:00:00Z");
         let obs = Duration::from_secs(14 * 86400);
+        let day = Duration::from_secs(86400);
         let settle = settle_for(obs);
         assert_eq!(settle, DEPLOY_SETTLE);
+        let step = |now| watch_step(merged, t(now), obs, settle, day);
+        assert_eq!(step("2026-01-09T16:30:00Z"), WatchStep::TooEarly);
+        assert_eq!(step("2026-01-09T17:00:00Z"), WatchStep::Judge);
+        // 14 days of entrants after the deploy hour, plus a day for the last to convert.
+        assert_eq!(step("2026-01-24T16:59:59Z"), WatchStep::Judge);
+        assert_eq!(step("2026-01-24T17:00:00Z"), WatchStep::FinalJudgement);
         assert_eq!(
-            watch_step(merged, t("2026-01-09T16:30:00Z"), obs, settle),
-            WatchStep::TooEarly
-        );
-        assert_eq!(
-            watch_step(merged, t("2026-01-09T17:00:00Z"), obs, settle),
-            WatchStep::Judge
-        );
-        assert_eq!(
-            watch_step(merged, t("2026-01-23T16:00:00Z"), obs, settle),
-            WatchStep::FinalJudgement
+            observed_entrants(merged, obs, settle),
+            (t("2026-01-09T17:00:00Z"), t("2026-01-23T17:00:00Z"))
         );
     }
 

@@ -26,3 +26,4 @@ pub mod sandbox;
 pub mod stats;
 pub mod store;
 pub mod telegram;
+pub mod text;

@@ -246,6 +246,18 @@ impl Store {
         Self::init(Connection::open_in_memory()?)
     }
 
+    /// An in-memory copy of the database at `path`, opened read-only: a dry run
+    /// reads the real history and writes nothing to the file.
+    pub fn snapshot_of(path: &Path) -> Result<Store> {
+        let src = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("cannot read the state database {}", path.display()))?;
+        let mut copy = Connection::open_in_memory()?;
+        rusqlite::backup::Backup::new(&src, &mut copy)?
+            .run_to_completion(256, std::time::Duration::ZERO, None)
+            .with_context(|| format!("cannot copy the state database {}", path.display()))?;
+        Self::init(copy)
+    }
+
     fn init(mut conn: Connection) -> Result<Store> {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
