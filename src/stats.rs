@@ -117,7 +117,7 @@ pub struct WatchInput {
 }
 
 /// The verdict of one tick, with every number behind it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Assessment {
     /// Pooled baseline rate `x_b/n_b`.
     pub p_baseline: f64,

@@ -24,8 +24,17 @@ fn signed_pct(x: f64) -> String {
     format!("{:+.1}%", x * 100.0)
 }
 
+/// "14 days", "5 hours", "90 seconds": whole units, as people write them.
 pub fn human_duration(d: std::time::Duration) -> String {
-    humantime::format_duration(d).to_string()
+    let secs = d.as_secs();
+    let (n, unit) = match secs {
+        0 => return humantime::format_duration(d).to_string(),
+        s if s % 86_400 == 0 => (s / 86_400, "day"),
+        s if s % 3_600 == 0 => (s / 3_600, "hour"),
+        s if s % 60 == 0 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 /// HTML for Telegram: only `&`, `<` and `>` need escaping.
@@ -103,7 +112,7 @@ pub fn funnel_markdown(report: &FunnelReport) -> String {
 /// The revert rule in words, with the configured numbers.
 pub fn revert_rule(t: &Thresholds) -> String {
     format!(
-        "After the merge funnelfix watches this step for {} against the {} before it \
+        "After the merge funnelfix watches the people who reach this step in the {} after it, against the {} before it \
          (weekday-standardised, skipping the deploy hour). It reverts the change at the first look where an \
          always-valid test (mSPRT) is confident at {} that the rate fell, the rate is down by at least {} \
          relative, and at least 30 conversions were seen since the merge. Otherwise it keeps the change \
@@ -390,4 +399,245 @@ pub fn help() -> &'static str {
 
 fn short(sha: &str) -> &str {
     &sha[..sha.len().min(7)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::{ExperimentId, State};
+    use crate::funnel::{Choice, FunnelCounts, StepRate};
+
+    fn report() -> FunnelReport {
+        let step =
+            |index: usize, name: &str, next: &str, n: u64, x: u64, low: f64, high: f64| StepRate {
+                index,
+                name: name.into(),
+                next_name: next.into(),
+                entrants: n,
+                converted: x,
+                rate: x as f64 / n as f64,
+                low,
+                high,
+                judged: true,
+            };
+        FunnelReport {
+            funnel: "signup".into(),
+            counts: FunnelCounts {
+                reached: vec![10000, 4500, 1125, 675],
+            },
+            steps: vec![
+                step(0, "Visited homepage", "Viewed pricing", 10000, 4500, 0.4402, 0.4598),
+                step(1, "Viewed pricing", "Started signup", 4500, 1125, 0.2374, 0.2629),
+                step(2, "Started signup", "Completed signup", 1125, 675, 0.5712, 0.6279),
+            ],
+            overall: 0.0675,
+            choice: Some(Choice {
+                step: 1,
+                reason: "Viewed pricing → Started signup converts 25.0% (95% CI 23.7–26.3%), the lowest upper bound among 3 judged steps".into(),
+            }),
+            reason_none: None,
+        }
+    }
+
+    fn experiment() -> Experiment {
+        let t: DateTime<Utc> = "2026-03-02T09:00:00Z".parse().expect("time");
+        Experiment {
+            id: ExperimentId(3),
+            funnel: "signup".into(),
+            step: 1,
+            step_name: "Viewed pricing".into(),
+            next_step_name: "Started signup".into(),
+            state: State::AwaitingApproval,
+            created_at: t,
+            updated_at: t,
+            nonce: "abc".into(),
+            title: Some("Pricing: <b>bold</b> & clear CTA".into()),
+            hypothesis: Some("People do not see a next step.".into()),
+            diff: None,
+            changed_files: None,
+            base_sha: None,
+            branch: Some("funnelfix/signup/viewed-pricing-3".into()),
+            pr_number: Some(12),
+            pr_url: Some("https://github.com/acme/website/pull/12".into()),
+            head_sha: Some("0123456789abcdef".into()),
+            message_id: None,
+            asked_at: None,
+            decided_by: None,
+            decided_at: None,
+            merged_at: None,
+            merge_sha: None,
+            rate_before: Some(0.25),
+            entrants_before: Some(4500),
+            converted_before: Some(1125),
+            baseline: None,
+            assessment: None,
+            p_value: None,
+            revert_branch: None,
+            revert_pr: None,
+            revert_pr_url: None,
+            verdict: None,
+            failure: None,
+            ended_at: None,
+        }
+    }
+
+    fn thresholds() -> Thresholds {
+        crate::config::parse(include_str!("../config/funnelfix.example.toml"))
+            .expect("example config")
+            .thresholds
+    }
+
+    fn assessment(change: f64) -> Assessment {
+        Assessment {
+            p_baseline: 0.25,
+            p_expected: 0.25,
+            p_post: 0.25 * (1.0 + change),
+            theta: 0.25 * change,
+            variance: 1e-4,
+            tau2: 1e-3,
+            lambda: 31.4,
+            relative_change: change,
+            relative_interval: (change - 0.08, change + 0.08),
+            post_conversions: 412,
+            revert: change < -0.1,
+            why: String::new(),
+        }
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        let d = |s| human_duration(std::time::Duration::from_secs(s));
+        assert_eq!(d(14 * 86_400), "14 days");
+        assert_eq!(d(86_400), "1 day");
+        assert_eq!(d(5 * 3_600), "5 hours");
+        assert_eq!(d(90), "90 seconds");
+        assert_eq!(d(120), "2 minutes");
+    }
+
+    #[test]
+    fn terminal_table() {
+        insta::assert_snapshot!(funnel_table(&report()), @"
+        funnel signup
+          step                                entrants    reached     rate     95% interval
+          Visited homepage → Viewed pricing      10000       4500    45.0%      44.0%–46.0%
+        ▶ Viewed pricing → Started signup         4500       1125    25.0%      23.7%–26.3%
+          Started signup → Completed signup       1125        675    60.0%      57.1%–62.8%
+          overall conversion: 6.8%
+          would work on: Viewed pricing → Started signup converts 25.0% (95% CI 23.7–26.3%), the lowest upper bound among 3 judged steps
+        ");
+    }
+
+    #[test]
+    fn telegram_proposal_is_escaped_html() {
+        let msg = proposal_message(
+            &experiment(),
+            &report(),
+            "+1 −0 lines in site/pricing.html",
+            &thresholds(),
+        );
+        assert!(msg.contains("&lt;b&gt;bold&lt;/b&gt; &amp; clear"));
+        insta::assert_snapshot!(msg, @r#"
+        <b>funnelfix proposal #3</b> · funnel <b>signup</b>
+        Step <b>Viewed pricing → Started signup</b>: 25.0% (1125/4500, 95% CI 23.7%–26.3%)
+
+        <b>Pricing: &lt;b&gt;bold&lt;/b&gt; &amp; clear CTA</b>
+        People do not see a next step.
+
+        Change: +1 −0 lines in site/pricing.html
+        PR: <a href="https://github.com/acme/website/pull/12">https://github.com/acme/website/pull/12</a>
+
+        If merged, it is watched for 14 days and reverted if the rate drops by more than 10.0% with 95.0% confidence.
+        "#);
+    }
+
+    #[test]
+    fn pr_body_states_the_rule_and_carries_the_marker() {
+        let config =
+            crate::config::parse(include_str!("../config/funnelfix.example.toml")).expect("config");
+        let body = pr_body(&PrBody {
+            experiment_id: 3,
+            report: &report(),
+            step: 1,
+            hypothesis: "People do not see a next step.",
+            diff: "--- a/site/pricing.html\n+++ b/site/pricing.html\n@@ -1 +1,2 @@\n <h1>Pricing</h1>\n+<a class=\"cta\">Start</a>",
+            config: &config,
+        });
+        insta::assert_snapshot!(body, @r#"
+        funnelfix proposes one change to the step **Viewed pricing → Started signup** of the funnel `signup`.
+
+        ## Why this step
+
+        25.0% of 4500 people went on (1125 did; 95% interval 23.7%–26.3%).
+
+        | step | entrants | reached next | rate | 95% interval |
+        |---|---:|---:|---:|---:|
+        | Visited homepage → Viewed pricing | 10000 | 4500 | 45.0% | 44.0%–46.0% |
+        | **Viewed pricing → Started signup** | 4500 | 1125 | 25.0% | 23.7%–26.3% |
+        | Started signup → Completed signup | 1125 | 675 | 60.0% | 57.1%–62.8% |
+
+        ## Hypothesis
+
+        People do not see a next step.
+
+        ## What changed
+
+        ```diff
+        --- a/site/pricing.html
+        +++ b/site/pricing.html
+        @@ -1 +1,2 @@
+         <h1>Pricing</h1>
+        +<a class="cta">Start</a>
+        ```
+
+        ## What happens next
+
+        - An approver decides in Telegram: Approve merges exactly this head; Reject closes this PR.
+        - Unanswered after 3 days, it is closed.
+        - After the merge funnelfix watches the people who reach this step in the 14 days after it, against the 28 days before it (weekday-standardised, skipping the deploy hour). It reverts the change at the first look where an always-valid test (mSPRT) is confident at 95.0% that the rate fell, the rate is down by at least 10.0% relative, and at least 30 conversions were seen since the merge. Otherwise it keeps the change and reports the measured lift.
+
+        <!-- funnelfix:experiment=3 -->
+        "#);
+    }
+
+    #[test]
+    fn verdicts() {
+        insta::assert_snapshot!(verdict_kept(&assessment(0.12)), @"kept: +12.0% relative change (always-valid interval +4.0% to +20.0%), 28.0% vs 25.0% expected");
+        insta::assert_snapshot!(verdict_reverted(&assessment(-0.3), 0.0123), @"reverted: -30.0% relative change (always-valid p = 0.0123), 17.5% vs 25.0% expected, 412 conversions");
+        insta::assert_snapshot!(watch_line(&assessment(-0.05)), @"rate 23.8% vs expected 25.0% (-5.0% relative), Λ = 31.40, 412 conversions since the merge");
+    }
+
+    #[test]
+    fn revert_pr_body() {
+        let mut e = experiment();
+        e.state = State::Reverting;
+        let a = assessment(-0.3);
+        insta::assert_snapshot!(super::revert_pr_body(&e, &verdict_reverted(&a, 0.01), &a, &thresholds()), @"
+        funnelfix reverts PR #12 (experiment 3) on the step **Viewed pricing → Started signup**.
+
+        **reverted: -30.0% relative change (always-valid p = 0.0100), 17.5% vs 25.0% expected, 412 conversions**
+
+        | | rate |
+        |---|---:|
+        | expected from the baseline (weekday-weighted) | 25.0% |
+        | since the merge | 17.5% |
+
+        Conversions since the merge: 412. Λ = 31.40 (threshold 20).
+
+        Rule: After the merge funnelfix watches the people who reach this step in the 14 days after it, against the 28 days before it (weekday-standardised, skipping the deploy hour). It reverts the change at the first look where an always-valid test (mSPRT) is confident at 95.0% that the rate fell, the rate is down by at least 10.0% relative, and at least 30 conversions were seen since the merge. Otherwise it keeps the change and reports the measured lift.
+
+        <!-- funnelfix:experiment=3 -->
+        ");
+    }
+
+    #[test]
+    fn status_and_notes() {
+        let e = experiment();
+        insta::assert_snapshot!(status_line(&e), @"#3 signup · Viewed pricing → Started signup · awaiting_approval · PR #12 · rate before 25.0%");
+        insta::assert_snapshot!(head_moved_note(&e), @"⚠️ Not merged: the branch of PR #12 moved after the proposal, so it is not what was approved. Review it on GitHub.");
+        insta::assert_snapshot!(expired_note(&e, std::time::Duration::from_secs(72 * 3600)), @"⌛ Proposal #3 got no answer within 3 days: PR #12 closed.");
+        insta::assert_snapshot!(failed_note("signup", "Viewed pricing", &["attempt 1: edit 1: \"site/x.html\" is not a file of this step".into()]), @r#"
+        ❌ No change proposed for <b>signup</b> / <b>Viewed pricing</b>: the model's edits were refused.
+        • attempt 1: edit 1: "site/x.html" is not a file of this step
+        "#);
+    }
 }
