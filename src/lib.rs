@@ -14,6 +14,7 @@
 //!   loopback, used by `funnelfix demo` and the tests.
 
 pub mod chart;
+pub mod commands;
 pub mod config;
 pub mod experiment;
 pub mod funnel;
@@ -21,6 +22,7 @@ pub mod github;
 pub mod llm;
 pub mod posthog;
 pub mod proposal;
+pub mod report;
 pub mod retry;
 pub mod sandbox;
 pub mod stats;

@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use funnelfix::commands;
 use funnelfix::config::{self, DEFAULT_CONFIG_PATH};
 
 #[derive(Parser)]
@@ -84,16 +86,29 @@ fn init_logging(format: LogFormat) {
 }
 
 fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::CheckConfig = cli.command {
+        return Ok(check_config(&cli.config));
+    }
+    let config = match config::load(&cli.config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     match cli.command {
-        Command::CheckConfig => Ok(check_config(&cli.config)),
-        Command::Run
-        | Command::Once { .. }
-        | Command::Funnel { .. }
-        | Command::Status
-        | Command::Demo => {
+        Command::Funnel { funnel, json } => {
+            runtime.block_on(commands::funnel(&config, funnel.as_deref(), json))
+        }
+        Command::Run | Command::Once { .. } | Command::Status | Command::Demo => {
             eprintln!("this command is not available in this build yet");
             Ok(ExitCode::from(2))
         }
+        Command::CheckConfig => unreachable!("handled above"),
     }
 }
 

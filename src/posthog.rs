@@ -1,1 +1,240 @@
-//! See lib.rs for the layout.
+//! Adapter for PostHog's query API: one HogQL query per funnel, and
+//! annotations that mark merges and reverts on the user's own charts.
+//!
+//! Queries are reads, so every transient failure is asked again: 429 waits
+//! as long as PostHog's `detail` says ("Expected available in N seconds"; no
+//! Retry-After header is promised), and 5xx (503/504 when ClickHouse is busy
+//! or slow, 512 when a query is too expensive) back off under the shared
+//! [`RetryPolicy`]. An annotation is a write, so it is sent once.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tracing::{debug, instrument};
+
+use crate::config::StepConfig;
+use crate::funnel::hogql::{self, HogQlQuery};
+use crate::funnel::{ByWeekday, EntryRange};
+use crate::retry::RetryPolicy;
+
+/// Why PostHog gave no answer. Each Display is one line naming what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PostHogError {
+    #[error("PostHog refused the key in ${key_env} (401): check it is a personal API key")]
+    Unauthorized { key_env: String },
+    #[error(
+        "PostHog denied access (403): the key in ${key_env} needs the query:read scope and access to project {project}: {detail}"
+    )]
+    Forbidden {
+        key_env: String,
+        project: String,
+        detail: String,
+    },
+    #[error("PostHog project {project} not found (404): check posthog.host and posthog.project_id")]
+    NotFound { project: String },
+    #[error("PostHog rejected the query (400): {detail}")]
+    BadQuery { detail: String },
+    #[error("PostHog answered {status}: {detail}")]
+    Status { status: u16, detail: String },
+    #[error("PostHog sent a reply funnelfix cannot read: {0}")]
+    Malformed(String),
+    #[error("PostHog did not answer after {attempts} tries; last: {last}")]
+    Exhausted { attempts: u32, last: String },
+    #[error("could not set up the HTTP client for PostHog: {0}")]
+    Setup(String),
+}
+
+/// PostHog's error body: `{type, code, detail, attr}`.
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    detail: Option<String>,
+}
+
+pub struct PostHog {
+    http: reqwest::Client,
+    host: String,
+    project: String,
+    key: SecretString,
+    key_env: String,
+    retry: RetryPolicy,
+}
+
+impl PostHog {
+    pub fn new(
+        host: &str,
+        project_id: &str,
+        key: SecretString,
+        key_env: &str,
+        retry: RetryPolicy,
+    ) -> Result<PostHog, PostHogError> {
+        let http = reqwest::Client::builder()
+            .timeout(retry.timeout)
+            .user_agent(concat!("funnelfix/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| PostHogError::Setup(e.without_url().to_string()))?;
+        Ok(PostHog {
+            http,
+            host: host.trim_end_matches('/').to_string(),
+            project: project_id.to_string(),
+            key,
+            key_env: key_env.to_string(),
+            retry,
+        })
+    }
+
+    /// Funnel counts per weekday of entry for people entering in `range`
+    /// (right-censored at `now - window`). One query.
+    #[instrument(skip_all, fields(steps = steps.len()))]
+    pub async fn funnel_counts(
+        &self,
+        steps: &[StepConfig],
+        window: Duration,
+        range: EntryRange,
+        now: DateTime<Utc>,
+    ) -> Result<ByWeekday, PostHogError> {
+        let query =
+            hogql::funnel_query(steps, window, range, now).map_err(PostHogError::Malformed)?;
+        let reply = self.query(&query).await?;
+        let results = reply
+            .get("results")
+            .ok_or_else(|| PostHogError::Malformed("no `results` in the reply".into()))?;
+        hogql::parse_rows(steps.len(), results).map_err(PostHogError::Malformed)
+    }
+
+    /// Runs one HogQL query, fresh (`force_blocking`: otherwise PostHog may
+    /// serve a cached result hours old).
+    pub async fn query(&self, q: &HogQlQuery) -> Result<Value, PostHogError> {
+        let url = format!("{}/api/projects/{}/query/", self.host, self.project);
+        let body = json!({
+            "query": {"kind": "HogQLQuery", "query": q.query, "values": q.values},
+            "refresh": "force_blocking",
+        });
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let sent = self
+                .http
+                .post(&url)
+                .bearer_auth(self.key.expose_secret())
+                .json(&body)
+                .send()
+                .await;
+            let (last, asked) = match sent {
+                Ok(resp) if resp.status().is_success() => {
+                    let text = resp
+                        .text()
+                        .await
+                        .map_err(|e| PostHogError::Malformed(e.without_url().to_string()))?;
+                    return serde_json::from_str(&text)
+                        .map_err(|e| PostHogError::Malformed(format!("not JSON ({e})")));
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    let detail = error_detail(resp).await;
+                    match status {
+                        StatusCode::TOO_MANY_REQUESTS => {
+                            (format!("429 {detail}"), expected_available_in(&detail))
+                        }
+                        s if s.is_server_error() => (format!("{} {detail}", s.as_u16()), None),
+                        s => return Err(self.refusal(s, detail)),
+                    }
+                }
+                Err(e) => (e.without_url().to_string(), None),
+            };
+            if attempt >= self.retry.max_attempts {
+                return Err(PostHogError::Exhausted {
+                    attempts: attempt,
+                    last,
+                });
+            }
+            let wait = self.retry.delay(attempt, asked);
+            debug!(attempt, ?wait, %last, "PostHog query failed; trying again");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn refusal(&self, status: StatusCode, detail: String) -> PostHogError {
+        match status {
+            StatusCode::UNAUTHORIZED => PostHogError::Unauthorized {
+                key_env: self.key_env.clone(),
+            },
+            StatusCode::FORBIDDEN => PostHogError::Forbidden {
+                key_env: self.key_env.clone(),
+                project: self.project.clone(),
+                detail,
+            },
+            StatusCode::NOT_FOUND => PostHogError::NotFound {
+                project: self.project.clone(),
+            },
+            StatusCode::BAD_REQUEST => PostHogError::BadQuery { detail },
+            s => PostHogError::Status {
+                status: s.as_u16(),
+                detail,
+            },
+        }
+    }
+
+    /// Marks a moment on the project's charts. Sent once: a write is not
+    /// repeated blindly, and a missing annotation only costs a marker.
+    #[instrument(skip_all)]
+    pub async fn annotate(&self, content: &str, at: DateTime<Utc>) -> Result<(), PostHogError> {
+        let url = format!("{}/api/projects/{}/annotations/", self.host, self.project);
+        let resp = self
+            .http
+            .post(&url)
+            .bearer_auth(self.key.expose_secret())
+            .json(&json!({
+                "content": content,
+                "date_marker": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "scope": "project",
+            }))
+            .send()
+            .await
+            .map_err(|e| PostHogError::Exhausted {
+                attempts: 1,
+                last: e.without_url().to_string(),
+            })?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        let status = resp.status();
+        Err(self.refusal(status, error_detail(resp).await))
+    }
+}
+
+/// PostHog's `detail`, or the status's name when the body has none.
+async fn error_detail(resp: reqwest::Response) -> String {
+    let status = resp.status();
+    resp.text()
+        .await
+        .ok()
+        .and_then(|t| serde_json::from_str::<ErrorBody>(&t).ok())
+        .and_then(|b| b.detail)
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string())
+}
+
+/// "Request was throttled. Expected available in 12 seconds." → 12 s.
+fn expected_available_in(detail: &str) -> Option<Duration> {
+    let rest = &detail[detail.find("available in ")? + "available in ".len()..];
+    let number: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    number.parse().ok().map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_wait_from_the_throttle_detail() {
+        assert_eq!(
+            expected_available_in("Request was throttled. Expected available in 12 seconds."),
+            Some(Duration::from_secs(12))
+        );
+        assert_eq!(expected_available_in("Request was throttled."), None);
+    }
+}

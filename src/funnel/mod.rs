@@ -53,3 +53,43 @@ pub struct FunnelReport {
     pub choice: Option<Choice>,
     pub reason_none: Option<String>,
 }
+
+pub mod hogql;
+pub mod rates;
+
+use chrono::{DateTime, Utc};
+
+/// People are counted when their first first-step event falls in `[from, to)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryRange {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+/// Funnel counts split by the UTC weekday of entry (0 = Monday).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ByWeekday {
+    pub days: [FunnelCounts; 7],
+}
+
+impl ByWeekday {
+    /// Seven empty days for a funnel of `steps` steps.
+    pub fn default_for(steps: usize) -> ByWeekday {
+        ByWeekday {
+            days: std::array::from_fn(|_| FunnelCounts {
+                reached: vec![0; steps],
+            }),
+        }
+    }
+
+    pub fn total(&self) -> FunnelCounts {
+        let steps = self.days.iter().map(|d| d.reached.len()).max().unwrap_or(0);
+        let mut reached = vec![0; steps];
+        for day in &self.days {
+            for (total, n) in reached.iter_mut().zip(&day.reached) {
+                *total += n;
+            }
+        }
+        FunnelCounts { reached }
+    }
+}

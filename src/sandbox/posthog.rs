@@ -1,1 +1,408 @@
-//! Twin: see the module docs in mod.rs.
+//! A PostHog twin: `POST /api/projects/{id}/query/` with bearer auth,
+//! PostHog's error shapes, fault injection, and annotations.
+//!
+//! It holds an event log and answers funnelfix's funnel queries by counting
+//! that log itself, a second implementation of the same definition (see
+//! [`crate::funnel::hogql`]): a person enters with a first-step event in
+//! `[date_from, date_to)`; their level is the longest ordered chain of steps
+//! starting at such an event, every later step within the window (whole
+//! seconds, like `windowFunnel` over `toDateTime`). It reads the step
+//! conditions from the request's `values` and the property names and window
+//! from the query text, so a query that means something else gives different
+//! counts and the tests notice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::{DateTime, Datelike, Utc};
+use serde_json::{Map, Value, json};
+
+use crate::sandbox::Server;
+
+/// One captured event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub person_id: String,
+    pub event: String,
+    pub timestamp: DateTime<Utc>,
+    pub properties: BTreeMap<String, String>,
+}
+
+/// An annotation as funnelfix created it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Annotation {
+    pub content: String,
+    pub date_marker: String,
+    pub scope: String,
+}
+
+/// A fault the next queries answer with.
+#[derive(Debug, Clone)]
+struct Fault {
+    status: u16,
+    times: usize,
+}
+
+#[derive(Default)]
+struct Twin {
+    project: String,
+    key: String,
+    /// Events by person, each list in arrival order.
+    people: HashMap<String, Vec<Event>>,
+    events: usize,
+    annotations: Vec<Annotation>,
+    faults: Vec<Fault>,
+    delay: Option<Duration>,
+    queries: Vec<Value>,
+}
+
+pub struct PostHogTwin {
+    state: Arc<Mutex<Twin>>,
+    server: Server,
+}
+
+fn lock(state: &Mutex<Twin>) -> MutexGuard<'_, Twin> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl PostHogTwin {
+    pub async fn start(project_id: &str, key: &str) -> std::io::Result<PostHogTwin> {
+        let state = Arc::new(Mutex::new(Twin {
+            project: project_id.to_string(),
+            key: key.to_string(),
+            ..Twin::default()
+        }));
+        let router = Router::new()
+            .route("/api/projects/{project}/query/", post(query))
+            .route("/api/projects/{project}/annotations/", post(annotate))
+            .with_state(state.clone());
+        let server = Server::start(router).await?;
+        Ok(PostHogTwin { state, server })
+    }
+
+    /// The `posthog.host` to configure.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    pub fn push_events(&self, events: Vec<Event>) {
+        let mut twin = lock(&self.state);
+        twin.events += events.len();
+        for e in events {
+            twin.people.entry(e.person_id.clone()).or_default().push(e);
+        }
+    }
+
+    pub fn event_count(&self) -> usize {
+        lock(&self.state).events
+    }
+
+    pub fn annotations(&self) -> Vec<Annotation> {
+        lock(&self.state).annotations.clone()
+    }
+
+    /// The next `times` queries answer `status` in PostHog's error shape
+    /// (429 says when to come back in its `detail`, as PostHog does).
+    pub fn fail_next(&self, status: u16, times: usize) {
+        lock(&self.state).faults.push(Fault { status, times });
+    }
+
+    /// Every query answers only after `delay` (a busy ClickHouse).
+    pub fn set_delay(&self, delay: Option<Duration>) {
+        lock(&self.state).delay = delay;
+    }
+
+    /// Request bodies of the queries received, in order.
+    pub fn queries(&self) -> Vec<Value> {
+        lock(&self.state).queries.clone()
+    }
+
+    pub fn query_count(&self) -> usize {
+        lock(&self.state).queries.len()
+    }
+}
+
+/// PostHog's error body.
+fn error(status: StatusCode, kind: &str, code: &str, detail: &str) -> Response {
+    (
+        status,
+        Json(json!({"type": kind, "code": code, "detail": detail, "attr": null})),
+    )
+        .into_response()
+}
+
+/// Checks the key and the project; `Err` is the reply to send.
+fn authorize(twin: &Twin, headers: &HeaderMap, project: &str) -> Result<(), Box<Response>> {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if auth != Some(twin.key.as_str()) {
+        return Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "authentication_failed",
+            "Incorrect authentication credentials.",
+        )));
+    }
+    if project != twin.project {
+        return Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            "invalid_request",
+            "not_found",
+            "Not found.",
+        )));
+    }
+    Ok(())
+}
+
+async fn query(
+    State(state): State<Arc<Mutex<Twin>>>,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let delay = {
+        let mut twin = lock(&state);
+        if let Err(reply) = authorize(&twin, &headers, &project) {
+            return *reply;
+        }
+        let body: Value = match serde_json::from_str(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "validation_error",
+                    "parse_error",
+                    &format!("JSON parse error - {e}"),
+                );
+            }
+        };
+        twin.queries.push(body);
+        if let Some(fault) = twin.faults.iter_mut().find(|f| f.times > 0) {
+            fault.times -= 1;
+            let status =
+                StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return match fault.status {
+                429 => error(
+                    status,
+                    "throttled_error",
+                    "throttled",
+                    "Request was throttled. Expected available in 1 second.",
+                ),
+                503 => error(
+                    status,
+                    "server_error",
+                    "service_unavailable",
+                    "ClickHouse is busy, try again later.",
+                ),
+                504 => error(status, "server_error", "timeout", "The query timed out."),
+                _ => error(status, "server_error", "error", "A server error occurred."),
+            };
+        }
+        twin.delay
+    };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    let twin = lock(&state);
+    let body = twin.queries.last().cloned().unwrap_or(Value::Null);
+    match answer(&twin, &body) {
+        Ok(reply) => Json(reply).into_response(),
+        Err(detail) => error(
+            StatusCode::BAD_REQUEST,
+            "validation_error",
+            "hogql_query_error",
+            &detail,
+        ),
+    }
+}
+
+async fn annotate(
+    State(state): State<Arc<Mutex<Twin>>>,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let mut twin = lock(&state);
+    if let Err(reply) = authorize(&twin, &headers, &project) {
+        return *reply;
+    }
+    let field = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let a = Annotation {
+        content: field("content"),
+        date_marker: field("date_marker"),
+        scope: field("scope"),
+    };
+    if a.content.is_empty() || DateTime::parse_from_rfc3339(&a.date_marker).is_err() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "validation_error",
+            "invalid_input",
+            "content and date_marker are required.",
+        );
+    }
+    twin.annotations.push(a.clone());
+    let id = twin.annotations.len();
+    (
+        StatusCode::CREATED,
+        Json(json!({"id": id, "content": a.content, "date_marker": a.date_marker, "scope": a.scope, "creation_type": "USR"})),
+    )
+        .into_response()
+}
+
+/// The funnel a query asks about, read back from its text and values.
+struct Asked {
+    steps: Vec<(String, Vec<(String, String)>)>,
+    window_secs: i64,
+    from: i64,
+    to: i64,
+    until: i64,
+}
+
+fn read_query(body: &Value) -> Result<Asked, String> {
+    let q = body.get("query").ok_or("Missing `query`")?;
+    if q.get("kind").and_then(Value::as_str) != Some("HogQLQuery") {
+        return Err("Only HogQLQuery is supported by this server.".into());
+    }
+    let text = q
+        .get("query")
+        .and_then(Value::as_str)
+        .ok_or("Missing query text")?;
+    let empty = Map::new();
+    let values = q.get("values").and_then(Value::as_object).unwrap_or(&empty);
+    // Every placeholder must have a value, as in PostHog.
+    for (i, _) in text.match_indices('{') {
+        let name: String = text[i + 1..].chars().take_while(|c| *c != '}').collect();
+        if !values.contains_key(&name) {
+            return Err(format!("Placeholder {{{name}}} is not defined in values"));
+        }
+    }
+    let string = |k: &str| values.get(k).and_then(Value::as_str).map(str::to_string);
+    let int = |k: &str| {
+        values
+            .get(k)
+            .and_then(Value::as_i64)
+            .ok_or_else(|| format!("value {k} missing or not a number"))
+    };
+    let mut steps = Vec::new();
+    while let Some(event) = string(&format!("s{}_event", steps.len())) {
+        let i = steps.len();
+        let mut filters = Vec::new();
+        while let Some(value) = string(&format!("s{i}_p{}", filters.len())) {
+            let needle = format!(" = {{s{i}_p{}}}", filters.len());
+            let at = text.find(&needle).ok_or("filter placeholder not used")?;
+            let name = text[..at]
+                .rsplit("properties.")
+                .next()
+                .ok_or("filter without a property")?
+                .to_string();
+            filters.push((name, value));
+        }
+        steps.push((event, filters));
+    }
+    if steps.len() < 2 {
+        return Err("not a funnel query".into());
+    }
+    let window = text
+        .split("windowFunnel(")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .ok_or("no windowFunnel(window) in the query")?;
+    Ok(Asked {
+        steps,
+        window_secs: window,
+        from: int("date_from")?,
+        to: int("date_to")?,
+        until: int("date_until")?,
+    })
+}
+
+fn answer(twin: &Twin, body: &Value) -> Result<Value, String> {
+    let asked = read_query(body)?;
+    let n = asked.steps.len();
+    let matches = |e: &Event, step: usize| {
+        let (event, filters) = &asked.steps[step];
+        e.event == *event
+            && filters
+                .iter()
+                .all(|(k, v)| e.properties.get(k).is_some_and(|p| p == v))
+    };
+    // rows[weekday] = [entrants, reached_2, ..., reached_n]
+    let mut rows = [(); 7].map(|_| vec![0u64; n]);
+    for events in twin.people.values() {
+        let mut mine: Vec<&Event> = events
+            .iter()
+            .filter(|e| {
+                let t = e.timestamp.timestamp();
+                t >= asked.from && t <= asked.until
+            })
+            .collect();
+        mine.sort_by_key(|e| e.timestamp);
+        let starts: Vec<usize> = (0..mine.len())
+            .filter(|&i| matches(mine[i], 0) && mine[i].timestamp.timestamp() < asked.to)
+            .collect();
+        let Some(&first) = starts.first() else {
+            continue;
+        };
+        // Longest chain from any start: for one start, taking the earliest
+        // next match each time is never worse.
+        let mut level = 0;
+        for &s in &starts {
+            let t0 = mine[s].timestamp.timestamp();
+            let mut reached = 1;
+            for e in &mine[s + 1..] {
+                if reached == n || e.timestamp.timestamp() > t0 + asked.window_secs {
+                    break;
+                }
+                if matches(e, reached) {
+                    reached += 1;
+                }
+            }
+            level = level.max(reached);
+        }
+        let day = mine[first].timestamp.weekday().num_days_from_monday() as usize;
+        for count in rows[day].iter_mut().take(level) {
+            *count += 1;
+        }
+    }
+    let results: Vec<Value> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r[0] > 0)
+        .map(|(day, r)| {
+            let mut row = vec![json!(day)];
+            row.extend(r.iter().map(|c| json!(c)));
+            Value::Array(row)
+        })
+        .collect();
+    let mut columns = vec!["weekday".to_string(), "entrants".to_string()];
+    columns.extend((1..n).map(|k| format!("reached_{k}")));
+    let types: Vec<Value> = columns.iter().map(|c| json!([c, "UInt64"])).collect();
+    Ok(json!({
+        "cache_key": "sandbox",
+        "columns": columns,
+        "types": types,
+        "results": results,
+        "hasMore": false,
+        "is_cached": false,
+        "limit": 100,
+        "offset": 0,
+        "timezone": "UTC",
+        "error": null,
+        "modifiers": {},
+        "timings": [],
+    }))
+}

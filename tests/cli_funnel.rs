@@ -1,0 +1,133 @@
+//! `funnelfix funnel` as a user runs it: the real binary against the
+//! PostHog twin, with the example config pointed at the twin.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use chrono::{Duration, Utc};
+use funnelfix::sandbox::posthog::{Event, PostHogTwin};
+
+const KEY: &str = "phx_cli_test_key_91b2";
+
+fn pageview(person: &str, path: &str, at: chrono::DateTime<Utc>) -> Event {
+    Event {
+        person_id: person.into(),
+        event: "$pageview".into(),
+        timestamp: at,
+        properties: BTreeMap::from([("$pathname".to_string(), path.to_string())]),
+    }
+}
+
+fn custom(person: &str, event: &str, at: chrono::DateTime<Utc>) -> Event {
+    Event {
+        person_id: person.into(),
+        event: event.into(),
+        timestamp: at,
+        properties: BTreeMap::new(),
+    }
+}
+
+/// 1000 visitors a few days ago: 600 see pricing, 300 start signup, 240 finish.
+fn traffic() -> Vec<Event> {
+    let start = Utc::now() - Duration::days(5);
+    let mut events = Vec::new();
+    for i in 0..1000 {
+        let p = format!("p{i}");
+        let t = start + Duration::minutes(i);
+        events.push(pageview(&p, "/", t));
+        if i < 600 {
+            events.push(pageview(&p, "/pricing", t + Duration::minutes(2)));
+        }
+        if i < 300 {
+            events.push(custom(&p, "signup_started", t + Duration::minutes(3)));
+        }
+        if i < 240 {
+            events.push(custom(&p, "signup_completed", t + Duration::minutes(4)));
+        }
+    }
+    events
+}
+
+fn funnelfix(dir: &std::path::Path, url: &str, args: &[&str]) -> std::process::Output {
+    let config = include_str!("../config/funnelfix.example.toml")
+        .replace("https://us.posthog.com", url)
+        .replace("project_id = \"12345\"", "project_id = \"5\"")
+        .replace(
+            "path = \"funnelfix.db\"",
+            &format!("path = {:?}", dir.join("state.db")),
+        );
+    let path = dir.join("funnelfix.toml");
+    std::fs::write(&path, config).expect("config written");
+    Command::new(env!("CARGO_BIN_EXE_funnelfix"))
+        .arg("-c")
+        .arg(&path)
+        .args(args)
+        .env("POSTHOG_API_KEY", KEY)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the binary runs")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prints_the_table_and_the_chosen_step() {
+    let twin = PostHogTwin::start("5", KEY).await.expect("twin");
+    twin.push_events(traffic());
+    let dir = tempfile::tempdir().expect("dir");
+    let url = twin.url();
+    let dir_path = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || funnelfix(&dir_path, &url, &["funnel"]))
+        .await
+        .expect("joined");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("funnel signup"), "{stdout}");
+    // Pricing → Started: 300 of 600 = 50%, the lowest upper bound.
+    let chosen = stdout
+        .lines()
+        .find(|l| l.starts_with('▶'))
+        .expect("a chosen step");
+    assert!(
+        chosen.contains("Viewed pricing → Started signup"),
+        "{stdout}"
+    );
+    assert!(chosen.contains("600") && chosen.contains("300"), "{chosen}");
+    assert!(stdout.contains("overall conversion: 24.0%"), "{stdout}");
+    assert!(!stdout.contains(KEY) && !String::from_utf8_lossy(&out.stderr).contains(KEY));
+    assert_eq!(twin.query_count(), 1, "one query for the one funnel");
+
+    let url = twin.url();
+    let dir_path = dir.path().to_path_buf();
+    let out =
+        tokio::task::spawn_blocking(move || funnelfix(&dir_path, &url, &["funnel", "--json"]))
+            .await
+            .expect("joined");
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(
+        reports[0]["counts"]["reached"],
+        serde_json::json!([1000, 600, 300, 240])
+    );
+    assert_eq!(reports[0]["choice"]["step"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_key_is_one_clear_line() {
+    let twin = PostHogTwin::start("5", "phx_another_key")
+        .await
+        .expect("twin");
+    let dir = tempfile::tempdir().expect("dir");
+    let url = twin.url();
+    let dir_path = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || funnelfix(&dir_path, &url, &["funnel"]))
+        .await
+        .expect("joined");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim(),
+        "error: funnel \"signup\": PostHog refused the key in $POSTHOG_API_KEY (401): check it is a personal API key"
+    );
+}

@@ -1,0 +1,148 @@
+//! The HogQL funnelfix sends, checked for real: PostHog's own parser reads
+//! every query text, and ClickHouse (chdb) runs it over synthetic events
+//! with counts equal to an independent computation (tests/hogql/check.py).
+//!
+//! Needs `pip install -r tests/hogql/requirements.txt` (.ci/run does it).
+//! Outside CI, a machine without those packages skips with a notice; in CI
+//! (CI=true) their absence fails the test.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use funnelfix::config::StepConfig;
+use funnelfix::funnel::EntryRange;
+use funnelfix::funnel::hogql::funnel_query;
+use serde_json::{Value, json};
+
+fn t(s: &str) -> DateTime<Utc> {
+    s.parse().expect("a time")
+}
+
+fn step(name: &str, event: &str, filters: &[(&str, &str)]) -> StepConfig {
+    StepConfig {
+        name: name.into(),
+        event: event.into(),
+        filters: filters
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+        files: vec![],
+    }
+}
+
+fn case(
+    name: &str,
+    steps: &[StepConfig],
+    window: Duration,
+    range: EntryRange,
+    now: DateTime<Utc>,
+) -> Value {
+    let q = funnel_query(steps, window, range, now).expect("a query");
+    json!({
+        "name": name,
+        "query": q.query,
+        "values": q.values,
+        "window_secs": window.as_secs(),
+        "steps": steps.iter().map(|s| json!({"event": s.event, "filters": s.filters})).collect::<Vec<_>>(),
+    })
+}
+
+fn python_ready() -> bool {
+    Command::new("python3")
+        .args(["-c", "import chdb, hogql_parser"])
+        .env("PYTHONPATH", "tests/hogql/stub")
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn every_query_parses_in_hogql_and_counts_right_on_clickhouse() {
+    if !python_ready() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must have chdb and hogql-parser (pip install -r tests/hogql/requirements.txt)"
+        );
+        eprintln!("skipped: pip install -r tests/hogql/requirements.txt to run the HogQL check");
+        return;
+    }
+    let signup = [
+        step("Home", "$pageview", &[("$pathname", "/")]),
+        step("Pricing", "$pageview", &[("$pathname", "/pricing")]),
+        step("Started", "signup_started", &[]),
+        step("Done", "signup_completed", &[]),
+    ];
+    let checkout = [
+        step(
+            "Cart",
+            "$pageview",
+            &[("$pathname", "/cart"), ("$host", "shop.example.com")],
+        ),
+        step("Paid", "order paid", &[("plan", "it's \"pro\"")]),
+    ];
+    let day = Duration::from_secs(86_400);
+    let now = t("2026-03-30T10:17:00Z");
+    let merge = t("2026-03-20T15:00:00Z");
+    let cases = vec![
+        // `funnel` and the propose pass: the lookback window.
+        case(
+            "lookback, 4 steps, 1 day",
+            &signup,
+            day,
+            EntryRange {
+                from: now - chrono::Duration::days(28),
+                to: now,
+            },
+            now,
+        ),
+        // The monitor: the baseline before a merge, and the post-merge
+        // entrants from the hour after the deploy, right-censored.
+        case(
+            "baseline before a merge",
+            &signup[1..],
+            day,
+            EntryRange {
+                from: merge - chrono::Duration::days(14),
+                to: merge,
+            },
+            now,
+        ),
+        case(
+            "after a merge, censored",
+            &signup[1..],
+            Duration::from_secs(3 * 3600),
+            EntryRange {
+                from: merge + chrono::Duration::hours(1),
+                to: now,
+            },
+            now,
+        ),
+        case(
+            "2 steps, 2 filters, quotes in values, 30 minutes",
+            &checkout,
+            Duration::from_secs(1800),
+            EntryRange {
+                from: now - chrono::Duration::days(9),
+                to: now,
+            },
+            now,
+        ),
+    ];
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("cases.json");
+    std::fs::write(&path, serde_json::to_string(&cases).expect("json")).expect("written");
+    let out = Command::new("python3")
+        .arg("tests/hogql/check.py")
+        .arg(&path)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "HogQL check failed:\n{stdout}\n{stderr}"
+    );
+    assert_eq!(stdout.matches(": ok (").count(), cases.len(), "{stdout}");
+}

@@ -1,0 +1,237 @@
+//! The PostHog adapter against the twin: counts equal a hand count of the
+//! event log, and every failure PostHog can give ends in a clear outcome.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use funnelfix::config::StepConfig;
+use funnelfix::funnel::EntryRange;
+use funnelfix::posthog::{PostHog, PostHogError};
+use funnelfix::retry::RetryPolicy;
+use funnelfix::sandbox::posthog::{Event, PostHogTwin};
+use secrecy::SecretString;
+
+const KEY: &str = "phx_test_key_0c9f2d71";
+const KEY_ENV: &str = "POSTHOG_API_KEY";
+
+const POLICY: RetryPolicy = RetryPolicy {
+    max_attempts: 3,
+    base_delay: Duration::from_millis(5),
+    max_delay: Duration::from_millis(50),
+    timeout: Duration::from_millis(500),
+};
+
+fn t(s: &str) -> DateTime<Utc> {
+    s.parse().expect("a time")
+}
+
+fn step(name: &str, event: &str, path: Option<&str>) -> StepConfig {
+    StepConfig {
+        name: name.into(),
+        event: event.into(),
+        filters: path
+            .map(|p| BTreeMap::from([("$pathname".to_string(), p.to_string())]))
+            .unwrap_or_default(),
+        files: vec![],
+    }
+}
+
+fn steps() -> Vec<StepConfig> {
+    vec![
+        step("Home", "$pageview", Some("/")),
+        step("Pricing", "$pageview", Some("/pricing")),
+        step("Signed up", "signup_completed", None),
+    ]
+}
+
+fn ev(person: &str, event: &str, path: Option<&str>, at: &str) -> Event {
+    Event {
+        person_id: person.into(),
+        event: event.into(),
+        timestamp: t(at),
+        properties: path
+            .map(|p| BTreeMap::from([("$pathname".to_string(), p.to_string())]))
+            .unwrap_or_default(),
+    }
+}
+
+fn client(twin: &PostHogTwin, key: &str) -> PostHog {
+    PostHog::new(&twin.url(), "7", SecretString::from(key), KEY_ENV, POLICY).expect("client")
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// Entry range Mon 2 Mar – Mon 9 Mar 2026, one-day window, asked on 11 Mar.
+fn range() -> EntryRange {
+    EntryRange {
+        from: t("2026-03-02T00:00:00Z"),
+        to: t("2026-03-09T00:00:00Z"),
+    }
+}
+
+#[tokio::test]
+async fn counts_equal_a_hand_count_of_the_log() {
+    let twin = PostHogTwin::start("7", KEY).await.expect("twin");
+    twin.push_events(vec![
+        // a: the whole funnel on Monday → entrant, pricing, signup (weekday 0).
+        ev("a", "$pageview", Some("/"), "2026-03-02T10:00:00Z"),
+        ev("a", "$pageview", Some("/pricing"), "2026-03-02T10:05:00Z"),
+        ev("a", "signup_completed", None, "2026-03-02T10:09:00Z"),
+        // b: home, then signup before pricing: ordered, so only level 2 after
+        // the pricing view; no signup after it → reaches pricing only.
+        ev("b", "$pageview", Some("/"), "2026-03-03T09:00:00Z"),
+        ev("b", "signup_completed", None, "2026-03-03T09:01:00Z"),
+        ev("b", "$pageview", Some("/pricing"), "2026-03-03T09:02:00Z"),
+        // c: pricing more than a day after home → entrant only (Tuesday).
+        ev("c", "$pageview", Some("/"), "2026-03-03T08:00:00Z"),
+        ev("c", "$pageview", Some("/pricing"), "2026-03-04T08:00:01Z"),
+        // d: entered twice; the second visit converts fully. Counted once,
+        // on the weekday of the first entry (Wednesday).
+        ev("d", "$pageview", Some("/"), "2026-03-04T12:00:00Z"),
+        ev("d", "$pageview", Some("/"), "2026-03-06T12:00:00Z"),
+        ev("d", "$pageview", Some("/pricing"), "2026-03-06T12:30:00Z"),
+        ev("d", "signup_completed", None, "2026-03-06T13:00:00Z"),
+        // e: entered before the range → not counted.
+        ev("e", "$pageview", Some("/"), "2026-03-01T23:59:59Z"),
+        ev("e", "$pageview", Some("/pricing"), "2026-03-02T00:10:00Z"),
+        // f: pricing page with another path filter value → entrant only (Sunday).
+        ev("f", "$pageview", Some("/"), "2026-03-08T10:00:00Z"),
+        ev(
+            "f",
+            "$pageview",
+            Some("/pricing/enterprise"),
+            "2026-03-08T10:01:00Z",
+        ),
+        // g: entered after the range → not counted.
+        ev("g", "$pageview", Some("/"), "2026-03-09T00:00:00Z"),
+        // h: no first step at all.
+        ev("h", "$pageview", Some("/pricing"), "2026-03-05T10:00:00Z"),
+    ]);
+    let ph = client(&twin, KEY);
+    let by = ph
+        .funnel_counts(&steps(), DAY, range(), t("2026-03-11T00:00:00Z"))
+        .await
+        .expect("counts");
+    assert_eq!(by.days[0].reached, vec![1, 1, 1], "Monday: a");
+    assert_eq!(by.days[1].reached, vec![2, 1, 0], "Tuesday: b, c");
+    assert_eq!(by.days[2].reached, vec![1, 1, 1], "Wednesday: d");
+    assert_eq!(by.days[6].reached, vec![1, 0, 0], "Sunday: f");
+    assert_eq!(by.total().reached, vec![5, 3, 2]);
+    assert_eq!(twin.query_count(), 1, "one query per funnel");
+
+    // The request carries every value as a placeholder, fresh from ClickHouse.
+    let body = &twin.queries()[0];
+    assert_eq!(body["refresh"], "force_blocking");
+    assert_eq!(body["query"]["kind"], "HogQLQuery");
+    let text = body["query"]["query"].as_str().expect("text");
+    assert!(!text.contains("/pricing") && !text.contains("signup_completed"));
+}
+
+#[tokio::test]
+async fn entrants_whose_window_has_not_elapsed_are_not_counted() {
+    let twin = PostHogTwin::start("7", KEY).await.expect("twin");
+    twin.push_events(vec![
+        ev("a", "$pageview", Some("/"), "2026-03-05T10:00:00Z"),
+        ev("b", "$pageview", Some("/"), "2026-03-08T10:00:00Z"),
+    ]);
+    let ph = client(&twin, KEY);
+    // Asked on Sunday 8 Mar 12:00: b's day has not passed, a's has.
+    let by = ph
+        .funnel_counts(&steps(), DAY, range(), t("2026-03-08T12:00:00Z"))
+        .await
+        .expect("counts");
+    assert_eq!(by.total().reached, vec![1, 0, 0]);
+}
+
+#[tokio::test]
+async fn throttling_is_waited_out() {
+    let twin = PostHogTwin::start("7", KEY).await.expect("twin");
+    twin.fail_next(429, 1);
+    twin.fail_next(503, 1);
+    let by = client(&twin, KEY)
+        .funnel_counts(&steps(), DAY, range(), t("2026-03-11T00:00:00Z"))
+        .await
+        .expect("counts after a 429 and a 503");
+    assert_eq!(by.total().reached, vec![0, 0, 0]);
+    assert_eq!(twin.query_count(), 3);
+}
+
+#[tokio::test]
+async fn server_errors_give_up_after_the_policy() {
+    let twin = PostHogTwin::start("7", KEY).await.expect("twin");
+    twin.fail_next(512, 10);
+    let err = client(&twin, KEY)
+        .funnel_counts(&steps(), DAY, range(), t("2026-03-11T00:00:00Z"))
+        .await
+        .expect_err("exhausted");
+    assert!(
+        matches!(err, PostHogError::Exhausted { attempts: 3, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("512"), "{err}");
+    assert_eq!(twin.query_count(), 3);
+}
+
+#[tokio::test]
+async fn a_slow_reply_times_out_and_is_retried() {
+    let twin = PostHogTwin::start("7", KEY).await.expect("twin");
+    twin.set_delay(Some(Duration::from_secs(2)));
+    let err = client(&twin, KEY)
+        .funnel_counts(&steps(), DAY, range(), t("2026-03-11T00:00:00Z"))
+        .await
+        .expect_err("timed out");
+    assert!(
+        matches!(err, PostHogError::Exhausted { attempts: 3, .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_key_is_named_and_not_shown() {
+    let twin = PostHogTwin::start("7", KEY).await.expect("twin");
+    let err = client(&twin, "phx_wrong")
+        .funnel_counts(&steps(), DAY, range(), t("2026-03-11T00:00:00Z"))
+        .await
+        .expect_err("refused");
+    let msg = err.to_string();
+    assert_eq!(
+        msg,
+        "PostHog refused the key in $POSTHOG_API_KEY (401): check it is a personal API key"
+    );
+    assert_eq!(twin.query_count(), 0, "a 401 is not retried");
+}
+
+#[tokio::test]
+async fn a_wrong_project_and_a_rejected_query_are_clear() {
+    let twin = PostHogTwin::start("7", KEY).await.expect("twin");
+    let other =
+        PostHog::new(&twin.url(), "8", SecretString::from(KEY), KEY_ENV, POLICY).expect("client");
+    let err = other
+        .funnel_counts(&steps(), DAY, range(), t("2026-03-11T00:00:00Z"))
+        .await
+        .expect_err("not found");
+    assert!(err.to_string().contains("project 8 not found"), "{err}");
+
+    let bad = funnelfix::funnel::hogql::HogQlQuery {
+        query: "SELECT {missing}".into(),
+        values: Default::default(),
+    };
+    let err = client(&twin, KEY).query(&bad).await.expect_err("400");
+    assert!(matches!(err, PostHogError::BadQuery { .. }), "{err}");
+    assert!(err.to_string().contains("missing"), "{err}");
+}
+
+#[tokio::test]
+async fn annotations_are_created() {
+    let twin = PostHogTwin::start("7", KEY).await.expect("twin");
+    client(&twin, KEY)
+        .annotate("funnelfix: merged PR #3", t("2026-03-11T09:00:00Z"))
+        .await
+        .expect("annotated");
+    let a = twin.annotations();
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].content, "funnelfix: merged PR #3");
+    assert_eq!(a[0].date_marker, "2026-03-11T09:00:00Z");
+    assert_eq!(a[0].scope, "project");
+}
