@@ -1,1 +1,973 @@
-//! See lib.rs for the layout.
+//! The GitHub adapter: reads files, commits without a clone through the Git
+//! Data API (blobs, a tree on top of the parent's, a commit, a new ref), and
+//! opens, reads, merges and closes pull requests.
+//!
+//! Every call goes through octocrab's raw `_get`/`_post`/... so that we see the
+//! status and headers of each answer and retry deliberately: reads, PUT, PATCH
+//! and DELETE are tried again on 5xx and on rate limits, waiting what GitHub
+//! asks; a POST that creates something is re-sent only when GitHub said it did
+//! not process it (429, or a rate-limit 403), never blindly on a 5xx.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, anyhow, bail};
+use base64::Engine;
+use octocrab::Octocrab;
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::config::MergeMethod;
+use crate::retry::RetryPolicy;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrState {
+    Open,
+    Closed,
+    Merged,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequest {
+    pub number: u64,
+    /// The page a person opens (`html_url`).
+    pub url: String,
+    pub head_sha: String,
+    pub state: PrState,
+    /// Set only once merged (GitHub also fills it with a test merge while open).
+    pub merge_commit_sha: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeOutcome {
+    Merged {
+        sha: String,
+    },
+    /// The head is no longer the approved commit (409): nothing was merged.
+    HeadMoved,
+    /// GitHub would not merge (405, or 422), with its message.
+    NotMergeable(String),
+}
+
+#[derive(Clone)]
+pub struct GitHub {
+    client: Octocrab,
+    owner: String,
+    name: String,
+    base_branch: String,
+    token_env: String,
+    retry: RetryPolicy,
+}
+
+/// One answer from GitHub, read whole.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    retry_after: Option<String>,
+    ratelimit_remaining: Option<String>,
+    ratelimit_reset: Option<String>,
+    body: String,
+    /// How many times the request was sent.
+    attempts: u32,
+}
+
+impl Answer {
+    fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// Whether a request may be sent again after a failure that GitHub may
+/// already have acted upon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    /// GET, PUT, PATCH, DELETE: sending twice has the effect of sending once.
+    Idempotent,
+    /// POST that creates a blob, commit, ref, PR or comment.
+    OnlyIfUnprocessed,
+}
+
+impl GitHub {
+    /// An adapter for `repo` (`owner/name`) on the API at `api_url`. Call it
+    /// inside a Tokio runtime (octocrab starts a task).
+    pub fn new(
+        api_url: &str,
+        token: SecretString,
+        token_env: &str,
+        repo: &str,
+        base_branch: &str,
+        retry: RetryPolicy,
+    ) -> anyhow::Result<GitHub> {
+        let (owner, name) = match repo.split_once('/') {
+            Some((o, n)) if !o.is_empty() && !n.is_empty() && !n.contains('/') => (o, n),
+            _ => bail!("the GitHub repository must be written owner/name, got {repo:?}"),
+        };
+        check_token(&token, token_env)?;
+        // octocrab spawns its client's worker on the current runtime, and panics without one.
+        if tokio::runtime::Handle::try_current().is_err() {
+            bail!("the GitHub client must be created inside a Tokio runtime");
+        }
+        let client = Octocrab::builder()
+            .base_uri(api_url.trim_end_matches('/'))
+            .with_context(|| format!("the GitHub API URL {api_url:?} is not a valid URL"))?
+            // octocrab keeps it secret too: never exposed here.
+            .personal_token(token)
+            .set_connect_timeout(Some(retry.timeout))
+            .set_read_timeout(Some(retry.timeout))
+            .set_write_timeout(Some(retry.timeout))
+            .build()
+            .context("could not build the GitHub client")?;
+        Ok(GitHub {
+            client,
+            owner: owner.to_string(),
+            name: name.to_string(),
+            base_branch: base_branch.to_string(),
+            token_env: token_env.to_string(),
+            retry,
+        })
+    }
+
+    fn repo(&self) -> String {
+        format!("{}/{}", self.owner, self.name)
+    }
+
+    /// The sha at the tip of the base branch.
+    #[tracing::instrument(skip_all)]
+    pub async fn base_head(&self) -> anyhow::Result<String> {
+        let what = format!("reading the base branch {}", self.base_branch);
+        match self.branch_head(&self.base_branch).await? {
+            Some(sha) => Ok(sha),
+            None => {
+                // The same 404 for a missing branch and a hidden repository: tell them apart.
+                let repo = self.send_repo_root(&what).await?;
+                if repo.status == 404 {
+                    Err(self.failure(&repo, &what))
+                } else {
+                    bail!(
+                        "the base branch {} does not exist in {}",
+                        self.base_branch,
+                        self.repo()
+                    )
+                }
+            }
+        }
+    }
+
+    /// The files at commit `at`; `None` for a path absent there.
+    #[tracing::instrument(skip_all, fields(at = %at))]
+    pub async fn read_files(
+        &self,
+        at: &str,
+        paths: &[String],
+    ) -> anyhow::Result<BTreeMap<String, Option<String>>> {
+        let mut files = BTreeMap::new();
+        for path in paths {
+            let content = self.read_file(at, path).await?;
+            files.insert(path.clone(), content);
+        }
+        Ok(files)
+    }
+
+    async fn read_file(&self, at: &str, path: &str) -> anyhow::Result<Option<String>> {
+        let what = format!("reading {path} at {}", short(at));
+        let route = format!("contents/{}?ref={}", encode_path(path), encode_path(at));
+        let answer = self.send(Method::Get, &route, None, &what).await?;
+        if answer.status == 404 {
+            return Ok(None);
+        }
+        if !answer.ok() {
+            return Err(self.failure(&answer, &what));
+        }
+        let value: Value = answer.json(&what)?;
+        if value.is_array() {
+            bail!("{path} is a directory in {}, not a file", self.repo());
+        }
+        let entry: ContentEntry = serde_json::from_value(value)
+            .with_context(|| format!("unexpected answer from GitHub while {what}"))?;
+        if entry.kind != "file" {
+            bail!("{path} is a {} in {}, not a file", entry.kind, self.repo());
+        }
+        let encoded = match (entry.encoding.as_deref(), entry.content) {
+            (Some("base64"), Some(content)) => content,
+            // Files over 1 MB come without content: read the blob instead.
+            _ => self.read_blob(&entry.sha, &what).await?,
+        };
+        decode_text(&encoded)
+            .with_context(|| format!("{path} at {} is not UTF-8 text", short(at)))
+            .map(Some)
+    }
+
+    async fn read_blob(&self, sha: &str, what: &str) -> anyhow::Result<String> {
+        let answer = self
+            .send(Method::Get, &format!("git/blobs/{sha}"), None, what)
+            .await?;
+        if !answer.ok() {
+            return Err(self.failure(&answer, what));
+        }
+        let blob: Blob = answer.json(what)?;
+        if blob.encoding != "base64" {
+            bail!(
+                "GitHub sent a blob in {:?} encoding while {what}",
+                blob.encoding
+            );
+        }
+        Ok(blob.content)
+    }
+
+    /// The sha at the tip of `branch`, or `None` when there is no such branch.
+    #[tracing::instrument(skip_all, fields(branch = %branch))]
+    pub async fn branch_head(&self, branch: &str) -> anyhow::Result<Option<String>> {
+        let what = format!("reading the branch {branch}");
+        let route = format!("git/ref/heads/{}", encode_path(branch));
+        let answer = self.send(Method::Get, &route, None, &what).await?;
+        if answer.status == 404 {
+            return Ok(None);
+        }
+        if !answer.ok() {
+            return Err(self.failure(&answer, &what));
+        }
+        let reference: Reference = answer.json(&what)?;
+        Ok(Some(reference.object.sha))
+    }
+
+    /// Commits `changes` on top of `base` and points a new branch at it.
+    /// Returns the new commit's sha. Fails if the branch already exists.
+    #[tracing::instrument(skip_all, fields(branch = %branch, base = %base))]
+    pub async fn commit_files(
+        &self,
+        base: &str,
+        branch: &str,
+        message: &str,
+        changes: &[(String, Option<String>)],
+    ) -> anyhow::Result<String> {
+        let parent = self.commit(base).await?;
+
+        let mut entries = Vec::with_capacity(changes.len());
+        for (path, content) in changes {
+            let sha = match content {
+                Some(content) => Value::String(self.create_blob(path, content).await?),
+                // A null sha removes the path from the base tree.
+                None => Value::Null,
+            };
+            entries.push(json!({"path": path, "mode": "100644", "type": "blob", "sha": sha}));
+        }
+
+        let what = format!("creating the tree for branch {branch}");
+        let tree: Created = self
+            .create(
+                "git/trees",
+                &json!({"base_tree": parent.tree.sha, "tree": entries}),
+                &what,
+            )
+            .await?;
+
+        let what = format!("creating the commit for branch {branch}");
+        let commit: Created = self
+            .create(
+                "git/commits",
+                &json!({"message": message, "tree": tree.sha, "parents": [base]}),
+                &what,
+            )
+            .await?;
+
+        let what = format!("creating the branch {branch}");
+        let body = json!({"ref": format!("refs/heads/{branch}"), "sha": commit.sha});
+        let answer = self
+            .send(Method::Post, "git/refs", Some(&body), &what)
+            .await?;
+        if answer.status == 422 && answer.message().contains("already exists") {
+            bail!(
+                "the branch {branch} already exists in {} (422 {})",
+                self.repo(),
+                answer.message()
+            );
+        }
+        if !answer.ok() {
+            return Err(self.failure(&answer, &what));
+        }
+        Ok(commit.sha)
+    }
+
+    async fn create_blob(&self, path: &str, content: &str) -> anyhow::Result<String> {
+        let what = format!("uploading {path}");
+        let blob: Created = self
+            .create(
+                "git/blobs",
+                &json!({"content": content, "encoding": "utf-8"}),
+                &what,
+            )
+            .await?;
+        Ok(blob.sha)
+    }
+
+    /// The first parent of commit `sha`.
+    #[tracing::instrument(skip_all, fields(sha = %sha))]
+    pub async fn commit_parent(&self, sha: &str) -> anyhow::Result<String> {
+        let commit = self.commit(sha).await?;
+        match commit.parents.into_iter().next() {
+            Some(parent) => Ok(parent.sha),
+            None => bail!("commit {} has no parent", short(sha)),
+        }
+    }
+
+    async fn commit(&self, sha: &str) -> anyhow::Result<GitCommit> {
+        let what = format!("reading commit {}", short(sha));
+        let answer = self
+            .send(Method::Get, &format!("git/commits/{sha}"), None, &what)
+            .await?;
+        if answer.status == 404 {
+            bail!("commit {sha} not found in {}", self.repo());
+        }
+        if !answer.ok() {
+            return Err(self.failure(&answer, &what));
+        }
+        answer.json(&what)
+    }
+
+    /// The pull request whose head is `branch` in this repository: the open
+    /// one if any, else the newest.
+    #[tracing::instrument(skip_all, fields(branch = %branch))]
+    pub async fn find_pr(&self, branch: &str) -> anyhow::Result<Option<PullRequest>> {
+        let what = format!("looking for a pull request from {branch}");
+        // GitHub silently ignores a bare branch name: it must be owner:branch.
+        let label = format!("{}:{branch}", self.owner);
+        let route = format!("pulls?head={}&state=all&per_page=100", encode_path(&label));
+        let answer = self.send(Method::Get, &route, None, &what).await?;
+        if !answer.ok() {
+            return Err(self.failure(&answer, &what));
+        }
+        let pulls: Vec<PullJson> = answer.json(&what)?;
+        // GitHub lists newest first; keep only this branch in case the filter was dropped.
+        let mut ours = pulls
+            .into_iter()
+            .filter(|p| p.head.ref_name == branch && p.head.label.as_deref() == Some(&label))
+            .map(PullJson::into_pull)
+            .collect::<Vec<_>>();
+        let open = ours.iter().position(|p| p.state == PrState::Open);
+        Ok(match open {
+            Some(i) => Some(ours.swap_remove(i)),
+            None => ours.into_iter().next(),
+        })
+    }
+
+    /// Opens a pull request from `branch` into the base branch, then labels it.
+    #[tracing::instrument(skip_all, fields(branch = %branch))]
+    pub async fn open_pr(
+        &self,
+        branch: &str,
+        title: &str,
+        body: &str,
+        labels: &[String],
+    ) -> anyhow::Result<PullRequest> {
+        let what = format!("opening a pull request from {branch}");
+        let pull: PullJson = self
+            .create(
+                "pulls",
+                &json!({"title": title, "head": branch, "base": self.base_branch, "body": body}),
+                &what,
+            )
+            .await?;
+        let pull = pull.into_pull();
+        if !labels.is_empty() {
+            let what = format!("labelling pull request #{}", pull.number);
+            let route = format!("issues/{}/labels", pull.number);
+            // The PR exists now: a missing label must not make us lose track of it.
+            if let Err(e) = self
+                .create::<Value>(&route, &json!({"labels": labels}), &what)
+                .await
+            {
+                tracing::warn!(error = %format!("{e:#}"), pr = pull.number, "could not label the pull request");
+            }
+        }
+        Ok(pull)
+    }
+
+    /// Pull request `number` as it is now.
+    #[tracing::instrument(skip_all, fields(pr = number))]
+    pub async fn pull_request(&self, number: u64) -> anyhow::Result<PullRequest> {
+        let what = format!("reading pull request #{number}");
+        let answer = self
+            .send(Method::Get, &format!("pulls/{number}"), None, &what)
+            .await?;
+        if !answer.ok() {
+            return Err(self.failure(&answer, &what));
+        }
+        Ok(answer.json::<PullJson>(&what)?.into_pull())
+    }
+
+    /// Merges pull request `number` only if its head is still `sha`.
+    #[tracing::instrument(skip_all, fields(pr = number, sha = %sha))]
+    pub async fn merge(
+        &self,
+        number: u64,
+        sha: &str,
+        method: MergeMethod,
+        title: &str,
+    ) -> anyhow::Result<MergeOutcome> {
+        let what = format!("merging pull request #{number}");
+        let body = json!({"sha": sha, "merge_method": method.as_str(), "commit_title": title});
+        let route = format!("pulls/{number}/merge");
+        let answer = self.send(Method::Put, &route, Some(&body), &what).await?;
+        match answer.status {
+            200 => {
+                let merged: MergeAnswer = answer.json(&what)?;
+                Ok(MergeOutcome::Merged { sha: merged.sha })
+            }
+            409 => Ok(MergeOutcome::HeadMoved),
+            405 | 422 => {
+                // A retried PUT may have merged on an earlier try that we never heard back from.
+                if answer.attempts > 1 {
+                    let pull = self.pull_request(number).await?;
+                    if let (PrState::Merged, Some(merged)) = (pull.state, pull.merge_commit_sha)
+                        && pull.head_sha == sha
+                    {
+                        return Ok(MergeOutcome::Merged { sha: merged });
+                    }
+                }
+                Ok(MergeOutcome::NotMergeable(answer.message()))
+            }
+            _ => Err(self.failure(&answer, &what)),
+        }
+    }
+
+    /// Closes pull request `number` without merging.
+    #[tracing::instrument(skip_all, fields(pr = number))]
+    pub async fn close_pr(&self, number: u64) -> anyhow::Result<()> {
+        let what = format!("closing pull request #{number}");
+        let body = json!({"state": "closed"});
+        let answer = self
+            .send(
+                Method::Patch,
+                &format!("pulls/{number}"),
+                Some(&body),
+                &what,
+            )
+            .await?;
+        if !answer.ok() {
+            return Err(self.failure(&answer, &what));
+        }
+        Ok(())
+    }
+
+    /// Deletes `branch`; a branch already gone is fine.
+    #[tracing::instrument(skip_all, fields(branch = %branch))]
+    pub async fn delete_branch(&self, branch: &str) -> anyhow::Result<()> {
+        let what = format!("deleting the branch {branch}");
+        let route = format!("git/refs/heads/{}", encode_path(branch));
+        let answer = self.send(Method::Delete, &route, None, &what).await?;
+        if answer.ok() || answer.status == 404 || answer.status == 422 {
+            return Ok(());
+        }
+        Err(self.failure(&answer, &what))
+    }
+
+    /// Adds a comment to pull request `number`.
+    #[tracing::instrument(skip_all, fields(pr = number))]
+    pub async fn comment(&self, number: u64, body: &str) -> anyhow::Result<()> {
+        let what = format!("commenting on pull request #{number}");
+        let route = format!("issues/{number}/comments");
+        self.create::<Value>(&route, &json!({"body": body}), &what)
+            .await?;
+        Ok(())
+    }
+}
+
+// ---- Transport: one request, retried by our rules ----
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    fn resend(self) -> Resend {
+        match self {
+            Method::Post => Resend::OnlyIfUnprocessed,
+            _ => Resend::Idempotent,
+        }
+    }
+}
+
+impl GitHub {
+    /// Sends `method` to `/repos/{owner}/{name}/{route}` until it succeeds,
+    /// fails for good, or the tries run out; returns the last answer.
+    async fn send(
+        &self,
+        method: Method,
+        route: &str,
+        body: Option<&Value>,
+        what: &str,
+    ) -> anyhow::Result<Answer> {
+        let uri = format!("/repos/{}/{}/{route}", self.owner, self.name);
+        self.send_uri(method, &uri, body, what).await
+    }
+
+    /// `GET /repos/{owner}/{name}`, to tell a missing repository from a missing object.
+    async fn send_repo_root(&self, what: &str) -> anyhow::Result<Answer> {
+        let uri = format!("/repos/{}/{}", self.owner, self.name);
+        self.send_uri(Method::Get, &uri, None, what).await
+    }
+
+    async fn send_uri(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<&Value>,
+        what: &str,
+    ) -> anyhow::Result<Answer> {
+        let max = self.retry.max_attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            let sent = tokio::time::timeout(self.retry.timeout, self.send_once(method, uri, body));
+            let wait = match sent.await {
+                Ok(Ok(mut answer)) => {
+                    answer.attempts = attempt;
+                    match retry_wait(&answer, method.resend(), unix_now()) {
+                        Some(asked) if attempt < max => {
+                            tracing::info!(
+                                status = answer.status,
+                                attempt,
+                                "GitHub asked to try again"
+                            );
+                            asked
+                        }
+                        _ => return Ok(answer),
+                    }
+                }
+                Ok(Err(error)) if method.resend() == Resend::Idempotent && attempt < max => {
+                    tracing::info!(error = %error, attempt, "GitHub unreachable, trying again");
+                    None
+                }
+                Ok(Err(error)) => {
+                    // The causes name the real trouble (refused, DNS, TLS): keep them.
+                    return Err(anyhow::Error::new(error).context(format!(
+                        "could not reach GitHub while {what} (try {attempt} of {max})"
+                    )));
+                }
+                Err(_) if method.resend() == Resend::Idempotent && attempt < max => {
+                    tracing::info!(attempt, "GitHub timed out, trying again");
+                    None
+                }
+                Err(_) => {
+                    return Err(anyhow!(
+                        "GitHub did not answer within {} while {what} (try {attempt} of {max})",
+                        humantime::format_duration(self.retry.timeout)
+                    ));
+                }
+            };
+            tokio::time::sleep(self.retry.delay(attempt, wait)).await;
+            attempt += 1;
+        }
+    }
+
+    async fn send_once(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer, octocrab::Error> {
+        let uri = uri.to_string();
+        let response = match method {
+            Method::Get => self.client._get(uri).await?,
+            Method::Post => self.client._post(uri, body).await?,
+            Method::Put => self.client._put(uri, body).await?,
+            Method::Patch => self.client._patch(uri, body).await?,
+            Method::Delete => self.client._delete(uri, body).await?,
+        };
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let status = response.status().as_u16();
+        let retry_after = header("retry-after");
+        let ratelimit_remaining = header("x-ratelimit-remaining");
+        let ratelimit_reset = header("x-ratelimit-reset");
+        let body = self.client.body_to_string(response).await?;
+        Ok(Answer {
+            status,
+            retry_after,
+            ratelimit_remaining,
+            ratelimit_reset,
+            body,
+            attempts: 1,
+        })
+    }
+
+    /// POSTs `body` to create something; any answer but 2xx is an error.
+    async fn create<T: DeserializeOwned>(
+        &self,
+        route: &str,
+        body: &Value,
+        what: &str,
+    ) -> anyhow::Result<T> {
+        let answer = self.send(Method::Post, route, Some(body), what).await?;
+        if !answer.ok() {
+            return Err(self.failure(&answer, what));
+        }
+        answer.json(what)
+    }
+
+    /// The one-line error for an answer we cannot use.
+    fn failure(&self, answer: &Answer, what: &str) -> anyhow::Error {
+        anyhow!(describe_failure(
+            answer,
+            &self.repo(),
+            &self.token_env,
+            what
+        ))
+    }
+}
+
+impl Answer {
+    fn json<T: DeserializeOwned>(&self, what: &str) -> anyhow::Result<T> {
+        serde_json::from_str(&self.body).with_context(|| {
+            format!(
+                "unexpected answer from GitHub while {what} ({}): {}",
+                self.status,
+                one_line(&self.body, 200)
+            )
+        })
+    }
+
+    /// GitHub's `message`, with the details of a validation error.
+    fn message(&self) -> String {
+        let Ok(error) = serde_json::from_str::<ErrorJson>(&self.body) else {
+            return one_line(&self.body, 200);
+        };
+        let details = error
+            .errors
+            .iter()
+            .filter_map(|e| match e {
+                Value::String(s) => Some(s.clone()),
+                Value::Object(o) => o
+                    .get("message")
+                    .or_else(|| o.get("code"))
+                    .and_then(Value::as_str)
+                    .map(|s| match o.get("field").and_then(Value::as_str) {
+                        Some(field) => format!("{field} {s}"),
+                        None => s.to_string(),
+                    }),
+                _ => None,
+            })
+            .collect::<Vec<_>>();
+        let message = if details.is_empty() {
+            error.message
+        } else {
+            format!("{}: {}", error.message, details.join("; "))
+        };
+        one_line(&message, 300)
+    }
+
+    fn rate_limited(&self) -> bool {
+        self.status == 429
+            || (self.status == 403
+                && (self.retry_after.is_some() || self.ratelimit_remaining.as_deref() == Some("0")))
+    }
+}
+
+/// `Some(asked wait)` when the request should be sent again.
+fn retry_wait(answer: &Answer, resend: Resend, now: u64) -> Option<Option<Duration>> {
+    if answer.rate_limited() {
+        // GitHub refused before doing anything, so even a POST is safe to send again.
+        let asked = match (&answer.retry_after, &answer.ratelimit_reset) {
+            (Some(secs), _) => secs.trim().parse::<u64>().ok().map(Duration::from_secs),
+            (None, Some(reset)) => reset
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .map(|reset| Duration::from_secs(reset.saturating_sub(now).max(1))),
+            (None, None) => None,
+        };
+        return Some(asked);
+    }
+    if answer.status >= 500 && resend == Resend::Idempotent {
+        return Some(None);
+    }
+    None
+}
+
+fn describe_failure(answer: &Answer, repo: &str, token_env: &str, what: &str) -> String {
+    let message = answer.message();
+    let status = answer.status;
+    let tries = answer.attempts;
+    match status {
+        401 => format!(
+            "GitHub refused the token in ${token_env} (401): check it is valid (GitHub said {message:?} while {what})"
+        ),
+        403 | 429 if answer.rate_limited() => format!(
+            "GitHub rate limit still in force after {tries} tries while {what} ({status}): {message}"
+        ),
+        403 => format!(
+            "GitHub denied {what} in {repo} (403): the token in ${token_env} needs write access to contents and pull requests ({message})"
+        ),
+        404 => format!(
+            "repository {repo} not found or not visible to the token (404 while {what}: {message})"
+        ),
+        500.. if tries > 1 => {
+            format!("GitHub failed while {what} ({status}) after {tries} tries: {message}")
+        }
+        500.. => format!(
+            "GitHub failed while {what} ({status}); not sent again since it may have been applied: {message}"
+        ),
+        _ => format!("GitHub refused {what} ({status}): {message}"),
+    }
+}
+
+// ---- Helpers ----
+
+fn check_token(token: &SecretString, token_env: &str) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    let token = token.expose_secret();
+    if token.trim().is_empty() {
+        bail!("the GitHub token in ${token_env} is empty");
+    }
+    // octocrab panics on a header it cannot build: refuse such a token here.
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        bail!(
+            "the GitHub token in ${token_env} contains spaces or characters not allowed in an HTTP header"
+        );
+    }
+    Ok(())
+}
+
+/// Percent-encodes a path or query value, keeping `/` between segments.
+fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// GitHub's base64 (wrapped with newlines) to text.
+fn decode_text(encoded: &str) -> anyhow::Result<String> {
+    let compact: String = encoded.chars().filter(|c| !c.is_whitespace()).collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .context("invalid base64 from GitHub")?;
+    Ok(String::from_utf8(bytes)?)
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
+}
+
+fn one_line(text: &str, max_chars: usize) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(max_chars) {
+        Some((i, _)) => format!("{}…", &flat[..i]),
+        None => flat,
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+// ---- The parts of GitHub's JSON we read ----
+
+#[derive(Deserialize)]
+struct ErrorJson {
+    message: String,
+    #[serde(default)]
+    errors: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+struct ContentEntry {
+    #[serde(rename = "type")]
+    kind: String,
+    sha: String,
+    encoding: Option<String>,
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Blob {
+    content: String,
+    encoding: String,
+}
+
+#[derive(Deserialize)]
+struct Reference {
+    object: ShaOnly,
+}
+
+#[derive(Deserialize)]
+struct ShaOnly {
+    sha: String,
+}
+
+#[derive(Deserialize)]
+struct Created {
+    sha: String,
+}
+
+#[derive(Deserialize)]
+struct GitCommit {
+    tree: ShaOnly,
+    parents: Vec<ShaOnly>,
+}
+
+#[derive(Deserialize)]
+struct MergeAnswer {
+    sha: String,
+}
+
+#[derive(Deserialize)]
+struct PullJson {
+    number: u64,
+    html_url: String,
+    state: String,
+    head: PullHead,
+    /// Absent from the list endpoint; `merged_at` is always there.
+    merged: Option<bool>,
+    merged_at: Option<String>,
+    merge_commit_sha: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PullHead {
+    #[serde(rename = "ref")]
+    ref_name: String,
+    sha: String,
+    label: Option<String>,
+}
+
+impl PullJson {
+    fn into_pull(self) -> PullRequest {
+        let merged = self.merged == Some(true) || self.merged_at.is_some();
+        let state = match (merged, self.state.as_str()) {
+            (true, _) => PrState::Merged,
+            (false, "open") => PrState::Open,
+            _ => PrState::Closed,
+        };
+        PullRequest {
+            number: self.number,
+            url: self.html_url,
+            head_sha: self.head.sha,
+            state,
+            merge_commit_sha: if merged { self.merge_commit_sha } else { None },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &str) -> Answer {
+        Answer {
+            status,
+            retry_after: None,
+            ratelimit_remaining: None,
+            ratelimit_reset: None,
+            body: body.to_string(),
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn server_errors_are_retried_only_for_idempotent_requests() {
+        let a = answer(502, "");
+        assert_eq!(retry_wait(&a, Resend::Idempotent, 0), Some(None));
+        assert_eq!(retry_wait(&a, Resend::OnlyIfUnprocessed, 0), None);
+    }
+
+    #[test]
+    fn rate_limits_are_retried_with_the_wait_github_asks() {
+        let mut a = answer(
+            403,
+            r#"{"message":"You have exceeded a secondary rate limit."}"#,
+        );
+        a.retry_after = Some("7".into());
+        assert_eq!(
+            retry_wait(&a, Resend::OnlyIfUnprocessed, 0),
+            Some(Some(Duration::from_secs(7)))
+        );
+        let mut a = answer(403, r#"{"message":"API rate limit exceeded"}"#);
+        a.ratelimit_remaining = Some("0".into());
+        a.ratelimit_reset = Some("1030".into());
+        assert_eq!(
+            retry_wait(&a, Resend::Idempotent, 1000),
+            Some(Some(Duration::from_secs(30)))
+        );
+        assert_eq!(
+            retry_wait(&answer(429, ""), Resend::Idempotent, 0),
+            Some(None)
+        );
+    }
+
+    #[test]
+    fn a_plain_403_is_a_missing_permission_not_a_rate_limit() {
+        let a = answer(
+            403,
+            r#"{"message":"Resource not accessible by personal access token","documentation_url":"https://docs.github.com/rest"}"#,
+        );
+        assert_eq!(retry_wait(&a, Resend::Idempotent, 0), None);
+        let text = describe_failure(&a, "acme/web", "GITHUB_TOKEN", "opening a pull request");
+        assert!(
+            text.contains("write access to contents and pull requests"),
+            "{text}"
+        );
+        assert!(text.contains("Resource not accessible"), "{text}");
+    }
+
+    #[test]
+    fn errors_are_one_line_with_githubs_message() {
+        let a = answer(
+            422,
+            r#"{"message":"Validation Failed","errors":[{"resource":"PullRequest","code":"custom","message":"A pull request already exists for acme:x."}]}"#,
+        );
+        let text = describe_failure(&a, "acme/web", "GITHUB_TOKEN", "opening a pull request");
+        assert_eq!(
+            text,
+            "GitHub refused opening a pull request (422): Validation Failed: A pull request already exists for acme:x."
+        );
+        let a = answer(404, r#"{"message":"Not Found"}"#);
+        let text = describe_failure(&a, "acme/web", "GITHUB_TOKEN", "reading pull request #3");
+        assert!(text.starts_with("repository acme/web not found or not visible to the token"));
+        let a = answer(502, "<html>\n<body>Bad gateway</body>\n</html>");
+        assert!(!describe_failure(&a, "acme/web", "T", "x").contains('\n'));
+    }
+
+    #[test]
+    fn paths_and_labels_are_encoded_for_the_url() {
+        assert_eq!(encode_path("site/a b.html"), "site/a%20b.html");
+        assert_eq!(encode_path("acme:funnelfix/x"), "acme%3Afunnelfix/x");
+    }
+
+    #[test]
+    fn wrapped_base64_decodes() {
+        assert_eq!(decode_text("aGVsbG8g\nd29ybGQ=\n").unwrap(), "hello world");
+    }
+
+    #[test]
+    fn merged_pulls_read_as_merged_from_either_field() {
+        let pull: PullJson = serde_json::from_value(json!({
+            "number": 4, "html_url": "https://github.com/a/b/pull/4", "state": "closed",
+            "head": {"ref": "x", "sha": "abc", "label": "a:x"},
+            "merged_at": "2024-01-01T00:00:00Z", "merge_commit_sha": "def"
+        }))
+        .unwrap();
+        let pull = pull.into_pull();
+        assert_eq!(pull.state, PrState::Merged);
+        assert_eq!(pull.merge_commit_sha.as_deref(), Some("def"));
+    }
+}
