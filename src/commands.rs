@@ -7,12 +7,21 @@ use anyhow::{Context, Result};
 use chrono::Utc;
 use secrecy::SecretString;
 
-use crate::config::Config;
+use crate::app::{App, Clock, ProposeOutcome, Services};
+use crate::config::{Config, Secrets};
+use crate::daemon;
 use crate::posthog::PostHog;
 use crate::report::funnel_report;
 use crate::retry::RetryPolicy;
 use crate::store::Store;
 use crate::text;
+
+fn secrets(config: &Config) -> Result<Secrets> {
+    Secrets::from_env(config).map_err(|problems| {
+        let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        anyhow::anyhow!("{}", lines.join("; "))
+    })
+}
 
 /// `funnelfix funnel`: needs only the PostHog key.
 pub async fn funnel(config: &Config, only: Option<&str>, json: bool) -> Result<ExitCode> {
@@ -58,5 +67,102 @@ pub async fn funnel(config: &Config, only: Option<&str>, json: bool) -> Result<E
             println!("{}", text::funnel_table(r));
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `funnelfix status`: reads the state database only.
+pub fn status(config: &Config) -> Result<ExitCode> {
+    if !config.state.path.exists() {
+        println!(
+            "no experiments yet ({} does not exist)",
+            config.state.path.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store = Store::open(&config.state.path)?;
+    let all = store.all()?;
+    if all.is_empty() {
+        println!("no experiments yet");
+    }
+    for e in &all {
+        println!("{}", text::status_line(e));
+    }
+    if store.setting("paused")?.as_deref() == Some("1") {
+        println!("proposals are paused");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn health(config: &Config) -> Result<ExitCode> {
+    let store = Store::open(&config.state.path)?;
+    let beat = daemon::healthy(&store, Utc::now())?;
+    println!("ok: last heartbeat {}", beat.to_rfc3339());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `funnelfix once`: a propose pass and a monitor pass. A dry run uses a
+/// throw-away copy of the state and writes nothing to any service.
+pub async fn once(config: Config, dry_run: bool) -> Result<ExitCode> {
+    let secrets = secrets(&config)?;
+    let services = Services::connect(&config, &secrets, RetryPolicy::SERVICES)?;
+    let store = if dry_run {
+        dry_run_store(&config)?
+    } else {
+        Store::open(&config.state.path)?
+    };
+    let app = App::new(config, store, services, Clock::System)?;
+    let mut failed = false;
+    for (funnel, outcome) in app.propose_pass(dry_run).await {
+        match outcome {
+            Ok(ProposeOutcome::Skipped(why)) => println!("{funnel}: nothing proposed: {why}"),
+            Ok(ProposeOutcome::Proposed { experiment, pr_url }) => {
+                println!("{funnel}: experiment #{experiment} proposed: {pr_url}")
+            }
+            Ok(ProposeOutcome::DryRun { title, diff }) => {
+                println!("{funnel}: would open a PR \"{title}\":\n{diff}")
+            }
+            Ok(ProposeOutcome::Failed(why)) => {
+                failed = true;
+                println!("{funnel}: no acceptable change: {why}")
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("{funnel}: error: {e:#}")
+            }
+        }
+    }
+    if dry_run {
+        println!("dry run: the monitor pass was not run; nothing was written");
+    } else {
+        for (id, result) in app.monitor_pass().await {
+            if let Err(e) = result {
+                failed = true;
+                eprintln!("experiment #{id}: error: {e:#}");
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The state as it is, in memory, so a dry run can read history without writing.
+fn dry_run_store(config: &Config) -> Result<Store> {
+    if config.state.path.exists() {
+        Store::snapshot_of(&config.state.path)
+    } else {
+        Store::open_in_memory()
+    }
+}
+
+/// `funnelfix run`: the daemon until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<ExitCode> {
+    let secrets = secrets(&config)?;
+    let services = Services::connect(&config, &secrets, RetryPolicy::SERVICES)?;
+    let store = Store::open(&config.state.path)?;
+    let app = App::new(config, store, services, Clock::System)?;
+    daemon::run(app, daemon::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -13,9 +13,12 @@
 //! - [`sandbox`]: simulated PostHog, GitHub, Telegram and LLM servers on
 //!   loopback, used by `funnelfix demo` and the tests.
 
+pub mod app;
 pub mod chart;
 pub mod commands;
 pub mod config;
+pub mod daemon;
+pub mod demo;
 pub mod experiment;
 pub mod funnel;
 pub mod github;

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use anyhow::Context;
 use funnelfix::commands;
 use funnelfix::config::{self, DEFAULT_CONFIG_PATH};
 
@@ -58,7 +58,16 @@ enum Command {
     /// Validate the config file and the environment; exit 1 listing every problem.
     CheckConfig,
     /// The whole loop against built-in simulated services; no credentials needed.
-    Demo,
+    Demo {
+        /// Ask at the terminal before each approval instead of approving automatically.
+        #[arg(long)]
+        interactive: bool,
+        /// Keep the demo's state here instead of a temporary directory.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Exit 0 if the daemon on this config's database is alive (for container health checks).
+    Health,
 }
 
 fn main() -> ExitCode {
@@ -89,6 +98,22 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::CheckConfig = cli.command {
         return Ok(check_config(&cli.config));
     }
+    if let Command::Demo {
+        interactive,
+        state_dir,
+    } = cli.command
+    {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let opts = funnelfix::demo::DemoOptions {
+            interactive,
+            state_dir,
+        };
+        runtime.block_on(funnelfix::demo::run(opts))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = match config::load(&cli.config) {
         Ok(c) => c,
         Err(errors) => {
@@ -104,11 +129,11 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Funnel { funnel, json } => {
             runtime.block_on(commands::funnel(&config, funnel.as_deref(), json))
         }
-        Command::Run | Command::Once { .. } | Command::Status | Command::Demo => {
-            eprintln!("this command is not available in this build yet");
-            Ok(ExitCode::from(2))
-        }
-        Command::CheckConfig => unreachable!("handled above"),
+        Command::Status => commands::status(&config),
+        Command::Health => commands::health(&config),
+        Command::Once { dry_run } => runtime.block_on(commands::once(config, dry_run)),
+        Command::Run => runtime.block_on(commands::run(config)),
+        Command::CheckConfig | Command::Demo { .. } => unreachable!("handled above"),
     }
 }
 

@@ -6,7 +6,9 @@
 pub mod github;
 pub mod llm;
 pub mod posthog;
+pub mod site;
 pub mod telegram;
+pub mod world;
 
 use std::net::SocketAddr;
 

@@ -1,0 +1,671 @@
+//! End-to-end scenarios: the real `App` through the real adapters (reqwest,
+//! octocrab, teloxide) against the sandbox twins, with a simulated site whose
+//! conversion depends on the pages on the base branch, and a hand-moved clock.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use funnelfix::app::{App, ProposeOutcome};
+use funnelfix::experiment::State;
+use funnelfix::github::PrState;
+use funnelfix::sandbox::llm::Reply;
+use funnelfix::sandbox::site::Effect;
+use funnelfix::sandbox::world::{self, APPROVER, CHAT_ID, World};
+use funnelfix::store::Experiment;
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86400);
+
+/// The page the site punishes or rewards: text the model adds to pricing.html.
+const HARMFUL: &str = "<p class=\"fine-print\">Prices exclude VAT and a setup fee.</p>";
+const HELPFUL: &str = "<a class=\"cta\" href=\"/signup\">Start your free trial</a>";
+const NEUTRAL: &str = "<p>Questions? Write to hello@acme.test</p>";
+
+struct Ctx {
+    world: World,
+    app: App,
+    _dir: tempfile::TempDir,
+}
+
+fn start_time() -> DateTime<Utc> {
+    // A Monday morning.
+    "2026-03-02T08:00:00Z".parse().expect("valid time")
+}
+
+/// A proposal that inserts `line` above the pricing table.
+fn proposal_json(title: &str, line: &str) -> String {
+    serde_json::json!({
+        "title": title,
+        "hypothesis": "Visitors on pricing do not see a clear next step.",
+        "edits": [{
+            "path": "site/pricing.html",
+            "search": "  <h1>Pricing</h1>\n",
+            "replace": format!("  <h1>Pricing</h1>\n  {line}\n"),
+        }]
+    })
+    .to_string()
+}
+
+impl Ctx {
+    async fn new() -> Ctx {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut world = World::start(
+            dir.path().to_path_buf(),
+            start_time(),
+            Duration::from_secs(35 * 86400),
+            world::CONFIG_TEMPLATE,
+        )
+        .await
+        .expect("world starts");
+        // Pricing → signup is the weak step (0.25); the markers move it.
+        world.site.effects = vec![
+            Effect {
+                marker: "fine-print".into(),
+                multiplier: 0.6,
+            },
+            Effect {
+                marker: "class=\"cta\"".into(),
+                multiplier: 1.3,
+            },
+        ];
+        let app = world.app().expect("app");
+        Ctx {
+            world,
+            app,
+            _dir: dir,
+        }
+    }
+
+    /// A new `App` on the same database: what a restart of the daemon does.
+    fn restart(&mut self) {
+        self.app = self.world.app().expect("app after restart");
+    }
+
+    async fn propose(&self) -> ProposeOutcome {
+        let mut out = self.app.propose_pass(false).await;
+        assert_eq!(out.len(), 1);
+        out.remove(0).1.expect("propose pass")
+    }
+
+    async fn monitor(&self) {
+        for (id, result) in self.app.monitor_pass().await {
+            result.unwrap_or_else(|e| panic!("monitor of #{id}: {e:#}"));
+        }
+    }
+
+    fn experiment(&self) -> Experiment {
+        self.app
+            .store
+            .all()
+            .expect("store")
+            .into_iter()
+            .next()
+            .expect("an experiment")
+    }
+
+    /// Delivers what is queued in Telegram to the app, as the daemon loop does.
+    async fn deliver_updates(&self) {
+        self.app.poll_once(0).await.expect("poll");
+    }
+
+    /// Taps a button of the proposal message as `user` in `chat`.
+    async fn press(&self, action: &str, user: u64, chat: i64) -> String {
+        let e = self.experiment();
+        let message_id = e.message_id.expect("proposal was sent") as i32;
+        let data = format!("{}:{}:{}", &action[..1].to_lowercase(), e.id, e.nonce);
+        let callback = self
+            .world
+            .telegram
+            .press_button(chat, user, message_id, &data);
+        self.deliver_updates().await;
+        callback
+    }
+
+    /// Moves time by `by`, running the monitor every `every`.
+    async fn run_for(&mut self, by: Duration, every: Duration) {
+        let end = self.world.now() + chrono::Duration::from_std(by).expect("duration");
+        while self.world.now() < end {
+            let left = (end - self.world.now()).to_std().expect("positive");
+            self.world.advance(every.min(left), HOUR);
+            self.monitor().await;
+        }
+    }
+
+    fn messages(&self) -> Vec<String> {
+        self.world
+            .telegram
+            .messages()
+            .into_iter()
+            .map(|m| m.text)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_proposal_opens_one_pr_touching_only_the_step_page() {
+    let ctx = Ctx::new().await;
+    ctx.world.llm.script(vec![Reply::Content(proposal_json(
+        "Pricing: a clear call to action",
+        HELPFUL,
+    ))]);
+    let ProposeOutcome::Proposed { experiment, .. } = ctx.propose().await else {
+        panic!("expected a proposal");
+    };
+    let e = ctx.experiment();
+    assert_eq!(e.id, experiment);
+    assert_eq!(e.state, State::AwaitingApproval);
+    assert_eq!(e.step_name, "Viewed pricing");
+    let pulls = ctx.world.github.pulls();
+    assert_eq!(pulls.len(), 1);
+    let branch = e.branch.clone().expect("branch");
+    let page = ctx
+        .world
+        .github
+        .file_on_branch(&branch, "site/pricing.html")
+        .expect("page on branch");
+    assert_eq!(
+        page,
+        world::PRICING_HTML.replace(
+            "  <h1>Pricing</h1>\n",
+            &format!("  <h1>Pricing</h1>\n  {HELPFUL}\n")
+        )
+    );
+    for other in ["site/index.html", "site/signup.html", "README.md"] {
+        assert_eq!(
+            ctx.world.github.file_on_branch(&branch, other),
+            ctx.world.github.file_on_branch("main", other),
+            "{other} must not change"
+        );
+    }
+    // The chat was asked, with buttons.
+    let asked = ctx.world.telegram.messages();
+    assert!(
+        asked
+            .iter()
+            .any(|m| m.text.contains("Pricing: a clear call to action"))
+    );
+
+    // A second pass opens no second PR.
+    assert!(matches!(ctx.propose().await, ProposeOutcome::Skipped(_)));
+    assert_eq!(ctx.world.github.pulls().len(), 1);
+}
+
+#[tokio::test]
+async fn approve_merges_the_proposed_head_and_a_double_tap_acts_once() {
+    let ctx = Ctx::new().await;
+    ctx.world
+        .llm
+        .script(vec![Reply::Content(proposal_json("Pricing CTA", HELPFUL))]);
+    ctx.propose().await;
+    let head = ctx.experiment().head_sha.expect("head");
+    ctx.press("Approve", APPROVER, CHAT_ID).await;
+    ctx.press("Approve", APPROVER, CHAT_ID).await;
+    let e = ctx.experiment();
+    assert_eq!(e.state, State::Merged);
+    assert_eq!(e.decided_by, Some(APPROVER));
+    let pulls = ctx.world.github.pulls();
+    assert_eq!(pulls[0].state, PrState::Merged);
+    assert_eq!(ctx.world.github.merge_requests(), 1, "one merge call");
+    assert_eq!(ctx.world.github.merged_head(pulls[0].number), Some(head));
+    assert!(
+        ctx.world
+            .github
+            .file_on_branch("main", "site/pricing.html")
+            .expect("page")
+            .contains(HELPFUL)
+    );
+    let answers = ctx.world.telegram.callback_answers();
+    assert_eq!(answers.len(), 2, "every tap is answered");
+}
+
+#[tokio::test]
+async fn reject_closes_the_pr_and_deletes_its_branch() {
+    let ctx = Ctx::new().await;
+    ctx.world
+        .llm
+        .script(vec![Reply::Content(proposal_json("Pricing CTA", HELPFUL))]);
+    ctx.propose().await;
+    let branch = ctx.experiment().branch.expect("branch");
+    ctx.press("Reject", APPROVER, CHAT_ID).await;
+    assert_eq!(ctx.experiment().state, State::Rejected);
+    assert_eq!(ctx.world.github.pulls()[0].state, PrState::Closed);
+    assert_eq!(
+        ctx.world
+            .github
+            .file_on_branch(&branch, "site/pricing.html"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn strangers_and_other_chats_cannot_decide() {
+    let ctx = Ctx::new().await;
+    ctx.world
+        .llm
+        .script(vec![Reply::Content(proposal_json("Pricing CTA", HELPFUL))]);
+    ctx.propose().await;
+    ctx.press("Approve", 999, CHAT_ID).await;
+    ctx.press("Approve", APPROVER, -2002).await;
+    assert_eq!(ctx.experiment().state, State::AwaitingApproval);
+    assert_eq!(ctx.world.github.merge_requests(), 0);
+    let answers = ctx.world.telegram.callback_answers();
+    assert_eq!(answers.len(), 2);
+    assert!(
+        answers.iter().all(|a| a.1.contains("cannot decide")),
+        "{answers:?}"
+    );
+    let refused = ctx
+        .app
+        .store
+        .audit_log(None)
+        .expect("audit")
+        .into_iter()
+        .filter(|a| a.kind == "refused_tap")
+        .count();
+    assert_eq!(refused, 2);
+}
+
+#[tokio::test]
+async fn an_unanswered_proposal_expires() {
+    let mut ctx = Ctx::new().await;
+    ctx.world
+        .llm
+        .script(vec![Reply::Content(proposal_json("Pricing CTA", HELPFUL))]);
+    ctx.propose().await;
+    ctx.run_for(Duration::from_secs(71 * 3600), 6 * HOUR).await;
+    assert_eq!(ctx.experiment().state, State::AwaitingApproval);
+    ctx.run_for(2 * HOUR, HOUR).await;
+    assert_eq!(ctx.experiment().state, State::Expired);
+    assert_eq!(ctx.world.github.pulls()[0].state, PrState::Closed);
+    assert!(ctx.messages().iter().any(|m| m.contains("got no answer")));
+}
+
+#[tokio::test]
+async fn a_moved_branch_is_not_merged() {
+    let ctx = Ctx::new().await;
+    ctx.world
+        .llm
+        .script(vec![Reply::Content(proposal_json("Pricing CTA", HELPFUL))]);
+    ctx.propose().await;
+    let branch = ctx.experiment().branch.expect("branch");
+    ctx.world
+        .github
+        .push_to_branch(&branch, "site/pricing.html", "<p>someone else's page</p>\n");
+    ctx.press("Approve", APPROVER, CHAT_ID).await;
+    assert_eq!(ctx.experiment().state, State::AwaitingApproval);
+    assert_eq!(ctx.world.github.pulls()[0].state, PrState::Open);
+    assert!(ctx.messages().iter().any(|m| m.contains("moved")));
+}
+
+#[tokio::test]
+async fn a_restart_between_proposal_and_tap_still_merges_once() {
+    let mut ctx = Ctx::new().await;
+    ctx.world
+        .llm
+        .script(vec![Reply::Content(proposal_json("Pricing CTA", HELPFUL))]);
+    ctx.propose().await;
+    ctx.restart();
+    ctx.press("Approve", APPROVER, CHAT_ID).await;
+    ctx.restart();
+    ctx.deliver_updates().await;
+    assert_eq!(ctx.experiment().state, State::Merged);
+    assert_eq!(ctx.world.github.merge_requests(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_pr_creation_is_resumed_without_a_second_pr() {
+    let ctx = Ctx::new().await;
+    ctx.world
+        .llm
+        .script(vec![Reply::Content(proposal_json("Pricing CTA", HELPFUL))]);
+    // The branch is written, then opening the PR fails: like a crash between the two.
+    ctx.world.github.fail_next("POST /pulls", 502, 1);
+    let first = ctx.app.propose_pass(false).await;
+    assert!(first[0].1.is_err(), "{:?}", first[0].1);
+    assert_eq!(ctx.experiment().state, State::Proposed);
+    assert!(ctx.world.github.pulls().is_empty());
+    // The next pass finishes the same experiment: one branch, one PR, no new LLM call.
+    let requests_before = ctx.world.llm.requests().len();
+    assert!(matches!(
+        ctx.propose().await,
+        ProposeOutcome::Proposed { .. }
+    ));
+    assert_eq!(ctx.world.github.pulls().len(), 1);
+    assert_eq!(ctx.world.llm.requests().len(), requests_before);
+    assert_eq!(ctx.experiment().state, State::AwaitingApproval);
+}
+
+#[tokio::test]
+async fn a_dry_run_writes_nothing_anywhere() {
+    let ctx = Ctx::new().await;
+    ctx.world
+        .llm
+        .script(vec![Reply::Content(proposal_json("Pricing CTA", HELPFUL))]);
+    let out = ctx.app.propose_pass(true).await;
+    let Ok(ProposeOutcome::DryRun { title, diff }) = &out[0].1 else {
+        panic!("expected a dry run, got {out:?}");
+    };
+    assert_eq!(title, "Pricing CTA");
+    assert!(diff.contains(HELPFUL));
+    assert!(ctx.world.github.pulls().is_empty());
+    assert_eq!(ctx.world.github.write_requests(), 0);
+    assert!(ctx.world.telegram.messages().is_empty());
+    assert!(ctx.app.store.all().expect("store").is_empty());
+    assert!(ctx.app.store.audit_log(None).expect("audit").is_empty());
+}
+
+#[tokio::test]
+async fn when_every_edit_is_refused_no_pr_is_opened() {
+    let ctx = Ctx::new().await;
+    let bad = serde_json::json!({
+        "title": "Deploy faster",
+        "hypothesis": "h",
+        "edits": [{"path": ".github/workflows/deploy.yml", "search": "on: push", "replace": "on: pull_request"}]
+    })
+    .to_string();
+    ctx.world.llm.script(vec![
+        Reply::Content(bad.clone()),
+        Reply::Content(bad.clone()),
+        Reply::Content(bad),
+    ]);
+    let out = ctx.propose().await;
+    assert!(matches!(out, ProposeOutcome::Failed(_)), "{out:?}");
+    assert!(ctx.world.github.pulls().is_empty());
+    let e = ctx.experiment();
+    assert_eq!(e.state, State::Failed);
+    assert!(e.failure.unwrap_or_default().contains(".github"));
+    assert!(
+        ctx.messages()
+            .iter()
+            .any(|m| m.contains("No change proposed"))
+    );
+    // The model heard why, each time.
+    let requests = ctx.world.llm.requests();
+    assert_eq!(requests.len(), 3);
+}
+
+/// Proposes `line`, approves it, and watches until the experiment ends.
+async fn run_experiment(ctx: &mut Ctx, line: &str) -> Experiment {
+    ctx.world
+        .llm
+        .script(vec![Reply::Content(proposal_json("Pricing change", line))]);
+    assert!(matches!(
+        ctx.propose().await,
+        ProposeOutcome::Proposed { .. }
+    ));
+    ctx.press("Approve", APPROVER, CHAT_ID).await;
+    assert_eq!(ctx.experiment().state, State::Merged);
+    for _ in 0..(17 * 4) {
+        ctx.run_for(6 * HOUR, 6 * HOUR).await;
+        if ctx.experiment().state.is_final() {
+            break;
+        }
+    }
+    ctx.experiment()
+}
+
+#[tokio::test]
+async fn a_harmful_change_is_reverted_and_the_page_restored() {
+    let mut ctx = Ctx::new().await;
+    let e = run_experiment(&mut ctx, HARMFUL).await;
+    assert_eq!(e.state, State::Reverted, "{:?}", e.verdict);
+    assert_eq!(
+        ctx.world
+            .github
+            .file_on_branch("main", "site/pricing.html")
+            .as_deref(),
+        Some(world::PRICING_HTML)
+    );
+    assert!(ctx.messages().iter().any(|m| m.contains("reverted")));
+    let reverts: Vec<_> = ctx
+        .world
+        .github
+        .pulls()
+        .into_iter()
+        .filter(|p| p.title.starts_with("Revert"))
+        .collect();
+    assert_eq!(reverts.len(), 1);
+    assert_eq!(reverts[0].state, PrState::Merged);
+    assert!(
+        ctx.world.posthog.annotations().len() >= 2,
+        "merge and revert are annotated"
+    );
+}
+
+#[tokio::test]
+async fn helpful_and_neutral_changes_are_kept() {
+    for line in [HELPFUL, NEUTRAL] {
+        let mut ctx = Ctx::new().await;
+        let e = run_experiment(&mut ctx, line).await;
+        assert_eq!(e.state, State::Kept, "{line}: {:?}", e.verdict);
+        assert!(
+            ctx.world
+                .github
+                .file_on_branch("main", "site/pricing.html")
+                .expect("page")
+                .contains(line)
+        );
+        assert!(ctx.messages().iter().any(|m| m.contains("is over: kept")));
+        assert!(e.verdict.unwrap_or_default().starts_with("kept"));
+    }
+}
+
+#[tokio::test]
+async fn an_interrupted_revert_finishes_once() {
+    let mut ctx = Ctx::new().await;
+    ctx.world.llm.script(vec![Reply::Content(proposal_json(
+        "Pricing change",
+        HARMFUL,
+    ))]);
+    ctx.propose().await;
+    ctx.press("Approve", APPROVER, CHAT_ID).await;
+    // Every GitHub write fails from the moment the rate is judged: the revert stops half-way.
+    let mut interrupted = false;
+    for _ in 0..(17 * 4) {
+        ctx.world.advance(6 * HOUR, HOUR);
+        if ctx.experiment().state == State::Observing {
+            ctx.world.github.fail_next("/merge", 502, 1);
+        }
+        let _ = ctx.app.monitor_pass().await;
+        ctx.restart();
+        if ctx.experiment().state == State::Reverting {
+            interrupted = true;
+        }
+        if ctx.experiment().state.is_final() {
+            break;
+        }
+    }
+    assert!(interrupted, "the revert was interrupted at least once");
+    assert_eq!(ctx.experiment().state, State::Reverted);
+    let reverts = ctx
+        .world
+        .github
+        .pulls()
+        .into_iter()
+        .filter(|p| p.title.starts_with("Revert"))
+        .count();
+    assert_eq!(reverts, 1);
+    assert_eq!(
+        ctx.world
+            .github
+            .file_on_branch("main", "site/pricing.html")
+            .as_deref(),
+        Some(world::PRICING_HTML)
+    );
+}
+
+#[tokio::test]
+async fn commands_pause_and_resume_proposals() {
+    let ctx = Ctx::new().await;
+    ctx.world.telegram.send_command(CHAT_ID, APPROVER, "/pause");
+    ctx.deliver_updates().await;
+    assert!(matches!(ctx.propose().await, ProposeOutcome::Skipped(why) if why.contains("paused")));
+    ctx.world.telegram.send_command(CHAT_ID, 999, "/resume");
+    ctx.deliver_updates().await;
+    assert!(matches!(ctx.propose().await, ProposeOutcome::Skipped(_)));
+    ctx.world
+        .telegram
+        .send_command(CHAT_ID, APPROVER, "/resume");
+    ctx.world
+        .telegram
+        .send_command(CHAT_ID, APPROVER, "/status");
+    ctx.deliver_updates().await;
+    ctx.world
+        .llm
+        .script(vec![Reply::Content(proposal_json("Pricing CTA", HELPFUL))]);
+    assert!(matches!(
+        ctx.propose().await,
+        ProposeOutcome::Proposed { .. }
+    ));
+    assert!(
+        ctx.messages()
+            .iter()
+            .any(|m| m.contains("Open experiments"))
+    );
+}
+
+#[tokio::test]
+async fn no_secret_reaches_a_prompt_pr_message_log_or_the_database() {
+    let mut ctx = Ctx::new().await;
+    run_experiment(&mut ctx, HARMFUL).await;
+    let mut haystacks: Vec<String> = Vec::new();
+    haystacks.extend(
+        ctx.world
+            .llm
+            .requests()
+            .into_iter()
+            .map(|r| r.body.to_string()),
+    );
+    haystacks.extend(
+        ctx.world
+            .github
+            .pulls()
+            .into_iter()
+            .map(|p| format!("{} {}", p.title, p.body)),
+    );
+    haystacks.extend(ctx.messages());
+    let conn = ctx.app.store.connection();
+    let mut stmt = conn.prepare("SELECT * FROM experiments").expect("prepare");
+    let columns = stmt.column_count();
+    let rows: Vec<String> = stmt
+        .query_map([], |r| {
+            let mut row = String::new();
+            for i in 0..columns {
+                let v: rusqlite::types::Value = r.get(i)?;
+                row.push_str(&format!("{v:?}|"));
+            }
+            Ok(row)
+        })
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    haystacks.extend(rows);
+    haystacks.extend(
+        ctx.app
+            .store
+            .audit_log(None)
+            .expect("audit")
+            .into_iter()
+            .map(|a| a.detail),
+    );
+    assert!(haystacks.len() > 10);
+    for secret in world::ALL_SECRETS {
+        for h in &haystacks {
+            assert!(!h.contains(secret), "secret found in {h}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn service_faults_delay_but_never_corrupt() {
+    let mut ctx = Ctx::new().await;
+    // Every service stumbles once or twice on the way to a proposal.
+    ctx.world.posthog.fail_next(429, 1);
+    ctx.world.posthog.fail_next(503, 1);
+    ctx.world.llm.script(vec![
+        Reply::Status(429),
+        Reply::Status(503),
+        Reply::Content(proposal_json("Pricing CTA", HELPFUL)),
+    ]);
+    ctx.world.github.fail_next("/git/blobs", 403, 1);
+    ctx.world.github.fail_next("/contents/", 502, 1);
+    ctx.world.telegram.fail_next("SendMessage", 429, 1);
+    assert!(matches!(
+        ctx.propose().await,
+        ProposeOutcome::Proposed { .. }
+    ));
+    assert_eq!(ctx.world.github.pulls().len(), 1);
+    let asked: Vec<_> = ctx
+        .world
+        .telegram
+        .messages()
+        .into_iter()
+        .filter(|m| !m.buttons.is_empty())
+        .collect();
+    assert_eq!(
+        asked.len(),
+        1,
+        "the proposal was delivered once, after the wait"
+    );
+
+    // A merge answered with a 502 is asked again with the same sha: one merge.
+    ctx.world.github.fail_next("/merge", 502, 1);
+    ctx.press("Approve", APPROVER, CHAT_ID).await;
+    assert_eq!(ctx.experiment().state, State::Merged);
+    assert_eq!(ctx.world.github.pulls()[0].state, PrState::Merged);
+    assert_eq!(ctx.world.github.merge_requests(), 2);
+
+    // The monitor rides out PostHog throttling.
+    ctx.world.posthog.fail_next(429, 2);
+    ctx.run_for(2 * DAY, 12 * HOUR).await;
+    assert_eq!(ctx.experiment().state, State::Observing);
+    assert_eq!(ctx.world.github.pulls().len(), 1);
+}
+
+#[tokio::test]
+async fn restarts_at_every_state_duplicate_nothing() {
+    let mut ctx = Ctx::new().await;
+    ctx.world.llm.script(vec![Reply::Content(proposal_json(
+        "Pricing change",
+        HARMFUL,
+    ))]);
+    ctx.propose().await;
+    let mut seen = vec![ctx.experiment().state];
+    // Each step is followed by a restart and a repeat of what just ran.
+    ctx.restart();
+    ctx.propose().await;
+    ctx.press("Approve", APPROVER, CHAT_ID).await;
+    ctx.restart();
+    ctx.deliver_updates().await;
+    for _ in 0..(17 * 4) {
+        ctx.world.advance(6 * HOUR, HOUR);
+        ctx.monitor().await;
+        ctx.restart();
+        ctx.monitor().await;
+        let state = ctx.experiment().state;
+        if seen.last() != Some(&state) {
+            seen.push(state);
+        }
+        if state.is_final() {
+            break;
+        }
+    }
+    assert_eq!(ctx.experiment().state, State::Reverted, "states: {seen:?}");
+    let pulls = ctx.world.github.pulls();
+    assert_eq!(pulls.len(), 2, "the change and its revert, once each");
+    assert_eq!(ctx.world.github.merge_requests(), 2, "one merge each");
+    let proposals = ctx
+        .world
+        .telegram
+        .messages()
+        .iter()
+        .filter(|m| m.text.contains("proposal #"))
+        .count();
+    assert_eq!(proposals, 1, "one proposal message");
+    let reverted = ctx
+        .messages()
+        .iter()
+        .filter(|m| m.starts_with("↩️"))
+        .count();
+    assert_eq!(reverted, 1, "one revert message");
+}
