@@ -72,7 +72,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The demo narrates on stdout; its logs would only repeat the story.
+    let default_filter = match cli.command {
+        Command::Demo { .. } => "warn",
+        _ => "funnelfix=info,warn",
+    };
+    init_logging(cli.log_format, default_filter);
     match try_main(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -82,9 +87,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("funnelfix=info,warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
