@@ -7,6 +7,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY prompts ./prompts
 COPY config ./config
+COPY assets ./assets
 COPY examples ./examples
 # The same command .ci/run proves works.
 RUN cargo build --release --locked --bin funnelfix

@@ -459,32 +459,45 @@ async fn an_interrupted_revert_finishes_once() {
     ))]);
     ctx.propose().await;
     ctx.press("Approve", APPROVER, CHAT_ID).await;
-    // Every GitHub write fails from the moment the rate is judged: the revert stops half-way.
-    let mut interrupted = false;
+    ctx.world.advance(HOUR, HOUR);
+    ctx.monitor().await;
+    assert_eq!(ctx.experiment().state, State::Observing);
+    // Armed now, these hit only the revert: it stops after its commit (the
+    // revert PR cannot be opened), then after its PR (the merge fails).
+    ctx.world.github.fail_next("POST /pulls", 502, 1);
+    ctx.world.github.fail_next("PUT /merge", 502, 4);
+    let mut states = Vec::new();
     for _ in 0..(17 * 4) {
         ctx.world.advance(6 * HOUR, HOUR);
-        if ctx.experiment().state == State::Observing {
-            ctx.world.github.fail_next("/merge", 502, 1);
-        }
         let _ = ctx.app.monitor_pass().await;
+        // What a kill and a restart leave: the database and GitHub as they are.
         ctx.restart();
-        if ctx.experiment().state == State::Reverting {
-            interrupted = true;
-        }
-        if ctx.experiment().state.is_final() {
+        let e = ctx.experiment();
+        states.push((e.state, e.revert_pr));
+        if e.state.is_final() {
             break;
         }
     }
-    assert!(interrupted, "the revert was interrupted at least once");
-    assert_eq!(ctx.experiment().state, State::Reverted);
-    let reverts = ctx
+    assert_eq!(ctx.experiment().state, State::Reverted, "{states:?}");
+    assert!(
+        states.contains(&(State::Reverting, None)),
+        "stopped after the commit: {states:?}"
+    );
+    assert!(
+        states
+            .iter()
+            .any(|(s, pr)| *s == State::Reverting && pr.is_some()),
+        "stopped after the PR: {states:?}"
+    );
+    let reverts: Vec<_> = ctx
         .world
         .github
         .pulls()
         .into_iter()
         .filter(|p| p.title.starts_with("Revert"))
-        .count();
-    assert_eq!(reverts, 1);
+        .collect();
+    assert_eq!(reverts.len(), 1, "one revert PR");
+    assert_eq!(reverts[0].state, PrState::Merged);
     assert_eq!(
         ctx.world
             .github
@@ -492,6 +505,12 @@ async fn an_interrupted_revert_finishes_once() {
             .as_deref(),
         Some(world::PRICING_HTML)
     );
+    let told = ctx
+        .messages()
+        .iter()
+        .filter(|m| m.starts_with("↩️"))
+        .count();
+    assert_eq!(told, 1, "the chat is told once");
 }
 
 #[tokio::test]
