@@ -957,6 +957,14 @@ impl App {
                         self.config.thresholds.approval_timeout,
                     ))
                     .await;
+                } else if e.message_id.is_none() {
+                    // The PR is open but the chat never got the proposal
+                    // (Telegram was down): ask again, or nobody can approve.
+                    let funnel = self.funnel(&e.funnel).with_context(|| {
+                        format!("funnel {:?} is no longer configured", e.funnel)
+                    })?;
+                    let report = self.report(funnel).await?;
+                    self.send_proposal(e, &report).await?;
                 }
             }
         }

@@ -688,3 +688,25 @@ async fn restarts_at_every_state_duplicate_nothing() {
         .count();
     assert_eq!(reverted, 1, "one revert message");
 }
+
+#[tokio::test]
+async fn a_proposal_the_chat_never_got_is_sent_again() {
+    let mut ctx = Ctx::new().await;
+    ctx.world
+        .llm
+        .script(vec![Reply::Content(proposal_json("Pricing CTA", HELPFUL))]);
+    // Telegram refuses every try of the proposal message.
+    ctx.world.telegram.fail_next("SendMessage", 429, 4);
+    let out = ctx.app.propose_pass(false).await;
+    assert!(out[0].1.is_err());
+    let e = ctx.experiment();
+    assert_eq!(e.state, State::AwaitingApproval);
+    assert!(e.message_id.is_none());
+    assert_eq!(ctx.world.github.pulls().len(), 1);
+    // The next monitor tick asks again; the tap then works.
+    ctx.run_for(HOUR, HOUR).await;
+    assert!(ctx.experiment().message_id.is_some());
+    ctx.press("Approve", APPROVER, CHAT_ID).await;
+    assert_eq!(ctx.experiment().state, State::Merged);
+    assert_eq!(ctx.world.github.pulls().len(), 1);
+}
