@@ -255,6 +255,21 @@ async fn the_daemon_merges_an_approval_refuses_a_twin_and_stops_on_sigterm() {
         .find(|m| !m.buttons.is_empty())
         .expect("proposal");
     let approve = proposal.buttons[0].1.clone();
+    // A stranger's tap is refused politely and merges nothing.
+    let stranger = env
+        .world
+        .telegram
+        .press_button(CHAT_ID, 999, proposal.message_id, &approve);
+    let refused = eventually(Duration::from_secs(20), || {
+        env.world
+            .telegram
+            .callback_answers()
+            .iter()
+            .any(|(id, text)| *id == stranger && text.contains("cannot decide"))
+    })
+    .await;
+    assert!(refused, "the stranger was answered");
+    assert_eq!(env.world.github.merge_requests(), 0);
     env.world
         .telegram
         .press_button(CHAT_ID, APPROVER, proposal.message_id, &approve);
