@@ -26,16 +26,62 @@ use crate::store::{self, Experiment, NewExperiment, Store, Transition};
 use crate::telegram::{Incoming, Telegram};
 use crate::text;
 
-/// The time source: the system clock, or a hand-moved one for tests.
+/// The time source: the system clock, a hand-moved one for tests, or a
+/// fast one for the demo (simulated weeks in seconds).
 #[derive(Clone)]
 pub enum Clock {
     System,
     Manual(Arc<AtomicI64>),
+    Scaled(Arc<ScaledClock>),
+}
+
+/// Simulated time running `factor` times faster than real time; it can be
+/// paused while a person at the terminal decides.
+pub struct ScaledClock {
+    factor: f64,
+    state: std::sync::Mutex<ScaledState>,
+}
+
+struct ScaledState {
+    real_anchor: std::time::Instant,
+    sim_anchor: DateTime<Utc>,
+    paused: bool,
+}
+
+impl ScaledClock {
+    fn now(&self) -> DateTime<Utc> {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.paused {
+            return s.sim_anchor;
+        }
+        let elapsed = s.real_anchor.elapsed().mul_f64(self.factor);
+        s.sim_anchor + chrono::Duration::from_std(elapsed).unwrap_or_default()
+    }
+
+    fn set_paused(&self, paused: bool) {
+        let now = self.now();
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.sim_anchor = now;
+        s.real_anchor = std::time::Instant::now();
+        s.paused = paused;
+    }
 }
 
 impl Clock {
     pub fn manual(start: DateTime<Utc>) -> Clock {
         Clock::Manual(Arc::new(AtomicI64::new(start.timestamp_millis())))
+    }
+
+    /// Starts at `start` and runs `factor` times faster than real time.
+    pub fn scaled(start: DateTime<Utc>, factor: f64) -> Clock {
+        Clock::Scaled(Arc::new(ScaledClock {
+            factor: factor.max(1.0),
+            state: std::sync::Mutex::new(ScaledState {
+                real_anchor: std::time::Instant::now(),
+                sim_anchor: start,
+                paused: false,
+            }),
+        }))
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -44,13 +90,38 @@ impl Clock {
             Clock::Manual(ms) => {
                 DateTime::from_timestamp_millis(ms.load(Ordering::SeqCst)).unwrap_or_default()
             }
+            Clock::Scaled(c) => c.now(),
         }
     }
 
-    /// Moves a manual clock forward; the system clock cannot be moved.
+    /// Moves a manual clock forward; other clocks cannot be moved.
     pub fn advance(&self, by: std::time::Duration) {
         if let Clock::Manual(ms) = self {
             ms.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+        }
+    }
+
+    /// Stops (or restarts) a scaled clock; other clocks ignore it.
+    pub fn set_paused(&self, paused: bool) {
+        if let Clock::Scaled(c) = self {
+            c.set_paused(paused);
+        }
+    }
+
+    /// How long to sleep in real time for `wait` of this clock's time to pass.
+    /// A stopped clock is looked at again soon.
+    pub fn real_wait(&self, wait: std::time::Duration) -> std::time::Duration {
+        match self {
+            Clock::System => wait,
+            // Nothing moves a manual clock while the daemon sleeps.
+            Clock::Manual(_) => wait.min(std::time::Duration::from_millis(50)),
+            Clock::Scaled(c) => {
+                if c.state.lock().unwrap_or_else(|p| p.into_inner()).paused {
+                    std::time::Duration::from_millis(50)
+                } else {
+                    wait.div_f64(c.factor)
+                }
+            }
         }
     }
 }
@@ -148,7 +219,7 @@ impl App {
         self.clock.now()
     }
 
-    fn funnel(&self, name: &str) -> Option<&FunnelConfig> {
+    pub fn funnel(&self, name: &str) -> Option<&FunnelConfig> {
         self.config.funnels.iter().find(|f| f.name == name)
     }
 

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::app::App;
+use crate::app::{App, Clock};
 use crate::store;
 use crate::telegram::{Incoming, Telegram};
 
@@ -91,9 +91,11 @@ fn due_catch_up(
     due
 }
 
-fn until(t: DateTime<Utc>) -> tokio::time::Instant {
-    let wait = (t - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-    tokio::time::Instant::now() + wait
+/// When, in real time, `t` of the app's clock comes. Capped at an hour so
+/// a suspended machine or a paused clock is looked at again.
+fn until(clock: &Clock, t: DateTime<Utc>) -> tokio::time::Instant {
+    let wait = (t - clock.now()).to_std().unwrap_or(Duration::ZERO);
+    tokio::time::Instant::now() + clock.real_wait(wait).min(Duration::from_secs(3600))
 }
 
 /// Reads updates and hands them to the loop; the loop saves the offset after
@@ -144,22 +146,23 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     let monitor = app.config.schedule.monitor.clone();
 
     // Catch up once on what was due while the daemon was down.
-    let now = Utc::now();
+    let clock = app.clock.clone();
+    let now = clock.now();
     if let Some(t) = due_catch_up(&monitor, app.store.last_run("monitor")?, now) {
         run_monitor(&app, t).await?;
     }
     if let Some(t) = due_catch_up(&propose, app.store.last_run("propose")?, now) {
         run_propose(&app, t).await?;
     }
-    let mut next_propose = next_after(&propose, Utc::now());
-    let mut next_monitor = next_after(&monitor, Utc::now());
+    let mut next_propose = next_after(&propose, clock.now());
+    let mut next_monitor = next_after(&monitor, clock.now());
     info!(?next_propose, ?next_monitor, "funnelfix is running");
 
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     tokio::pin!(shutdown);
     loop {
-        let propose_at = next_propose.map(until);
-        let monitor_at = next_monitor.map(until);
+        let propose_at = next_propose.map(|t| until(&clock, t));
+        let monitor_at = next_monitor.map(|t| until(&clock, t));
         tokio::select! {
             biased;
             () = &mut shutdown => {
@@ -173,16 +176,17 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
                 app.store.set_setting("telegram_offset", &(update_id + 1).to_string())?;
             }
             () = sleep_opt(monitor_at) => {
-                if let Some(t) = next_monitor {
+                // Woken early (a capped wait): look again.
+                if let Some(t) = next_monitor.filter(|t| clock.now() >= *t) {
                     run_monitor(&app, t).await?;
+                    next_monitor = next_after(&monitor, clock.now());
                 }
-                next_monitor = next_after(&monitor, Utc::now());
             }
             () = sleep_opt(propose_at) => {
-                if let Some(t) = next_propose {
+                if let Some(t) = next_propose.filter(|t| clock.now() >= *t) {
                     run_propose(&app, t).await?;
+                    next_propose = next_after(&propose, clock.now());
                 }
-                next_propose = next_after(&propose, Utc::now());
             }
             _ = heartbeat.tick() => {
                 app.store.set_setting("heartbeat", &store::ts(Utc::now()))?;
@@ -200,19 +204,19 @@ async fn sleep_opt(at: Option<tokio::time::Instant>) {
 }
 
 async fn run_monitor(app: &App, scheduled: DateTime<Utc>) -> Result<()> {
-    if !app.store.claim_run("monitor", scheduled, Utc::now())? {
+    if !app.store.claim_run("monitor", scheduled, app.clock.now())? {
         return Ok(());
     }
     app.monitor_pass().await;
-    app.store.finish_run("monitor", scheduled, Utc::now())
+    app.store.finish_run("monitor", scheduled, app.clock.now())
 }
 
 async fn run_propose(app: &App, scheduled: DateTime<Utc>) -> Result<()> {
-    if !app.store.claim_run("propose", scheduled, Utc::now())? {
+    if !app.store.claim_run("propose", scheduled, app.clock.now())? {
         return Ok(());
     }
     app.propose_pass(false).await;
-    app.store.finish_run("propose", scheduled, Utc::now())
+    app.store.finish_run("propose", scheduled, app.clock.now())
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -1,9 +1,11 @@
 //! `funnelfix demo`: the whole loop against the sandbox, with no account
 //! anywhere. The twins run on loopback, a simulated site produces traffic
-//! whose conversion depends on the pages on the base branch, and simulated
-//! time moves in steps so weeks pass in seconds. The real orchestrator drives
-//! the real adapters; the demo only narrates and taps Approve.
+//! whose conversion depends on the pages on the base branch, and the real
+//! daemon (`funnelfix run`'s loop) runs against them on a clock that makes
+//! weeks pass in seconds. The demo only narrates what the daemon does, from
+//! the state database and the twins, and taps Approve.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -11,14 +13,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
-use crate::app::{App, ProposeOutcome};
+use crate::app::{App, Clock};
+use crate::daemon;
+use crate::experiment::State;
+use crate::funnel::Choice;
+use crate::report;
 use crate::sandbox::site::Effect;
 use crate::sandbox::world::{self, APPROVER, CHAT_ID, World};
 use crate::stats::Assessment;
 use crate::store::Experiment;
 use crate::text;
-
-const HOUR: Duration = Duration::from_secs(3600);
 
 /// What the stand-in model writes: first a change that hurts (fine print on
 /// the pricing page), then one that helps (a call to action on whatever page
@@ -100,6 +104,10 @@ pub struct DemoResult {
     pub wall_time: Duration,
 }
 
+/// Simulated time runs this many times faster than real time: an hour in
+/// 60 ms, the whole demo (about three simulated weeks) in well under a minute.
+const SPEED: f64 = 60_000.0;
+
 pub async fn run(opts: DemoOptions) -> Result<DemoResult> {
     let started = Instant::now();
     let temp;
@@ -133,37 +141,40 @@ pub async fn run(opts: DemoOptions) -> Result<DemoResult> {
         },
     ];
     world.llm.set_responder(std::sync::Arc::new(stand_in_model));
+    // From here simulated time runs by itself, fast; the site keeps up with it.
+    world.clock = Clock::scaled(start, SPEED);
     println!(
-        "Simulated site: about {} visitors a day, 35 days of history, time now {}.\n",
+        "Simulated site: about {} visitors a day, 35 days of history, time now {}.",
         world.site.visitors_per_day,
         world.now().format("%a %Y-%m-%d %H:%M UTC")
     );
-    let app = world.app()?;
-    let mut verdicts = Vec::new();
-    for round in 1..=2 {
-        println!("━━ Experiment {round} ━━");
-        let Some(e) = propose(&app, &world, opts.interactive).await? else {
-            break;
-        };
-        let ended = watch(&app, &mut world, e).await?;
-        verdicts.push((
-            ended.title.clone().unwrap_or_default(),
-            ended
-                .verdict
-                .clone()
-                .unwrap_or_else(|| ended.state.to_string()),
-        ));
-        // The next proposal comes on a later propose run.
-        world.advance(Duration::from_secs(2 * 86400), HOUR);
-        println!();
-    }
+    println!(
+        "The daemon runs as `funnelfix run` does (propose daily at 09:00, monitor hourly), with one simulated hour every {} ms.\n",
+        (3_600_000.0 / SPEED).round()
+    );
+    // One App runs the daemon; the other only reads, to narrate.
+    let view = world.app()?;
+    // The daemon and the narration run side by side on this task (the
+    // daemon's state is not shared across threads); the narration stops it.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = daemon::run(world.app()?, async {
+        let _ = stopped.await;
+    });
+    let narration = async {
+        let result = narrate(&view, &mut world, opts.interactive).await;
+        let _ = stop.send(());
+        result
+    };
+    let (daemon_result, narrated) = tokio::join!(daemon, narration);
+    daemon_result.context("the daemon failed")?;
+    let verdicts = narrated?;
     println!("━━ Summary ━━");
-    for e in app.store.all()?.iter().rev() {
+    for e in view.store.all()?.iter().rev() {
         println!("  {}", text::status_line(e));
     }
     let wall_time = started.elapsed();
     println!(
-        "\nDone in {:.1} s of wall time ({} simulated days).",
+        "\nDone in {:.1} s of wall time ({} simulated days). The daemon stopped; nothing is left running.",
         wall_time.as_secs_f64(),
         (world.now() - start).num_days()
     );
@@ -173,68 +184,147 @@ pub async fn run(opts: DemoOptions) -> Result<DemoResult> {
     })
 }
 
-async fn propose(app: &App, world: &World, interactive: bool) -> Result<Option<Experiment>> {
-    let funnel = &app.config.funnels[0];
-    let report = app.report(funnel).await?;
+/// Follows the daemon's work through the state database and the twins,
+/// taps Approve when a proposal arrives, and stops after two verdicts.
+async fn narrate(
+    view: &App,
+    world: &mut World,
+    interactive: bool,
+) -> Result<Vec<(String, String)>> {
+    let deadline = world.now() + chrono::Duration::days(60);
+    let mut told: BTreeMap<i64, (State, i64)> = BTreeMap::new();
+    let mut verdicts = Vec::new();
+    while verdicts.len() < 2 {
+        anyhow::ensure!(
+            world.now() < deadline,
+            "the demo did not finish in 60 simulated days"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        world.catch_up();
+        for e in view.store.all()?.into_iter().rev() {
+            let (last_state, last_day) =
+                told.get(&e.id.0).copied().unwrap_or((State::Proposed, -1));
+            if e.state == last_state && e.state != State::Observing {
+                continue;
+            }
+            match e.state {
+                State::AwaitingApproval if e.message_id.is_some() => {
+                    world.clock.set_paused(true);
+                    show_proposal(view, world, &e).await?;
+                    let approve = if interactive {
+                        ask("Approve this change? [y/N] ")?
+                    } else {
+                        true
+                    };
+                    println!(
+                        "\n{} taps {} in Telegram.",
+                        if interactive { "You" } else { "The approver" },
+                        if approve { "Approve" } else { "Reject" }
+                    );
+                    world.telegram.press_button(
+                        CHAT_ID,
+                        APPROVER,
+                        e.message_id.unwrap_or_default() as i32,
+                        &format!("{}:{}:{}", if approve { "a" } else { "r" }, e.id, e.nonce),
+                    );
+                    world.clock.set_paused(false);
+                    told.insert(e.id.0, (e.state, -1));
+                }
+                State::Merged => {
+                    last_message(world);
+                    println!("Watching \"{} → {}\":", e.step_name, e.next_step_name);
+                    told.insert(e.id.0, (e.state, -1));
+                }
+                State::Observing => {
+                    let (Some(a), Some(merged)) = (&e.assessment, e.merged_at) else {
+                        continue;
+                    };
+                    let day = (world.now() - merged).num_days();
+                    if day != last_day {
+                        match serde_json::from_str::<Assessment>(a) {
+                            Ok(a) if a.post_conversions > 0 => {
+                                println!("  day {day:>2}: {}", text::watch_line(&a))
+                            }
+                            _ => println!(
+                                "  day {day:>2}: waiting for post-merge visitors whose conversion window has passed"
+                            ),
+                        }
+                        told.insert(e.id.0, (e.state, day));
+                    }
+                }
+                s if s.is_final() => {
+                    let verdict = e.verdict.clone().unwrap_or_else(|| s.to_string());
+                    if let Some(Ok(a)) = e
+                        .assessment
+                        .as_deref()
+                        .map(serde_json::from_str::<Assessment>)
+                    {
+                        let day = e.merged_at.map_or(0, |m| (world.now() - m).num_days());
+                        println!("  day {day:>2}: {}", text::watch_line(&a));
+                    }
+                    println!("Verdict: {verdict}");
+                    last_message(world);
+                    println!();
+                    verdicts.push((e.title.clone().unwrap_or_default(), verdict));
+                    told.insert(e.id.0, (e.state, -1));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(verdicts)
+}
+
+fn last_message(world: &World) {
+    if let Some(m) = world.telegram.messages().last() {
+        println!("Telegram: {}", plain(&m.text));
+    }
+}
+
+/// The funnel as the daemon saw it, the PR with its diff, and the message.
+async fn show_proposal(view: &App, world: &World, e: &Experiment) -> Result<()> {
+    println!(
+        "━━ Experiment {} ━━ ({})",
+        e.id,
+        world.now().format("%a %Y-%m-%d %H:%M UTC")
+    );
+    let funnel = view.funnel(&e.funnel).context("the demo funnel")?;
+    // The table as PostHog has it now, marked with the step the daemon took
+    // (it skips steps in cooldown or with an experiment open).
+    let mut report = report::funnel_report(
+        &view.services.posthog,
+        None,
+        &view.config,
+        funnel,
+        world.now(),
+    )
+    .await?;
+    report.choice = Some(Choice {
+        step: e.step,
+        reason: format!("{:?}, the weakest step not in cooldown", e.step_name),
+    });
     println!(
         "PostHog says (last {}):",
-        text::human_duration(app.config.thresholds.lookback)
+        text::human_duration(view.config.thresholds.lookback)
     );
     print!("{}", indent(&text::funnel_table(&report)));
-    let outcomes = app.propose_pass(false).await;
-    let outcome = outcomes
-        .into_iter()
-        .next()
-        .map(|(_, o)| o)
-        .context("no funnel is configured")??;
-    match outcome {
-        ProposeOutcome::Proposed { experiment, pr_url } => {
-            let e = app.store.get(experiment)?.context("experiment")?;
-            println!(
-                "\nThe model proposed: \"{}\"",
-                e.title.as_deref().unwrap_or("")
-            );
-            println!("GitHub PR opened: {pr_url}");
-            print!("{}", indent(e.diff.as_deref().unwrap_or("")));
-            let sent = world.telegram.messages();
-            if let Some(m) = sent.iter().rev().find(|m| !m.buttons.is_empty()) {
-                println!("\nTelegram (chat {CHAT_ID}), with buttons [Approve] [Reject]:");
-                print!("{}", indent(&plain(&m.text)));
-            }
-            let approve = if interactive {
-                ask("Approve this change? [y/N] ")?
-            } else {
-                true
-            };
-            let action = if approve { "a" } else { "r" };
-            println!(
-                "\n{} taps {} in Telegram.",
-                if interactive { "You" } else { "The approver" },
-                if approve { "Approve" } else { "Reject" }
-            );
-            world.telegram.press_button(
-                CHAT_ID,
-                APPROVER,
-                e.message_id.unwrap_or_default() as i32,
-                &format!("{action}:{}:{}", e.id, e.nonce),
-            );
-            app.poll_once(0).await?;
-            let e = app.store.get(experiment)?.context("experiment")?;
-            for m in world.telegram.messages().iter().rev().take(1) {
-                println!("Telegram: {}", plain(&m.text));
-            }
-            Ok(Some(e))
-        }
-        ProposeOutcome::Skipped(why) => {
-            println!("Nothing to propose: {why}");
-            Ok(None)
-        }
-        ProposeOutcome::Failed(why) => {
-            println!("The model's changes were refused: {why}");
-            Ok(None)
-        }
-        ProposeOutcome::DryRun { .. } => Ok(None),
+    println!(
+        "\nThe model proposed: \"{}\"",
+        e.title.as_deref().unwrap_or("")
+    );
+    println!("GitHub PR opened: {}", e.pr_url.as_deref().unwrap_or(""));
+    print!("{}", indent(e.diff.as_deref().unwrap_or("")));
+    if let Some(m) = world
+        .telegram
+        .messages()
+        .iter()
+        .rev()
+        .find(|m| !m.buttons.is_empty())
+    {
+        println!("\nTelegram (chat {CHAT_ID}), with buttons [Approve] [Reject]:");
+        print!("{}", indent(&plain(&m.text)));
     }
+    Ok(())
 }
 
 fn ask(question: &str) -> Result<bool> {
@@ -243,38 +333,4 @@ fn ask(question: &str) -> Result<bool> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     Ok(matches!(line.trim(), "y" | "Y" | "yes"))
-}
-
-/// Moves time in six-hour steps, running the monitor, until the experiment ends.
-async fn watch(app: &App, world: &mut World, e: Experiment) -> Result<Experiment> {
-    if e.state.is_final() {
-        return Ok(e);
-    }
-    println!("Watching \"{} → {}\":", e.step_name, e.next_step_name);
-    let mut last_day = -1;
-    for _ in 0..(20 * 4) {
-        world.advance(6 * HOUR, HOUR);
-        app.monitor_pass().await;
-        let now = app.store.get(e.id)?.context("experiment")?;
-        if let (Some(a), Some(merged)) = (&now.assessment, now.merged_at) {
-            let day = (world.now() - merged).num_days();
-            if day != last_day {
-                if let Ok(a) = serde_json::from_str::<Assessment>(a) {
-                    println!("  day {day:>2}: {}", text::watch_line(&a));
-                }
-                last_day = day;
-            }
-        }
-        if now.state.is_final() {
-            println!(
-                "Verdict: {}",
-                now.verdict.as_deref().unwrap_or(now.state.as_str())
-            );
-            if let Some(m) = world.telegram.messages().last() {
-                println!("Telegram: {}", plain(&m.text));
-            }
-            return Ok(now);
-        }
-    }
-    app.store.get(e.id)?.context("experiment")
 }

@@ -159,6 +159,13 @@ impl World {
         }
     }
 
+    /// Simulates visitors up to the clock's now (for clocks that move by
+    /// themselves, like the demo's).
+    pub fn catch_up(&mut self) {
+        let now = self.now();
+        self.simulate_to(now);
+    }
+
     fn simulate_to(&mut self, t: DateTime<Utc>) {
         if t > self.simulated_until {
             self.site
