@@ -654,7 +654,18 @@ impl App {
             Some((_, id, _)) => self.store.get(id)?,
             None => None,
         };
+        let revert_message = match &experiment {
+            Some(e) => self
+                .store
+                .setting(&format!("revert_message_{}", e.id))?
+                .and_then(|m| m.parse::<i32>().ok()),
+            None => None,
+        };
         let valid = match (&parsed, &experiment) {
+            // The revert button lives on the revert message, the others on the proposal.
+            (Some(('v', _, nonce)), Some(e)) => {
+                e.nonce == *nonce && revert_message == Some(message_id)
+            }
             (Some((_, _, nonce)), Some(e)) => {
                 e.nonce == *nonce && e.message_id == Some(message_id as i64)
             }
@@ -675,6 +686,17 @@ impl App {
         let (Some((action, _, _)), Some(e)) = (parsed, experiment) else {
             return Ok(());
         };
+        if action == 'v' {
+            if e.state != State::Reverting {
+                tg.answer_callback(callback_id, &format!("Already done: {}.", e.state))
+                    .await?;
+                return Ok(());
+            }
+            tg.answer_callback(callback_id, "Merging the revert…")
+                .await?;
+            let span = info_span!("decision", funnel = %e.funnel, step = %e.step_name, experiment = %e.id, by = from);
+            return self.approve_revert(&e, from).instrument(span).await;
+        }
         if e.state != State::AwaitingApproval {
             tg.answer_callback(callback_id, &format!("Already decided: {}.", e.state))
                 .await?;
@@ -1297,8 +1319,96 @@ impl App {
         {
             self.store
                 .set_setting(&format!("revert_told_{}", e.id), "1")?;
-            self.notify(&text::revert_needs_review_note(e, &verdict, &pr.url))
+            let ask_in_chat = self.config.thresholds.revert == RevertMode::Approve
+                && !touched_since
+                && pr.state == PrState::Open;
+            if !ask_in_chat {
+                self.notify(&text::revert_needs_review_note(e, &verdict, &pr.url))
+                    .await;
+            } else {
+                // revert = "approve": an approver merges it from the chat.
+                let buttons = vec![("↩️ Merge the revert".to_string(), callback_data('v', e))];
+                let html = text::revert_approval_note(e, &verdict, &pr.url);
+                let message_id = self.services.telegram.send_html(&html, &buttons).await?;
+                self.store
+                    .set_setting(&format!("revert_message_{}", e.id), &message_id.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An approver tapped "Merge the revert" (revert = "approve").
+    async fn approve_revert(&self, e: &Experiment, by: u64) -> Result<()> {
+        let github = &self.services.github;
+        let branch = e
+            .revert_branch
+            .clone()
+            .with_context(|| format!("experiment {} has no revert branch", e.id))?;
+        let pr = github
+            .find_pr(&branch)
+            .await?
+            .with_context(|| format!("the revert PR of experiment {} is gone", e.id))?;
+        let outcome = match pr.state {
+            PrState::Merged => MergeOutcome::Merged {
+                sha: pr.merge_commit_sha.clone().unwrap_or_default(),
+            },
+            PrState::Closed => MergeOutcome::NotMergeable("the revert PR was closed".into()),
+            PrState::Open => {
+                github
+                    .merge(
+                        pr.number,
+                        &pr.head_sha,
+                        self.config.github.merge_method,
+                        &format!("Revert PR #{}", e.pr_number.unwrap_or_default()),
+                    )
+                    .await?
+            }
+        };
+        let now = self.now();
+        let verdict = e.verdict.clone().unwrap_or_else(|| "reverted".into());
+        match outcome {
+            MergeOutcome::Merged { .. } => {
+                self.store
+                    .transition(
+                        e.id,
+                        Transition::new(State::Reverting, State::Reverted, &verdict).by(by),
+                        now,
+                    )?
+                    .map_err(anyhow::Error::from)?;
+                if let Some(id) = self.store.setting(&format!("revert_message_{}", e.id))?
+                    && let Ok(id) = id.parse::<i32>()
+                {
+                    let html = text::decided_message(
+                        &format!("<b>Revert of experiment #{}</b>", e.id),
+                        "Revert merged",
+                        &format!("user {by}"),
+                        now,
+                    );
+                    if let Err(err) = self.services.telegram.edit_html(id, &html).await {
+                        warn!(error = %format!("{err:#}"), "could not update the revert message");
+                    }
+                }
+                info!(verdict = %verdict, "reverted");
+                self.notify(&text::reverted_note(e, &verdict, &pr.url))
+                    .await;
+                self.annotate(
+                    &format!(
+                        "funnelfix: reverted PR #{}",
+                        e.pr_number.unwrap_or_default()
+                    ),
+                    now,
+                )
                 .await;
+            }
+            MergeOutcome::HeadMoved | MergeOutcome::NotMergeable(_) => {
+                let why = match outcome {
+                    MergeOutcome::NotMergeable(why) => why,
+                    _ => "its branch moved".into(),
+                };
+                self.store
+                    .audit(Some(e.id), "merge_refused", Some(by), &why, now)?;
+                self.notify(&text::merge_refused_note(e, &why)).await;
+            }
         }
         Ok(())
     }
@@ -1328,6 +1438,7 @@ fn parse_callback(data: &str) -> Option<(char, ExperimentId, String)> {
     let action = match parts.next()? {
         "a" => 'a',
         "r" => 'r',
+        "v" => 'v',
         _ => return None,
     };
     let id = parts.next()?.parse().ok()?;

@@ -349,6 +349,18 @@ pub fn revert_needs_review_note(e: &Experiment, verdict: &str, revert_url: &str)
     )
 }
 
+/// revert = "approve": the revert PR waits for a tap on this message.
+pub fn revert_approval_note(e: &Experiment, verdict: &str, revert_url: &str) -> String {
+    format!(
+        "⚠️ Experiment #{} on <b>{} → {}</b> should be reverted: {}. The revert PR is ready: {}\nTap to merge it.",
+        e.id,
+        escape(&e.step_name),
+        escape(&e.next_step_name),
+        escape(verdict),
+        escape(revert_url)
+    )
+}
+
 pub fn revert_pr_body(e: &Experiment, verdict: &str, a: &Assessment, t: &Thresholds) -> String {
     format!(
         "funnelfix reverts PR #{pr} (experiment {id}) on the step **{step} → {next}**.\n\n\
@@ -639,5 +651,9 @@ mod tests {
         ❌ No change proposed for <b>signup</b> / <b>Viewed pricing</b>: the model's edits were refused.
         • attempt 1: edit 1: "site/x.html" is not a file of this step
         "#);
+        insta::assert_snapshot!(revert_approval_note(&e, "reverted: -30.0% <x>", "https://github.com/a/b/pull/13"), @"
+        ⚠️ Experiment #3 on <b>Viewed pricing → Started signup</b> should be reverted: reverted: -30.0% &lt;x&gt;. The revert PR is ready: https://github.com/a/b/pull/13
+        Tap to merge it.
+        ");
     }
 }

@@ -48,12 +48,16 @@ fn proposal_json(title: &str, line: &str) -> String {
 
 impl Ctx {
     async fn new() -> Ctx {
+        Ctx::with_config(world::CONFIG_TEMPLATE).await
+    }
+
+    async fn with_config(template: &str) -> Ctx {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut world = World::start(
             dir.path().to_path_buf(),
             start_time(),
             Duration::from_secs(35 * 86400),
-            world::CONFIG_TEMPLATE,
+            template,
         )
         .await
         .expect("world starts");
@@ -709,4 +713,83 @@ async fn a_proposal_the_chat_never_got_is_sent_again() {
     ctx.press("Approve", APPROVER, CHAT_ID).await;
     assert_eq!(ctx.experiment().state, State::Merged);
     assert_eq!(ctx.world.github.pulls().len(), 1);
+}
+
+#[tokio::test]
+async fn with_revert_approve_the_revert_waits_for_a_tap() {
+    let template = world::CONFIG_TEMPLATE.replace(
+        "cooldown = \"28d\"",
+        "cooldown = \"28d\"\nrevert = \"approve\"",
+    );
+    let mut ctx = Ctx::with_config(&template).await;
+    ctx.world.llm.script(vec![Reply::Content(proposal_json(
+        "Pricing change",
+        HARMFUL,
+    ))]);
+    ctx.propose().await;
+    ctx.press("Approve", APPROVER, CHAT_ID).await;
+    for _ in 0..(17 * 4) {
+        ctx.run_for(6 * HOUR, 6 * HOUR).await;
+        if ctx.experiment().state != State::Observing {
+            break;
+        }
+    }
+    assert_eq!(ctx.experiment().state, State::Reverting);
+    let page = ctx
+        .world
+        .github
+        .file_on_branch("main", "site/pricing.html")
+        .expect("page");
+    assert!(
+        page.contains("fine-print"),
+        "nothing reverted before the tap"
+    );
+    let ask = ctx
+        .world
+        .telegram
+        .messages()
+        .into_iter()
+        .find(|m| {
+            m.buttons
+                .iter()
+                .any(|(label, _)| label.contains("Merge the revert"))
+        })
+        .expect("the chat is asked");
+    let data = ask.buttons[0].1.clone();
+    // More ticks ask nothing again.
+    ctx.run_for(12 * HOUR, 6 * HOUR).await;
+    let asks = ctx
+        .world
+        .telegram
+        .messages()
+        .iter()
+        .filter(|m| !m.buttons.is_empty() && m.buttons[0].0.contains("revert"))
+        .count();
+    assert_eq!(asks, 1);
+    // A stranger cannot; an approver can, once.
+    ctx.world
+        .telegram
+        .press_button(CHAT_ID, 999, ask.message_id, &data);
+    ctx.deliver_updates().await;
+    assert_eq!(ctx.experiment().state, State::Reverting);
+    ctx.world
+        .telegram
+        .press_button(CHAT_ID, APPROVER, ask.message_id, &data);
+    ctx.world
+        .telegram
+        .press_button(CHAT_ID, APPROVER, ask.message_id, &data);
+    ctx.deliver_updates().await;
+    assert_eq!(ctx.experiment().state, State::Reverted);
+    assert_eq!(
+        ctx.world
+            .github
+            .file_on_branch("main", "site/pricing.html")
+            .as_deref(),
+        Some(world::PRICING_HTML)
+    );
+    assert_eq!(
+        ctx.world.github.merge_requests(),
+        2,
+        "the change and its revert"
+    );
 }
