@@ -42,8 +42,10 @@ pub struct ScaledClock {
     state: std::sync::Mutex<ScaledState>,
 }
 
+/// Wall-clock anchors, so separate processes given the same anchors share
+/// one simulated timeline (the end-to-end tests restart the daemon).
 struct ScaledState {
-    real_anchor: std::time::Instant,
+    real_anchor: DateTime<Utc>,
     sim_anchor: DateTime<Utc>,
     paused: bool,
 }
@@ -54,7 +56,10 @@ impl ScaledClock {
         if s.paused {
             return s.sim_anchor;
         }
-        let elapsed = s.real_anchor.elapsed().mul_f64(self.factor);
+        let elapsed = (Utc::now() - s.real_anchor)
+            .to_std()
+            .unwrap_or_default()
+            .mul_f64(self.factor);
         s.sim_anchor + chrono::Duration::from_std(elapsed).unwrap_or_default()
     }
 
@@ -62,7 +67,7 @@ impl ScaledClock {
         let now = self.now();
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.sim_anchor = now;
-        s.real_anchor = std::time::Instant::now();
+        s.real_anchor = Utc::now();
         s.paused = paused;
     }
 }
@@ -72,16 +77,46 @@ impl Clock {
         Clock::Manual(Arc::new(AtomicI64::new(start.timestamp_millis())))
     }
 
-    /// Starts at `start` and runs `factor` times faster than real time.
+    /// Starts at `start` now and runs `factor` times faster than real time.
     pub fn scaled(start: DateTime<Utc>, factor: f64) -> Clock {
+        Clock::scaled_since(start, Utc::now(), factor)
+    }
+
+    /// Simulated time that was `start` at the real moment `epoch`.
+    pub fn scaled_since(start: DateTime<Utc>, epoch: DateTime<Utc>, factor: f64) -> Clock {
         Clock::Scaled(Arc::new(ScaledClock {
             factor: factor.max(1.0),
             state: std::sync::Mutex::new(ScaledState {
-                real_anchor: std::time::Instant::now(),
+                real_anchor: epoch,
                 sim_anchor: start,
                 paused: false,
             }),
         }))
+    }
+
+    /// The clock `run` and `once` use: the system clock, unless
+    /// `FUNNELFIX_SIMULATED_CLOCK` = "START,EPOCH,FACTOR" (RFC 3339 times)
+    /// asks for simulated time. That is for end-to-end tests against the
+    /// sandbox; a real deployment never sets it.
+    pub fn from_env() -> Result<Clock> {
+        let Ok(spec) = std::env::var("FUNNELFIX_SIMULATED_CLOCK") else {
+            return Ok(Clock::System);
+        };
+        let parts: Vec<&str> = spec.split(',').collect();
+        let [start, epoch, factor] = parts.as_slice() else {
+            anyhow::bail!("FUNNELFIX_SIMULATED_CLOCK must be START,EPOCH,FACTOR, got {spec:?}");
+        };
+        let time = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .with_context(|| {
+                    format!("FUNNELFIX_SIMULATED_CLOCK: {s:?} is not an RFC 3339 time")
+                })
+        };
+        let factor: f64 = factor
+            .parse()
+            .with_context(|| format!("FUNNELFIX_SIMULATED_CLOCK: {factor:?} is not a number"))?;
+        Ok(Clock::scaled_since(time(start)?, time(epoch)?, factor))
     }
 
     pub fn now(&self) -> DateTime<Utc> {

@@ -110,7 +110,7 @@ pub async fn once(config: Config, dry_run: bool) -> Result<ExitCode> {
     } else {
         Store::open(&config.state.path)?
     };
-    let app = App::new(config, store, services, Clock::System)?;
+    let app = App::new(config, store, services, Clock::from_env()?)?;
     let mut failed = false;
     for (funnel, outcome) in app.propose_pass(dry_run).await {
         match outcome {
@@ -162,7 +162,7 @@ pub async fn run(config: Config) -> Result<ExitCode> {
     let secrets = secrets(&config)?;
     let services = Services::connect(&config, &secrets, RetryPolicy::SERVICES)?;
     let store = Store::open(&config.state.path)?;
-    let app = App::new(config, store, services, Clock::System)?;
+    let app = App::new(config, store, services, Clock::from_env()?)?;
     daemon::run(app, daemon::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,323 @@
+//! Whole lifecycles through the real binary: `funnelfix run` against the
+//! twins on simulated time (FUNNELFIX_SIMULATED_CLOCK, an hour every 60 ms),
+//! with the simulated site producing traffic in this process on the same
+//! timeline. Everything is judged from outside: the twins' state.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use funnelfix::app::Clock;
+use funnelfix::github::PrState;
+use funnelfix::sandbox::llm::Reply;
+use funnelfix::sandbox::site::Effect;
+use funnelfix::sandbox::world::{self, APPROVER, CHAT_ID, World};
+
+/// Simulated seconds per real second: an hour every 60 ms.
+const FACTOR: f64 = 60_000.0;
+const HARMFUL: &str = "<p class=\"fine-print\">Prices exclude VAT and a setup fee.</p>";
+const HELPFUL: &str = "<a class=\"cta\" href=\"/signup\">Start your free trial</a>";
+
+struct Sim {
+    world: World,
+    config: PathBuf,
+    clock_spec: String,
+    _dir: tempfile::TempDir,
+}
+
+fn proposal(line: &str) -> String {
+    serde_json::json!({
+        "title": "Pricing change",
+        "hypothesis": "Visitors on pricing do not see a clear next step.",
+        "edits": [{
+            "path": "site/pricing.html",
+            "search": "  <h1>Pricing</h1>\n",
+            "replace": format!("  <h1>Pricing</h1>\n  {line}\n"),
+        }]
+    })
+    .to_string()
+}
+
+impl Sim {
+    async fn new(line: &str) -> Sim {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let start: DateTime<Utc> = "2026-03-02T08:00:00Z".parse().expect("time");
+        let mut world = World::start(
+            dir.path().to_path_buf(),
+            start,
+            Duration::from_secs(35 * 86400),
+            world::CONFIG_TEMPLATE,
+        )
+        .await
+        .expect("world");
+        world.site.effects = vec![
+            Effect {
+                marker: "fine-print".into(),
+                multiplier: 0.6,
+            },
+            Effect {
+                marker: "class=\"cta\"".into(),
+                multiplier: 1.3,
+            },
+        ];
+        world.llm.script(vec![Reply::Content(proposal(line))]);
+        let epoch = Utc::now();
+        world.clock = Clock::scaled_since(start, epoch, FACTOR);
+        let clock_spec = format!(
+            "{},{},{FACTOR}",
+            start.to_rfc3339_opts(SecondsFormat::Millis, true),
+            epoch.to_rfc3339_opts(SecondsFormat::Millis, true)
+        );
+        let text = world::render_config(
+            world::CONFIG_TEMPLATE,
+            &world.config.state.path,
+            &world.posthog.url(),
+            &world.github.url(),
+            &world.telegram.url(),
+            &world.llm.url(),
+        );
+        let config = dir.path().join("funnelfix.toml");
+        std::fs::write(&config, text).expect("config");
+        Sim {
+            world,
+            config,
+            clock_spec,
+            _dir: dir,
+        }
+    }
+
+    fn daemon(&self) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_funnelfix"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .arg("-c")
+            .arg(&self.config)
+            .arg("run")
+            .env("FUNNELFIX_SIMULATED_CLOCK", &self.clock_spec)
+            .env("FUNNELFIX_DEMO_POSTHOG_KEY", world::POSTHOG_KEY)
+            .env("FUNNELFIX_DEMO_GITHUB_TOKEN", world::GITHUB_TOKEN)
+            .env("FUNNELFIX_DEMO_TELEGRAM_TOKEN", world::TELEGRAM_TOKEN)
+            .env("FUNNELFIX_DEMO_LLM_KEY", world::LLM_KEY)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the daemon starts")
+    }
+
+    /// Keeps the site's traffic up with simulated time until `done`, for at
+    /// most `limit` of real time.
+    async fn until(&mut self, limit: Duration, mut done: impl FnMut(&World) -> bool) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            self.world.catch_up();
+            if done(&self.world) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// Taps the first button whose label contains `label` on the proposal.
+    fn tap(&self, label: &str, user: u64) {
+        let m = self
+            .world
+            .telegram
+            .messages()
+            .into_iter()
+            .find(|m| m.buttons.iter().any(|(l, _)| l.contains(label)))
+            .expect("a message with that button");
+        let data = m
+            .buttons
+            .iter()
+            .find(|(l, _)| l.contains(label))
+            .expect("button")
+            .1
+            .clone();
+        self.world
+            .telegram
+            .press_button(CHAT_ID, user, m.message_id, &data);
+    }
+}
+
+fn asked(w: &World) -> bool {
+    w.telegram.messages().iter().any(|m| !m.buttons.is_empty())
+}
+
+fn stop(mut child: Child) -> String {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "the daemon did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert_eq!(out.status.code(), Some(0), "graceful exit");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+fn kill9(mut child: Child) {
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_harmful_change_is_reverted_through_kills_and_restarts() {
+    let mut sim = Sim::new(HARMFUL).await;
+    let mut daemon = sim.daemon();
+    assert!(
+        sim.until(Duration::from_secs(30), asked).await,
+        "a proposal"
+    );
+    sim.tap("Approve", APPROVER);
+    // Kill -9 the daemon every 300 ms of real time (five simulated hours)
+    // until the revert has landed, restarting it each time.
+    let started = Instant::now();
+    let mut kills = 0;
+    let reverted = loop {
+        let done = sim
+            .until(Duration::from_millis(300), |w| {
+                w.github
+                    .pulls()
+                    .iter()
+                    .any(|p| p.title.starts_with("Revert") && p.state == PrState::Merged)
+            })
+            .await;
+        if done || started.elapsed() > Duration::from_secs(90) {
+            break done;
+        }
+        kill9(daemon);
+        kills += 1;
+        daemon = sim.daemon();
+    };
+    assert!(reverted, "the revert landed ({kills} kills)");
+    // Let the restarted daemon run a little longer: it must not act again.
+    sim.until(Duration::from_secs(2), |_| false).await;
+    let logs = stop(daemon);
+    let pulls = sim.world.github.pulls();
+    assert_eq!(pulls.len(), 2, "the change and one revert: {pulls:?}");
+    assert_eq!(sim.world.github.merge_requests(), 2, "one merge each");
+    assert_eq!(
+        sim.world
+            .github
+            .file_on_branch("main", "site/pricing.html")
+            .as_deref(),
+        Some(world::PRICING_HTML)
+    );
+    let messages = sim.world.telegram.messages();
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|m| m.text.contains("funnelfix proposal #"))
+            .count(),
+        1,
+        "one proposal message"
+    );
+    assert_eq!(
+        messages.iter().filter(|m| m.text.starts_with("↩️")).count(),
+        1,
+        "told once"
+    );
+    assert!(kills >= 3, "the daemon was killed {kills} times");
+    for secret in world::ALL_SECRETS {
+        assert!(!logs.contains(secret));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_helpful_change_is_kept() {
+    let mut sim = Sim::new(HELPFUL).await;
+    let daemon = sim.daemon();
+    assert!(
+        sim.until(Duration::from_secs(30), asked).await,
+        "a proposal"
+    );
+    sim.tap("Approve", APPROVER);
+    let kept = sim
+        .until(Duration::from_secs(120), |w| {
+            w.telegram
+                .messages()
+                .iter()
+                .any(|m| m.text.contains("is over: kept"))
+        })
+        .await;
+    stop(daemon);
+    assert!(kept, "the verdict reached the chat");
+    let pulls = sim.world.github.pulls();
+    assert_eq!(pulls.len(), 1);
+    assert!(
+        pulls[0].comments.iter().any(|c| c.contains("kept")),
+        "the PR got the verdict"
+    );
+    assert!(
+        sim.world
+            .github
+            .file_on_branch("main", "site/pricing.html")
+            .expect("page")
+            .contains(HELPFUL)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejected_and_unauthorized_taps() {
+    let mut sim = Sim::new(HELPFUL).await;
+    let daemon = sim.daemon();
+    assert!(
+        sim.until(Duration::from_secs(30), asked).await,
+        "a proposal"
+    );
+    sim.tap("Approve", 999);
+    let refused = sim
+        .until(Duration::from_secs(20), |w| {
+            w.telegram
+                .callback_answers()
+                .iter()
+                .any(|(_, t)| t.contains("cannot decide"))
+        })
+        .await;
+    assert!(refused);
+    sim.tap("Reject", APPROVER);
+    let closed = sim
+        .until(Duration::from_secs(20), |w| {
+            w.github
+                .pulls()
+                .first()
+                .is_some_and(|p| p.state == PrState::Closed)
+        })
+        .await;
+    stop(daemon);
+    assert!(closed, "rejected: the PR is closed");
+    assert_eq!(sim.world.github.merge_requests(), 0);
+    let branch = sim.world.github.pulls()[0].head.clone();
+    assert!(
+        !sim.world.github.branches().contains(&branch),
+        "its branch is deleted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unanswered_proposal_expires() {
+    let mut sim = Sim::new(HELPFUL).await;
+    let daemon = sim.daemon();
+    assert!(
+        sim.until(Duration::from_secs(30), asked).await,
+        "a proposal"
+    );
+    let expired = sim
+        .until(Duration::from_secs(30), |w| {
+            w.telegram
+                .messages()
+                .iter()
+                .any(|m| m.text.contains("got no answer"))
+        })
+        .await;
+    stop(daemon);
+    assert!(expired);
+    assert_eq!(sim.world.github.pulls()[0].state, PrState::Closed);
+    assert_eq!(sim.world.github.merge_requests(), 0);
+}
