@@ -605,9 +605,15 @@ async fn service_faults_delay_but_never_corrupt() {
     // Every service stumbles once or twice on the way to a proposal.
     ctx.world.posthog.fail_next(429, 1);
     ctx.world.posthog.fail_next(503, 1);
+    // The model: throttled, down, then too slow (the client gives up after
+    // its 10 s timeout and asks again).
     ctx.world.llm.script(vec![
         Reply::Status(429),
         Reply::Status(503),
+        Reply::Slow(
+            Duration::from_secs(12),
+            Box::new(Reply::Content(proposal_json("Too late", NEUTRAL))),
+        ),
         Reply::Content(proposal_json("Pricing CTA", HELPFUL)),
     ]);
     ctx.world.github.fail_next("/git/blobs", 403, 1);
@@ -618,6 +624,11 @@ async fn service_faults_delay_but_never_corrupt() {
         ProposeOutcome::Proposed { .. }
     ));
     assert_eq!(ctx.world.github.pulls().len(), 1);
+    assert_eq!(
+        ctx.world.github.pulls()[0].title,
+        "Pricing CTA",
+        "the late answer was dropped"
+    );
     let asked: Vec<_> = ctx
         .world
         .telegram
