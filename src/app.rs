@@ -199,7 +199,11 @@ impl Services {
                 &config.llm.model,
                 secrets.llm_api_key.clone(),
                 &config.llm.api_key_env,
-                retry,
+                // A model's answer may take far longer than an API call.
+                RetryPolicy {
+                    timeout: config.llm.timeout,
+                    ..retry
+                },
             )?,
         })
     }

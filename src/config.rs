@@ -150,6 +150,8 @@ pub struct LlmConfig {
     /// Prompt template; when the file does not exist the shipped default is used.
     pub prompt: PathBuf,
     pub max_attempts: u32,
+    /// How long one answer may take before it is dropped and asked again.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -438,6 +440,9 @@ struct RawLlm {
     /// Default 3.
     #[serde(default = "default_max_attempts")]
     max_attempts: Spanned<i64>,
+    /// Default `"60s"`.
+    #[serde(default = "default_llm_timeout")]
+    timeout: Spanned<String>,
 }
 
 impl Default for RawLlm {
@@ -448,6 +453,7 @@ impl Default for RawLlm {
             api_key_env: default_llm_key_env(),
             prompt: default_prompt(),
             max_attempts: default_max_attempts(),
+            timeout: default_llm_timeout(),
         }
     }
 }
@@ -466,6 +472,9 @@ fn default_prompt() -> PathBuf {
 }
 fn default_max_attempts() -> Spanned<i64> {
     unspanned(3)
+}
+fn default_llm_timeout() -> Spanned<String> {
+    unspanned("60s".into())
 }
 
 #[derive(Debug, Deserialize)]
@@ -817,6 +826,7 @@ impl<'a> Checker<'a> {
             api_key_env: self.env_name(&raw.llm.api_key_env, "llm.api_key_env"),
             prompt: raw.llm.prompt,
             max_attempts: self.positive(&raw.llm.max_attempts, "llm.max_attempts", 10) as u32,
+            timeout: self.duration(&raw.llm.timeout, "llm.timeout"),
         };
 
         let t = &raw.thresholds;
@@ -1131,6 +1141,7 @@ name = "signup"
         assert_eq!(c.github.max_changed_lines, 40);
         assert_eq!(c.github.merge_method, MergeMethod::Squash);
         assert_eq!(c.llm.max_attempts, 3);
+        assert_eq!(c.llm.timeout, Duration::from_secs(60));
         assert_eq!(c.thresholds.min_visitors, 200);
         assert_eq!(
             c.thresholds.approval_timeout,
@@ -1150,12 +1161,12 @@ name = "signup"
 
     #[test]
     fn unknown_key() {
-        insta::assert_snapshot!(problems(&example_with("min_visitors = 200", "min_visits = 200")), @"line 46: thresholds.min_visits: unknown field `min_visits`, expected one of `lookback`, `min_visitors`, `approval_timeout`, `observation`, `baseline`, `max_relative_drop`, `false_revert_rate`, `cooldown`, `revert`");
+        insta::assert_snapshot!(problems(&example_with("min_visitors = 200", "min_visits = 200")), @"line 47: thresholds.min_visits: unknown field `min_visits`, expected one of `lookback`, `min_visitors`, `approval_timeout`, `observation`, `baseline`, `max_relative_drop`, `false_revert_rate`, `cooldown`, `revert`");
     }
 
     #[test]
     fn bad_duration() {
-        insta::assert_snapshot!(problems(&example_with(r#"observation = "14d""#, r#"observation = "two weeks""#)), @r#"line 48: thresholds.observation: "two weeks" is not a duration (expected number at 0); write e.g. "30s", "15m", "72h", "14d""#);
+        insta::assert_snapshot!(problems(&example_with(r#"observation = "14d""#, r#"observation = "two weeks""#)), @r#"line 49: thresholds.observation: "two weeks" is not a duration (expected number at 0); write e.g. "30s", "15m", "72h", "14d""#);
     }
 
     #[test]
@@ -1179,17 +1190,17 @@ name = "signup"
                 .unwrap_or_default(),
             "  [[funnel.step]]\n  name = \"Home\"\n  event = \"$pageview\"\n"
         );
-        insta::assert_snapshot!(problems(&text), @r#"line 55: funnel[0].step: funnel "signup" has 1 step(s); a funnel needs at least two [[funnel.step]]"#);
+        insta::assert_snapshot!(problems(&text), @r#"line 56: funnel[0].step: funnel "signup" has 1 step(s); a funnel needs at least two [[funnel.step]]"#);
     }
 
     #[test]
     fn duplicate_step_names() {
-        insta::assert_snapshot!(problems(&example_with(r#"name = "Started signup""#, r#"name = "Viewed pricing""#)), @r#"line 73: funnel[0].step[2].name: step "Viewed pricing" appears twice in funnel "signup""#);
+        insta::assert_snapshot!(problems(&example_with(r#"name = "Started signup""#, r#"name = "Viewed pricing""#)), @r#"line 74: funnel[0].step[2].name: step "Viewed pricing" appears twice in funnel "signup""#);
     }
 
     #[test]
     fn bad_property_name() {
-        insta::assert_snapshot!(problems(&example_with(r#"filters = { "$pathname" = "/" }"#, r#"filters = { "$path name) OR 1=1 --" = "/" }"#)), @r#"line 63: funnel[0].step[0].filters: property name "$path name) OR 1=1 --" is not allowed: use letters, digits, _ and a leading $ only"#);
+        insta::assert_snapshot!(problems(&example_with(r#"filters = { "$pathname" = "/" }"#, r#"filters = { "$path name) OR 1=1 --" = "/" }"#)), @r#"line 64: funnel[0].step[0].filters: property name "$path name) OR 1=1 --" is not allowed: use letters, digits, _ and a leading $ only"#);
     }
 
     #[test]
@@ -1198,9 +1209,9 @@ name = "signup"
             .replacen("false_revert_rate = 0.05", "false_revert_rate = 1.5", 1)
             .replacen("min_visitors = 200", "min_visitors = -5", 1);
         insta::assert_snapshot!(problems(&text), @"
-        line 46: thresholds.min_visitors: must be at least 1 (got -5)
-        line 50: thresholds.max_relative_drop: must be a fraction above 0 and below 1 (got -0.1)
-        line 51: thresholds.false_revert_rate: must be a fraction above 0 and below 1 (got 1.5)
+        line 47: thresholds.min_visitors: must be at least 1 (got -5)
+        line 51: thresholds.max_relative_drop: must be a fraction above 0 and below 1 (got -0.1)
+        line 52: thresholds.false_revert_rate: must be a fraction above 0 and below 1 (got 1.5)
         ");
     }
 
@@ -1217,8 +1228,8 @@ name = "signup"
         insta::assert_snapshot!(problems(&text), @r#"
         line 12: schedule.monitor: "often" is not a cron expression with seconds (The 'Seconds' field does not support using names. 'often' specified); e.g. "0 */15 * * * *"
         line 22: github.repo: "website" must be "owner/name"
-        line 45: thresholds.lookback: "28 fortnights" is not a duration (unknown time unit "fortnights", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)); write e.g. "30s", "15m", "72h", "14d"
-        line 72: funnel[0].step[2].files: ".github/workflows/ci.yml" is outside github.allowed_paths
+        line 46: thresholds.lookback: "28 fortnights" is not a duration (unknown time unit "fortnights", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)); write e.g. "30s", "15m", "72h", "14d"
+        line 73: funnel[0].step[2].files: ".github/workflows/ci.yml" is outside github.allowed_paths
         "#);
     }
 

@@ -41,6 +41,11 @@ fn proposal(line: &str) -> String {
 
 impl Sim {
     async fn new(line: &str) -> Sim {
+        Sim::scripted(vec![Reply::Content(proposal(line))]).await
+    }
+
+    /// A world whose model gives these replies, in order.
+    async fn scripted(replies: Vec<Reply>) -> Sim {
         let dir = tempfile::tempdir().expect("tempdir");
         let start: DateTime<Utc> = "2026-03-02T08:00:00Z".parse().expect("time");
         let mut world = World::start(
@@ -61,7 +66,7 @@ impl Sim {
                 multiplier: 1.3,
             },
         ];
-        world.llm.script(vec![Reply::Content(proposal(line))]);
+        world.llm.script(replies);
         let epoch = Utc::now();
         world.clock = Clock::scaled_since(start, epoch, FACTOR);
         let clock_spec = format!(
@@ -144,6 +149,17 @@ impl Sim {
 
 fn asked(w: &World) -> bool {
     w.telegram.messages().iter().any(|m| !m.buttons.is_empty())
+}
+
+fn told_kept(w: &World) -> bool {
+    w.telegram
+        .messages()
+        .iter()
+        .any(|m| m.text.contains("is over: kept"))
+}
+
+fn first_pull(state: PrState) -> impl FnMut(&World) -> bool {
+    move |w| w.github.pulls().first().is_some_and(|p| p.state == state)
 }
 
 fn stop(mut child: Child) -> String {
@@ -238,14 +254,7 @@ async fn a_helpful_change_is_kept() {
         "a proposal"
     );
     sim.tap("Approve", APPROVER);
-    let kept = sim
-        .until(Duration::from_secs(120), |w| {
-            w.telegram
-                .messages()
-                .iter()
-                .any(|m| m.text.contains("is over: kept"))
-        })
-        .await;
+    let kept = sim.until(Duration::from_secs(120), told_kept).await;
     stop(daemon);
     assert!(kept, "the verdict reached the chat");
     let pulls = sim.world.github.pulls();
@@ -283,12 +292,7 @@ async fn rejected_and_unauthorized_taps() {
     assert!(refused);
     sim.tap("Reject", APPROVER);
     let closed = sim
-        .until(Duration::from_secs(20), |w| {
-            w.github
-                .pulls()
-                .first()
-                .is_some_and(|p| p.state == PrState::Closed)
-        })
+        .until(Duration::from_secs(20), first_pull(PrState::Closed))
         .await;
     stop(daemon);
     assert!(closed, "rejected: the PR is closed");
@@ -320,4 +324,75 @@ async fn an_unanswered_proposal_expires() {
     assert!(expired);
     assert_eq!(sim.world.github.pulls()[0].state, PrState::Closed);
     assert_eq!(sim.world.github.merge_requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn service_faults_delay_but_never_corrupt() {
+    // The model's first answer comes after the client's timeout: it must be
+    // dropped, and the second one used.
+    let mut sim = Sim::scripted(vec![
+        Reply::Slow(
+            Duration::from_secs(3),
+            Box::new(Reply::Content(proposal(HARMFUL))),
+        ),
+        Reply::Content(proposal(HELPFUL)),
+    ])
+    .await;
+    let text = std::fs::read_to_string(&sim.config).expect("config");
+    std::fs::write(
+        &sim.config,
+        text.replacen("timeout = \"10s\"", "timeout = \"2s\"", 1),
+    )
+    .expect("config");
+    let w = &sim.world;
+    w.posthog.fail_next(429, 1);
+    w.posthog.fail_next(503, 1);
+    w.github.fail_next("/git/blobs", 403, 1);
+    // The PR is refused once after its branch exists: the next pass opens it.
+    w.github.fail_next("POST /pulls", 502, 1);
+    w.telegram.fail_next("SendMessage", 429, 1);
+    let daemon = sim.daemon();
+    assert!(
+        sim.until(Duration::from_secs(60), asked).await,
+        "a proposal"
+    );
+    sim.world.github.fail_next("/merge", 502, 1);
+    sim.tap("Approve", APPROVER);
+    let merged = sim
+        .until(Duration::from_secs(30), first_pull(PrState::Merged))
+        .await;
+    assert!(merged, "merged after the 502");
+    sim.world.posthog.fail_next(429, 2);
+    let kept = sim.until(Duration::from_secs(120), told_kept).await;
+    let logs = stop(daemon);
+    assert!(kept, "the verdict reached the chat");
+    let w = &sim.world;
+    let pulls = w.github.pulls();
+    assert_eq!(pulls.len(), 1, "one PR: {pulls:?}");
+    assert_eq!(w.llm.script_left(), 0, "the late answer was asked again");
+    assert!(
+        w.github.requests("POST", "/git/blobs") >= 2,
+        "the blob was sent again after the limit"
+    );
+    assert_eq!(
+        w.github.requests("POST", "/pulls"),
+        2,
+        "refused once, then opened"
+    );
+    assert_eq!(w.github.merge_requests(), 2, "the 502, then one merge");
+    let page = w
+        .github
+        .file_on_branch("main", "site/pricing.html")
+        .expect("page");
+    assert!(page.contains(HELPFUL) && !page.contains(HARMFUL), "{page}");
+    let proposals = w
+        .telegram
+        .messages()
+        .iter()
+        .filter(|m| m.text.contains("funnelfix proposal #"))
+        .count();
+    assert_eq!(proposals, 1, "one proposal message");
+    for secret in world::ALL_SECRETS {
+        assert!(!logs.contains(secret));
+    }
 }
