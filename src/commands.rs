@@ -159,10 +159,11 @@ fn dry_run_store(config: &Config) -> Result<Store> {
 
 /// `funnelfix run`: the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<ExitCode> {
+    let shutdown = daemon::shutdown_signal()?;
     let secrets = secrets(&config)?;
     let services = Services::connect(&config, &secrets, RetryPolicy::SERVICES)?;
     let store = Store::open(&config.state.path)?;
     let app = App::new(config, store, services, Clock::from_env()?)?;
-    daemon::run(app, daemon::shutdown_signal()).await?;
+    daemon::run(app, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }

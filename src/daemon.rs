@@ -145,17 +145,15 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     let propose = app.config.schedule.propose.clone();
     let monitor = app.config.schedule.monitor.clone();
 
-    // Catch up once on what was due while the daemon was down.
+    // A run missed while the daemon was down is due at once (one catch-up,
+    // however many were missed); it goes through the loop so that a shutdown
+    // asked for meanwhile is honoured first.
     let clock = app.clock.clone();
     let now = clock.now();
-    if let Some(t) = due_catch_up(&monitor, app.store.last_run("monitor")?, now) {
-        run_monitor(&app, t).await?;
-    }
-    if let Some(t) = due_catch_up(&propose, app.store.last_run("propose")?, now) {
-        run_propose(&app, t).await?;
-    }
-    let mut next_propose = next_after(&propose, clock.now());
-    let mut next_monitor = next_after(&monitor, clock.now());
+    let mut next_monitor = due_catch_up(&monitor, app.store.last_run("monitor")?, now)
+        .or_else(|| next_after(&monitor, now));
+    let mut next_propose = due_catch_up(&propose, app.store.last_run("propose")?, now)
+        .or_else(|| next_after(&propose, now));
     info!(?next_propose, ?next_monitor, "funnelfix is running");
 
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
@@ -219,25 +217,26 @@ async fn run_propose(app: &App, scheduled: DateTime<Utc>) -> Result<()> {
     app.store.finish_run("propose", scheduled, app.clock.now())
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Listens for SIGTERM and SIGINT from the moment it is called (a signal
+/// during start-up is kept, not fatal); the future resolves on the first.
+pub fn shutdown_signal() -> Result<impl Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
