@@ -323,3 +323,25 @@ async fn bad_config_and_missing_secrets_are_one_line_each() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("FUNNELFIX_DEMO_LLM_KEY"));
     assert!(env.world.github.pulls().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_start_up_is_a_graceful_stop() {
+    let env = Env::new(None).await;
+    // Registering the commands is throttled three times (1 s each): the
+    // daemon is still starting when the signal comes.
+    env.world.telegram.fail_next("SetMyCommands", 429, 3);
+    let daemon = env.spawn(&["run"]);
+    assert!(
+        eventually(Duration::from_secs(20), || env
+            .world
+            .telegram
+            .requests("SetMyCommands")
+            >= 1)
+        .await,
+        "the daemon started"
+    );
+    terminate(&daemon);
+    let out = wait(daemon).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("shutting down"), "{}", text(&out));
+}
