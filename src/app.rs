@@ -741,6 +741,26 @@ impl App {
                 .await?;
             return Ok(());
         }
+        let timeout = self.config.thresholds.approval_timeout;
+        if action == 'a'
+            && experiment::approval_expired(e.asked_at.unwrap_or(e.created_at), now, timeout)
+        {
+            // Past its deadline a proposal is no longer open to a merge; the
+            // next monitor tick closes it as expired.
+            let answer = format!(
+                "Too late: this proposal expired after {}.",
+                text::human_duration(timeout)
+            );
+            tg.answer_callback(callback_id, &answer).await?;
+            self.store.audit(
+                Some(e.id),
+                "late_tap",
+                Some(from),
+                "approval after the timeout",
+                now,
+            )?;
+            return Ok(());
+        }
         let span = info_span!("decision", funnel = %e.funnel, step = %e.step_name, experiment = %e.id, by = from);
         async {
             info!(

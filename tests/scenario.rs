@@ -285,6 +285,32 @@ async fn an_unanswered_proposal_expires() {
 }
 
 #[tokio::test]
+async fn an_approval_after_the_timeout_merges_nothing() {
+    let mut ctx = Ctx::new().await;
+    ctx.world
+        .llm
+        .script(vec![Reply::Content(proposal_json("Pricing CTA", HELPFUL))]);
+    ctx.propose().await;
+    // The daemon was down past the deadline; the tap is the first thing it sees.
+    ctx.world.advance(Duration::from_secs(73 * 3600), HOUR);
+    ctx.press("Approve", APPROVER, CHAT_ID).await;
+    assert_eq!(ctx.experiment().state, State::AwaitingApproval);
+    assert_eq!(ctx.world.github.merge_requests(), 0);
+    assert!(
+        ctx.world
+            .telegram
+            .callback_answers()
+            .iter()
+            .any(|(_, t)| t == "Too late: this proposal expired after 3 days."),
+        "{:?}",
+        ctx.world.telegram.callback_answers()
+    );
+    ctx.monitor().await;
+    assert_eq!(ctx.experiment().state, State::Expired);
+    assert_eq!(ctx.world.github.pulls()[0].state, PrState::Closed);
+}
+
+#[tokio::test]
 async fn a_moved_branch_is_not_merged() {
     let ctx = Ctx::new().await;
     ctx.world
