@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Build with the locked dependencies, run as a non-root user in a small image.
 
 FROM rust:1.95-slim-bookworm AS build
@@ -15,6 +14,7 @@ RUN cargo build --release --locked --bin funnelfix
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get clean \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/funnelfix --create-home funnelfix
 COPY --from=build /src/target/release/funnelfix /usr/local/bin/funnelfix
