@@ -46,19 +46,13 @@ async fn main() -> anyhow::Result<()> {
         })
         .to_string(),
     )]);
-    let config = world::render_config(
-        world::CONFIG_TEMPLATE,
-        &world.config.state.path,
-        &world.posthog.url(),
-        &world.github.url(),
-        &world.telegram.url(),
-        &world.llm.url(),
-    )
-    .replace(
-        "propose = \"0 0 9 * * *\"",
-        "propose = \"0 0 0 1 1 * 2099\"",
-    )
-    .replace("monitor = \"0 0 * * * *\"", "monitor = \"* * * * * *\"");
+    let config = world
+        .config_text(world::CONFIG_TEMPLATE)
+        .replace(
+            "propose = \"0 0 9 * * *\"",
+            "propose = \"0 0 0 1 1 * 2099\"",
+        )
+        .replace("monitor = \"0 0 * * * *\"", "monitor = \"* * * * * *\"");
     let config_path = dir.path().join("funnelfix.toml");
     std::fs::write(&config_path, config)?;
     let command = |args: &[&str]| {
@@ -66,10 +60,7 @@ async fn main() -> anyhow::Result<()> {
         c.arg("-c")
             .arg(&config_path)
             .args(args)
-            .env("FUNNELFIX_DEMO_POSTHOG_KEY", world::POSTHOG_KEY)
-            .env("FUNNELFIX_DEMO_GITHUB_TOKEN", world::GITHUB_TOKEN)
-            .env("FUNNELFIX_DEMO_TELEGRAM_TOKEN", world::TELEGRAM_TOKEN)
-            .env("FUNNELFIX_DEMO_LLM_KEY", world::LLM_KEY)
+            .envs(world::SECRET_ENV)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null());
         c

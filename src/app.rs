@@ -15,7 +15,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::config::{Config, FunnelConfig, RevertMode, Secrets};
 use crate::experiment::{self, ExperimentId, State, WatchStep};
 use crate::funnel::{EntryRange, FunnelReport};
-use crate::github::{GitHub, MergeOutcome, PrState};
+use crate::github::{GitHub, MergeOutcome, PrState, PullRequest};
 use crate::llm::Llm;
 use crate::posthog::PostHog;
 use crate::proposal::{self, EditRules, PastExperiment, PromptInput, ProposeError};
@@ -1336,41 +1336,14 @@ impl App {
             {
                 false
             }
-            PrState::Open => {
-                match github
-                    .merge(
-                        pr.number,
-                        &pr.head_sha,
-                        self.config.github.merge_method,
-                        &format!("Revert PR #{}", e.pr_number.unwrap_or_default()),
-                    )
-                    .await?
-                {
-                    MergeOutcome::Merged { .. } => true,
-                    MergeOutcome::HeadMoved | MergeOutcome::NotMergeable(_) => false,
-                }
-            }
+            PrState::Open => match self.merge_revert(e, &pr).await? {
+                MergeOutcome::Merged { .. } => true,
+                MergeOutcome::HeadMoved | MergeOutcome::NotMergeable(_) => false,
+            },
         };
         let now = self.now();
         if merged {
-            self.store
-                .transition(
-                    e.id,
-                    Transition::new(State::Reverting, State::Reverted, &verdict),
-                    now,
-                )?
-                .map_err(anyhow::Error::from)?;
-            info!(verdict = %verdict, "reverted");
-            self.notify(&text::reverted_note(e, &verdict, &pr.url))
-                .await;
-            self.annotate(
-                &format!(
-                    "funnelfix: reverted PR #{}",
-                    e.pr_number.unwrap_or_default()
-                ),
-                now,
-            )
-            .await;
+            self.revert_landed(e, &verdict, &pr.url, None, now).await?;
         } else if self
             .store
             .setting(&format!("revert_told_{}", e.id))?
@@ -1396,6 +1369,46 @@ impl App {
         Ok(())
     }
 
+    /// Merges the revert PR at the head it was opened with.
+    async fn merge_revert(&self, e: &Experiment, pr: &PullRequest) -> Result<MergeOutcome> {
+        let title = format!("Revert PR #{}", e.pr_number.unwrap_or_default());
+        self.services
+            .github
+            .merge(
+                pr.number,
+                &pr.head_sha,
+                self.config.github.merge_method,
+                &title,
+            )
+            .await
+    }
+
+    /// The revert PR is merged: the experiment ends as reverted, and the chat
+    /// and PostHog's charts hear of it.
+    async fn revert_landed(
+        &self,
+        e: &Experiment,
+        verdict: &str,
+        pr_url: &str,
+        by: Option<u64>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let transition = Transition::new(State::Reverting, State::Reverted, verdict);
+        let transition = match by {
+            Some(by) => transition.by(by),
+            None => transition,
+        };
+        self.store
+            .transition(e.id, transition, now)?
+            .map_err(anyhow::Error::from)?;
+        info!(verdict = %verdict, "reverted");
+        self.notify(&text::reverted_note(e, verdict, pr_url)).await;
+        let pr = e.pr_number.unwrap_or_default();
+        self.annotate(&format!("funnelfix: reverted PR #{pr}"), now)
+            .await;
+        Ok(())
+    }
+
     /// An approver tapped "Merge the revert" (revert = "approve").
     async fn approve_revert(&self, e: &Experiment, by: u64) -> Result<()> {
         let github = &self.services.github;
@@ -1412,28 +1425,14 @@ impl App {
                 sha: pr.merge_commit_sha.clone().unwrap_or_default(),
             },
             PrState::Closed => MergeOutcome::NotMergeable("the revert PR was closed".into()),
-            PrState::Open => {
-                github
-                    .merge(
-                        pr.number,
-                        &pr.head_sha,
-                        self.config.github.merge_method,
-                        &format!("Revert PR #{}", e.pr_number.unwrap_or_default()),
-                    )
-                    .await?
-            }
+            PrState::Open => self.merge_revert(e, &pr).await?,
         };
         let now = self.now();
         let verdict = e.verdict.clone().unwrap_or_else(|| "reverted".into());
         match outcome {
             MergeOutcome::Merged { .. } => {
-                self.store
-                    .transition(
-                        e.id,
-                        Transition::new(State::Reverting, State::Reverted, &verdict).by(by),
-                        now,
-                    )?
-                    .map_err(anyhow::Error::from)?;
+                self.revert_landed(e, &verdict, &pr.url, Some(by), now)
+                    .await?;
                 if let Some(id) = self.store.setting(&format!("revert_message_{}", e.id))?
                     && let Ok(id) = id.parse::<i32>()
                 {
@@ -1447,17 +1446,6 @@ impl App {
                         warn!(error = %format!("{err:#}"), "could not update the revert message");
                     }
                 }
-                info!(verdict = %verdict, "reverted");
-                self.notify(&text::reverted_note(e, &verdict, &pr.url))
-                    .await;
-                self.annotate(
-                    &format!(
-                        "funnelfix: reverted PR #{}",
-                        e.pr_number.unwrap_or_default()
-                    ),
-                    now,
-                )
-                .await;
             }
             MergeOutcome::HeadMoved | MergeOutcome::NotMergeable(_) => {
                 let why = match outcome {

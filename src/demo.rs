@@ -18,7 +18,6 @@ use crate::daemon;
 use crate::experiment::State;
 use crate::funnel::Choice;
 use crate::report;
-use crate::sandbox::site::Effect;
 use crate::sandbox::world::{self, APPROVER, CHAT_ID, World};
 use crate::stats::Assessment;
 use crate::store::Experiment;
@@ -130,16 +129,6 @@ pub async fn run(opts: DemoOptions) -> Result<DemoResult> {
         world::CONFIG_TEMPLATE,
     )
     .await?;
-    world.site.effects = vec![
-        Effect {
-            marker: "fine-print".into(),
-            multiplier: 0.6,
-        },
-        Effect {
-            marker: "class=\"cta\"".into(),
-            multiplier: 1.3,
-        },
-    ];
     world.llm.set_responder(std::sync::Arc::new(stand_in_model));
     // From here simulated time runs by itself, fast; the site keeps up with it.
     world.clock = Clock::scaled(start, SPEED);

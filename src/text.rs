@@ -318,22 +318,24 @@ pub fn verdict_reverted(a: &Assessment, p_value: f64) -> String {
     )
 }
 
-pub fn kept_note(e: &Experiment, verdict: &str) -> String {
+/// "Experiment #3 on <b>Viewed pricing → Started signup</b>", escaped.
+fn experiment_on_step(e: &Experiment) -> String {
     format!(
-        "🏁 Experiment #{} on <b>{} → {}</b> is over: {}.",
+        "Experiment #{} on <b>{} → {}</b>",
         e.id,
         escape(&e.step_name),
-        escape(&e.next_step_name),
-        escape(verdict)
+        escape(&e.next_step_name)
     )
+}
+
+pub fn kept_note(e: &Experiment, verdict: &str) -> String {
+    format!("🏁 {} is over: {}.", experiment_on_step(e), escape(verdict))
 }
 
 pub fn reverted_note(e: &Experiment, verdict: &str, revert_url: &str) -> String {
     format!(
-        "↩️ Experiment #{} on <b>{} → {}</b>: {}. Revert: {}",
-        e.id,
-        escape(&e.step_name),
-        escape(&e.next_step_name),
+        "↩️ {}: {}. Revert: {}",
+        experiment_on_step(e),
         escape(verdict),
         escape(revert_url)
     )
@@ -352,10 +354,8 @@ pub fn revert_needs_review_note(e: &Experiment, verdict: &str, revert_url: &str)
 /// revert = "approve": the revert PR waits for a tap on this message.
 pub fn revert_approval_note(e: &Experiment, verdict: &str, revert_url: &str) -> String {
     format!(
-        "⚠️ Experiment #{} on <b>{} → {}</b> should be reverted: {}. The revert PR is ready: {}\nTap to merge it.",
-        e.id,
-        escape(&e.step_name),
-        escape(&e.next_step_name),
+        "⚠️ {} should be reverted: {}. The revert PR is ready: {}\nTap to merge it.",
+        experiment_on_step(e),
         escape(verdict),
         escape(revert_url)
     )

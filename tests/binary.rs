@@ -47,14 +47,7 @@ impl Env {
         )
         .await
         .expect("world");
-        let mut text = world::render_config(
-            world::CONFIG_TEMPLATE,
-            &world.config.state.path,
-            &world.posthog.url(),
-            &world.github.url(),
-            &world.telegram.url(),
-            &world.llm.url(),
-        );
+        let mut text = world.config_text(world::CONFIG_TEMPLATE);
         if let Some((propose, monitor)) = schedule {
             text = text
                 .replace(
@@ -81,10 +74,7 @@ impl Env {
             .arg("-c")
             .arg(&self.config)
             .args(args)
-            .env("FUNNELFIX_DEMO_POSTHOG_KEY", world::POSTHOG_KEY)
-            .env("FUNNELFIX_DEMO_GITHUB_TOKEN", world::GITHUB_TOKEN)
-            .env("FUNNELFIX_DEMO_TELEGRAM_TOKEN", world::TELEGRAM_TOKEN)
-            .env("FUNNELFIX_DEMO_LLM_KEY", world::LLM_KEY)
+            .envs(world::SECRET_ENV)
             .env("RUST_LOG", "funnelfix=debug,info")
             .stdin(Stdio::null());
         c

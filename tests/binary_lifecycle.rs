@@ -11,7 +11,6 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use funnelfix::app::Clock;
 use funnelfix::github::PrState;
 use funnelfix::sandbox::llm::Reply;
-use funnelfix::sandbox::site::Effect;
 use funnelfix::sandbox::world::{self, APPROVER, CHAT_ID, World};
 
 /// Simulated seconds per real second: an hour every 60 ms.
@@ -56,16 +55,6 @@ impl Sim {
         )
         .await
         .expect("world");
-        world.site.effects = vec![
-            Effect {
-                marker: "fine-print".into(),
-                multiplier: 0.6,
-            },
-            Effect {
-                marker: "class=\"cta\"".into(),
-                multiplier: 1.3,
-            },
-        ];
         world.llm.script(replies);
         let epoch = Utc::now();
         world.clock = Clock::scaled_since(start, epoch, FACTOR);
@@ -74,14 +63,7 @@ impl Sim {
             start.to_rfc3339_opts(SecondsFormat::Millis, true),
             epoch.to_rfc3339_opts(SecondsFormat::Millis, true)
         );
-        let text = world::render_config(
-            world::CONFIG_TEMPLATE,
-            &world.config.state.path,
-            &world.posthog.url(),
-            &world.github.url(),
-            &world.telegram.url(),
-            &world.llm.url(),
-        );
+        let text = world.config_text(world::CONFIG_TEMPLATE);
         let config = dir.path().join("funnelfix.toml");
         std::fs::write(&config, text).expect("config");
         Sim {
@@ -99,10 +81,7 @@ impl Sim {
             .arg(&self.config)
             .arg("run")
             .env("FUNNELFIX_SIMULATED_CLOCK", &self.clock_spec)
-            .env("FUNNELFIX_DEMO_POSTHOG_KEY", world::POSTHOG_KEY)
-            .env("FUNNELFIX_DEMO_GITHUB_TOKEN", world::GITHUB_TOKEN)
-            .env("FUNNELFIX_DEMO_TELEGRAM_TOKEN", world::TELEGRAM_TOKEN)
-            .env("FUNNELFIX_DEMO_LLM_KEY", world::LLM_KEY)
+            .envs(world::SECRET_ENV)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

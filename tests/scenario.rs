@@ -9,7 +9,6 @@ use funnelfix::app::{App, ProposeOutcome};
 use funnelfix::experiment::State;
 use funnelfix::github::PrState;
 use funnelfix::sandbox::llm::Reply;
-use funnelfix::sandbox::site::Effect;
 use funnelfix::sandbox::world::{self, APPROVER, CHAT_ID, World};
 use funnelfix::store::Experiment;
 
@@ -53,7 +52,7 @@ impl Ctx {
 
     async fn with_config(template: &str) -> Ctx {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut world = World::start(
+        let world = World::start(
             dir.path().to_path_buf(),
             start_time(),
             Duration::from_secs(35 * 86400),
@@ -61,17 +60,6 @@ impl Ctx {
         )
         .await
         .expect("world starts");
-        // Pricing → signup is the weak step (0.25); the markers move it.
-        world.site.effects = vec![
-            Effect {
-                marker: "fine-print".into(),
-                multiplier: 0.6,
-            },
-            Effect {
-                marker: "class=\"cta\"".into(),
-                multiplier: 1.3,
-            },
-        ];
         let app = world.app().expect("app");
         Ctx {
             world,

@@ -32,6 +32,15 @@ pub const LLM_KEY: &str = "sk-sandbox-llm-key-5b7c1d";
 
 pub const ALL_SECRETS: [&str; 4] = [POSTHOG_KEY, GITHUB_TOKEN, TELEGRAM_TOKEN, LLM_KEY];
 
+/// The environment a funnelfix process needs to reach the twins, as named
+/// by demo.toml.
+pub const SECRET_ENV: [(&str, &str); 4] = [
+    ("FUNNELFIX_DEMO_POSTHOG_KEY", POSTHOG_KEY),
+    ("FUNNELFIX_DEMO_GITHUB_TOKEN", GITHUB_TOKEN),
+    ("FUNNELFIX_DEMO_TELEGRAM_TOKEN", TELEGRAM_TOKEN),
+    ("FUNNELFIX_DEMO_LLM_KEY", LLM_KEY),
+];
+
 /// The approver configured in demo.toml, and the chat.
 pub const APPROVER: u64 = 42;
 pub const CHAT_ID: i64 = -1001;
@@ -55,7 +64,7 @@ pub struct World {
 }
 
 /// Replaces the placeholders of [`CONFIG_TEMPLATE`] (or another template).
-pub fn render_config(
+fn render_config(
     template: &str,
     state: &std::path::Path,
     posthog: &str,
@@ -118,7 +127,11 @@ impl World {
             llm_api_key: SecretString::from(LLM_KEY),
         };
         let funnel = config.funnels[0].clone();
-        let site = Site::new(funnel, "main", vec![0.45, 0.25, 0.6], 1200.0, 7);
+        // Pricing → signup is the weak step (0.25). On the pricing page, fine
+        // print hurts and a clear call to action helps.
+        let site = Site::new(funnel, "main", vec![0.45, 0.25, 0.6], 1200.0, 7)
+            .with_effect("fine-print", 0.6)
+            .with_effect("class=\"cta\"", 1.3);
         let clock = Clock::manual(start);
         let mut world = World {
             posthog,
@@ -134,6 +147,19 @@ impl World {
         };
         world.simulate_to(start);
         Ok(world)
+    }
+
+    /// A config file's text for a funnelfix process run against these twins
+    /// and this world's state database.
+    pub fn config_text(&self, template: &str) -> String {
+        render_config(
+            template,
+            &self.config.state.path,
+            &self.posthog.url(),
+            &self.github.url(),
+            &self.telegram.url(),
+            &self.llm.url(),
+        )
     }
 
     pub fn now(&self) -> DateTime<Utc> {
