@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use chrono::Utc;
 use secrecy::SecretString;
 
-use crate::app::{App, Clock, ProposeOutcome, Services};
+use crate::app::{App, ProposeOutcome, Services};
+use crate::clock::Clock;
 use crate::config::{Config, Secrets};
 use crate::daemon;
 use crate::posthog::PostHog;

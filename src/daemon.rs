@@ -14,7 +14,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::app::{App, Clock};
+use crate::app::App;
+use crate::clock::Clock;
 use crate::store;
 use crate::telegram::{Incoming, Telegram};
 

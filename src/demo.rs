@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
-use crate::app::{App, Clock};
+use crate::app::App;
+use crate::clock::Clock;
 use crate::daemon;
 use crate::experiment::State;
 use crate::funnel::Choice;

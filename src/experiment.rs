@@ -38,6 +38,8 @@ pub enum State {
     Kept,
     /// Ended: the change was reverted.
     Reverted,
+    /// Ended: a revert was due, but a person closed the revert PR.
+    KeptByPerson,
     /// Ended: an approver said no, or a human closed the PR.
     Rejected,
     /// Ended: nobody answered within the approval timeout.
@@ -47,7 +49,7 @@ pub enum State {
 }
 
 impl State {
-    pub const ALL: [State; 10] = [
+    pub const ALL: [State; 11] = [
         State::Proposed,
         State::AwaitingApproval,
         State::Merged,
@@ -55,6 +57,7 @@ impl State {
         State::Reverting,
         State::Kept,
         State::Reverted,
+        State::KeptByPerson,
         State::Rejected,
         State::Expired,
         State::Failed,
@@ -69,6 +72,7 @@ impl State {
             State::Reverting => "reverting",
             State::Kept => "kept",
             State::Reverted => "reverted",
+            State::KeptByPerson => "kept_by_person",
             State::Rejected => "rejected",
             State::Expired => "expired",
             State::Failed => "failed",
@@ -83,7 +87,12 @@ impl State {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            State::Kept | State::Reverted | State::Rejected | State::Expired | State::Failed
+            State::Kept
+                | State::Reverted
+                | State::KeptByPerson
+                | State::Rejected
+                | State::Expired
+                | State::Failed
         )
     }
 
@@ -103,6 +112,7 @@ impl State {
                 | (Observing, Reverting)
                 | (Observing, Kept)
                 | (Reverting, Reverted)
+                | (Reverting, KeptByPerson)
         )
     }
 }

@@ -20,7 +20,30 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::config::MergeMethod;
+use crate::experiment::ExperimentId;
 use crate::retry::RetryPolicy;
+
+/// `funnelfix/<funnel>/<step-slug>-<id>`: deterministic, so a restart finds what it made.
+pub fn branch_name(prefix: &str, funnel: &str, step: &str, id: ExperimentId) -> String {
+    format!("{prefix}{funnel}/{}-{id}", slug(step))
+}
+
+/// `funnelfix/revert-<id>`.
+pub fn revert_branch_name(prefix: &str, id: ExperimentId) -> String {
+    format!("{prefix}revert-{id}")
+}
+
+fn slug(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').chars().take(30).collect()
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrState {
@@ -38,6 +61,8 @@ pub struct PullRequest {
     pub state: PrState,
     /// Set only once merged (GitHub also fills it with a test merge while open).
     pub merge_commit_sha: Option<String>,
+    /// When GitHub merged it, whoever did.
+    pub merged_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -864,6 +889,11 @@ impl PullJson {
             head_sha: self.head.sha,
             state,
             merge_commit_sha: if merged { self.merge_commit_sha } else { None },
+            merged_at: self
+                .merged_at
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc)),
         }
     }
 }

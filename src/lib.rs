@@ -15,13 +15,16 @@
 
 pub mod app;
 pub mod chart;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod driver;
 pub mod experiment;
 pub mod funnel;
 pub mod github;
+pub mod lifecycle;
 pub mod llm;
 pub mod posthog;
 pub mod proposal;

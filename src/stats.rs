@@ -144,6 +144,14 @@ pub struct Assessment {
     pub why: String,
 }
 
+/// `n*`: the entrants expected in half the observation window, at the
+/// baseline's daily pace.
+pub fn expected_half_window(baseline: &[Counts; WEEKDAYS], t: &crate::config::Thresholds) -> f64 {
+    let entrants: u64 = baseline.iter().map(|c| c.entrants).sum();
+    let per_second = entrants as f64 / t.baseline.as_secs_f64().max(1.0);
+    (per_second * t.observation.as_secs_f64() / 2.0).max(1.0)
+}
+
 /// The running always-valid p-value: `min(previous, 1/Λ, 1)`. Start with
 /// `previous_min = 1.0`.
 pub fn p_value(previous_min: f64, lambda: f64) -> f64 {

@@ -14,6 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::experiment::{ExperimentId, State};
+use crate::lifecycle::{Command, Decision};
 
 /// Ordered schema steps; never edit one that has shipped, append a new one.
 const MIGRATIONS: &[&str] = &[
@@ -78,6 +79,28 @@ const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );",
+    // 2: per-experiment revert state moves from settings into columns; the
+    // final state kept_by_person; the outbox of commands decided but not done.
+    r"ALTER TABLE experiments ADD COLUMN revert_head_sha TEXT;
+    ALTER TABLE experiments ADD COLUMN revert_message_id INTEGER;
+    ALTER TABLE experiments ADD COLUMN revert_told INTEGER NOT NULL DEFAULT 0;
+    UPDATE experiments SET revert_message_id =
+        (SELECT CAST(value AS INTEGER) FROM settings WHERE key = 'revert_message_' || experiments.id);
+    UPDATE experiments SET revert_told = 1
+        WHERE EXISTS (SELECT 1 FROM settings WHERE key = 'revert_told_' || experiments.id);
+    DELETE FROM settings
+        WHERE key LIKE 'revert\_message\_%' ESCAPE '\' OR key LIKE 'revert\_told\_%' ESCAPE '\';
+    DROP INDEX one_open_experiment_per_funnel;
+    CREATE UNIQUE INDEX one_open_experiment_per_funnel ON experiments(funnel)
+        WHERE state NOT IN ('kept', 'reverted', 'kept_by_person', 'rejected', 'expired', 'failed');
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+        command TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    );",
 ];
 
 /// Columns an experiment has besides its identity; the only names
@@ -110,6 +133,9 @@ const COLUMNS: &[&str] = &[
     "verdict",
     "failure",
     "ended_at",
+    "revert_head_sha",
+    "revert_message_id",
+    "revert_told",
 ];
 
 /// An experiment as stored.
@@ -156,6 +182,12 @@ pub struct Experiment {
     pub verdict: Option<String>,
     pub failure: Option<String>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// The revert PR's head when it was opened: what a revert tap merges.
+    pub revert_head_sha: Option<String>,
+    /// The Telegram message with the "Merge the revert" button.
+    pub revert_message_id: Option<i64>,
+    /// The chat was told the revert waits for a person on GitHub.
+    pub revert_told: bool,
 }
 
 /// What the store needs to start an experiment.
@@ -166,6 +198,15 @@ pub struct NewExperiment<'a> {
     pub step_name: &'a str,
     pub next_step_name: &'a str,
     pub nonce: &'a str,
+}
+
+/// A command waiting in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    pub row: i64,
+    pub command: Command,
+    /// Failed attempts so far.
+    pub attempts: u32,
 }
 
 /// One row of the audit log.
@@ -322,7 +363,7 @@ impl Store {
     pub fn open_experiments(&self) -> Result<Vec<Experiment>> {
         self.query(
             "SELECT * FROM experiments
-             WHERE state NOT IN ('kept', 'reverted', 'rejected', 'expired', 'failed')
+             WHERE state NOT IN ('kept', 'reverted', 'kept_by_person', 'rejected', 'expired', 'failed')
              ORDER BY id",
             &[],
         )
@@ -384,19 +425,7 @@ impl Store {
             params![to.as_str(), ts(now), id.0, from.as_str()],
         )?;
         if changed == 0 {
-            let actual: Option<String> = tx
-                .query_row("SELECT state FROM experiments WHERE id = ?1", [id.0], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            return Ok(Err(match actual.as_deref().and_then(State::parse) {
-                None => TransitionError::NotFound(id),
-                Some(actual) => TransitionError::StateChanged {
-                    id,
-                    expected: from,
-                    actual,
-                },
-            }));
+            return Ok(Err(state_changed(&tx, id, from)?));
         }
         set_fields(&tx, id, fields, now)?;
         if to.is_final() {
@@ -405,6 +434,102 @@ impl Store {
         audit_in(&tx, Some(id), now, to.as_str(), actor, detail)?;
         tx.commit()?;
         Ok(Ok(()))
+    }
+
+    /// Applies one lifecycle decision in one transaction: the state change
+    /// (compare-and-set on `from`) with its audit row, its fields, its note,
+    /// its commands into the outbox, and the removal of the outbox row whose
+    /// result it answers. A crash leaves either all of it or none.
+    pub fn apply(
+        &self,
+        id: ExperimentId,
+        from: State,
+        decision: &Decision,
+        done: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<std::result::Result<(), TransitionError>> {
+        let tx = self.conn.unchecked_transaction()?;
+        if let Some(change) = &decision.change {
+            let to = change.to;
+            if !from.can_become(to) {
+                return Ok(Err(TransitionError::NotAllowed { from, to }));
+            }
+            let changed = tx.execute(
+                "UPDATE experiments SET state = ?1, updated_at = ?2 WHERE id = ?3 AND state = ?4",
+                params![to.as_str(), ts(now), id.0, from.as_str()],
+            )?;
+            if changed == 0 {
+                return Ok(Err(state_changed(&tx, id, from)?));
+            }
+            if to.is_final() {
+                set_fields(&tx, id, &[("ended_at", Value::Text(ts(now)))], now)?;
+            }
+            audit_in(
+                &tx,
+                Some(id),
+                now,
+                to.as_str(),
+                change.actor,
+                &change.detail,
+            )?;
+        }
+        set_fields(&tx, id, &decision.fields, now)?;
+        if let Some(note) = &decision.note {
+            audit_in(&tx, Some(id), now, note.kind, note.actor, &note.detail)?;
+        }
+        for command in &decision.commands {
+            tx.execute(
+                "INSERT INTO outbox (experiment_id, command, created_at) VALUES (?1, ?2, ?3)",
+                params![id.0, serde_json::to_string(command)?, ts(now)],
+            )?;
+        }
+        if let Some(row) = done {
+            tx.execute("DELETE FROM outbox WHERE id = ?1", [row])?;
+        }
+        tx.commit()?;
+        Ok(Ok(()))
+    }
+
+    /// Commands decided for `id` and not yet done, oldest first.
+    pub fn pending(&self, id: ExperimentId) -> Result<Vec<Pending>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, command, attempts FROM outbox WHERE experiment_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([id.0], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (row, command, attempts) = row?;
+            let command: Command = serde_json::from_str(&command)
+                .with_context(|| format!("outbox row {row} is unreadable"))?;
+            out.push(Pending {
+                row,
+                command,
+                attempts: attempts as u32,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A command failed; it stays for the next attempt, with its error.
+    pub fn command_failed(&self, row: i64, error: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+            params![row, error],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a command (done, or a best-effort one that failed).
+    pub fn command_done(&self, row: i64) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM outbox WHERE id = ?1", [row])?;
+        Ok(())
     }
 
     /// Records something worth keeping that is not a transition (a refused tap, a skipped step).
@@ -516,6 +641,23 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
+/// Why a compare-and-set on `expected` found nothing to change.
+fn state_changed(conn: &Connection, id: ExperimentId, expected: State) -> Result<TransitionError> {
+    let actual: Option<String> = conn
+        .query_row("SELECT state FROM experiments WHERE id = ?1", [id.0], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(match actual.as_deref().and_then(State::parse) {
+        None => TransitionError::NotFound(id),
+        Some(actual) => TransitionError::StateChanged {
+            id,
+            expected,
+            actual,
+        },
+    })
+}
+
 fn set_fields(
     conn: &Connection,
     id: ExperimentId,
@@ -622,6 +764,9 @@ fn row_to_experiment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Experiment> {
         verdict: r.get("verdict")?,
         failure: r.get("failure")?,
         ended_at: opt_ts(r.get("ended_at")?)?,
+        revert_head_sha: r.get("revert_head_sha")?,
+        revert_message_id: r.get("revert_message_id")?,
+        revert_told: r.get::<_, i64>("revert_told")? != 0,
     })
 }
 
@@ -637,6 +782,53 @@ pub fn real(f: f64) -> Value {
 }
 pub fn time(t: DateTime<Utc>) -> Value {
     Value::Text(ts(t))
+}
+
+/// An experiment with every field a message may show, for tests.
+#[cfg(test)]
+pub(crate) fn sample_experiment() -> Experiment {
+    let t: DateTime<Utc> = "2026-03-02T09:00:00Z".parse().expect("time");
+    Experiment {
+        id: ExperimentId(3),
+        funnel: "signup".into(),
+        step: 1,
+        step_name: "Viewed pricing".into(),
+        next_step_name: "Started signup".into(),
+        state: State::AwaitingApproval,
+        created_at: t,
+        updated_at: t,
+        nonce: "abc".into(),
+        title: Some("Pricing: <b>bold</b> & clear CTA".into()),
+        hypothesis: Some("People do not see a next step.".into()),
+        diff: None,
+        changed_files: None,
+        base_sha: None,
+        branch: Some("funnelfix/signup/viewed-pricing-3".into()),
+        pr_number: Some(12),
+        pr_url: Some("https://github.com/acme/website/pull/12".into()),
+        head_sha: Some("0123456789abcdef".into()),
+        message_id: None,
+        asked_at: None,
+        decided_by: None,
+        decided_at: None,
+        merged_at: None,
+        merge_sha: None,
+        rate_before: Some(0.25),
+        entrants_before: Some(4500),
+        converted_before: Some(1125),
+        baseline: None,
+        assessment: None,
+        p_value: None,
+        revert_branch: None,
+        revert_pr: None,
+        revert_pr_url: None,
+        verdict: None,
+        failure: None,
+        ended_at: None,
+        revert_head_sha: None,
+        revert_message_id: None,
+        revert_told: false,
+    }
 }
 
 #[cfg(test)]
@@ -676,6 +868,43 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .expect("pragma");
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn revert_state_moves_from_settings_into_columns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f.db");
+        {
+            // A database as the first schema left it, mid-revert.
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(MIGRATIONS[0]).expect("schema 1");
+            conn.pragma_update(None, "user_version", 1)
+                .expect("version");
+            conn.execute_batch(
+                "INSERT INTO experiments (id, funnel, step, step_name, next_step_name, state,
+                    created_at, updated_at, nonce)
+                 VALUES (4, 'signup', 1, 'a', 'b', 'reverting', 't', 't', 'n');
+                 INSERT INTO settings VALUES ('revert_message_4', '77'), ('revert_told_4', '1'),
+                    ('telegram_offset', '9');",
+            )
+            .expect("rows");
+        }
+        let store = Store::open(&path).expect("migrated");
+        assert_eq!(store.schema_version().expect("version"), MIGRATIONS.len());
+        let conn = store.connection();
+        let (message, told): (Option<i64>, i64) = conn
+            .query_row(
+                "SELECT revert_message_id, revert_told FROM experiments WHERE id = 4",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("row");
+        assert_eq!((message, told), (Some(77), 1));
+        assert_eq!(store.setting("revert_message_4").expect("get"), None);
+        assert_eq!(
+            store.setting("telegram_offset").expect("get").as_deref(),
+            Some("9")
+        );
     }
 
     #[test]

@@ -361,6 +361,60 @@ pub fn revert_approval_note(e: &Experiment, verdict: &str, revert_url: &str) -> 
     )
 }
 
+/// A revert that waits for a person on GitHub, with the real reason.
+pub fn revert_not_merged_note(e: &Experiment, verdict: &str, why: &str) -> String {
+    format!(
+        "⚠️ Experiment #{} should be reverted ({}), but the revert PR was not merged: {}. \
+         It is open for review: {}",
+        e.id,
+        escape(verdict),
+        escape(why),
+        escape(e.revert_pr_url.as_deref().unwrap_or(""))
+    )
+}
+
+/// A person closed the revert PR: the change stays.
+pub fn revert_closed_note(e: &Experiment, verdict: &str) -> String {
+    format!(
+        "🛑 {}: the revert PR was closed on GitHub, so the change stays. funnelfix had found: {}. \
+         The funnel is open to new proposals.",
+        experiment_on_step(e),
+        escape(verdict)
+    )
+}
+
+/// The first line of the proposal message, kept when it is edited.
+pub fn proposal_header(e: &Experiment) -> String {
+    format!(
+        "<b>funnelfix proposal #{}</b>: {}",
+        e.id,
+        escape(e.title.as_deref().unwrap_or(""))
+    )
+}
+
+/// The first line of the revert message, kept when it is edited.
+pub fn revert_header(e: &Experiment) -> String {
+    format!("<b>Revert of experiment #{}</b>", e.id)
+}
+
+/// "+3 −1 lines in site/pricing.html".
+pub fn summarize_diff(diff: &str) -> String {
+    let added = diff
+        .lines()
+        .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
+        .count();
+    let removed = diff
+        .lines()
+        .filter(|l| l.starts_with('-') && !l.starts_with("---"))
+        .count();
+    let files: Vec<&str> = diff
+        .lines()
+        .filter_map(|l| l.strip_prefix("+++ "))
+        .map(|f| f.trim_start_matches("b/"))
+        .collect();
+    format!("+{added} −{removed} lines in {}", files.join(", "))
+}
+
 pub fn revert_pr_body(e: &Experiment, verdict: &str, a: &Assessment, t: &Thresholds) -> String {
     format!(
         "funnelfix reverts PR #{pr} (experiment {id}) on the step **{step} → {next}**.\n\n\
@@ -416,7 +470,7 @@ fn short(sha: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::experiment::{ExperimentId, State};
+    use crate::experiment::State;
     use crate::funnel::{Choice, FunnelCounts, StepRate};
 
     fn report() -> FunnelReport {
@@ -452,45 +506,7 @@ mod tests {
     }
 
     fn experiment() -> Experiment {
-        let t: DateTime<Utc> = "2026-03-02T09:00:00Z".parse().expect("time");
-        Experiment {
-            id: ExperimentId(3),
-            funnel: "signup".into(),
-            step: 1,
-            step_name: "Viewed pricing".into(),
-            next_step_name: "Started signup".into(),
-            state: State::AwaitingApproval,
-            created_at: t,
-            updated_at: t,
-            nonce: "abc".into(),
-            title: Some("Pricing: <b>bold</b> & clear CTA".into()),
-            hypothesis: Some("People do not see a next step.".into()),
-            diff: None,
-            changed_files: None,
-            base_sha: None,
-            branch: Some("funnelfix/signup/viewed-pricing-3".into()),
-            pr_number: Some(12),
-            pr_url: Some("https://github.com/acme/website/pull/12".into()),
-            head_sha: Some("0123456789abcdef".into()),
-            message_id: None,
-            asked_at: None,
-            decided_by: None,
-            decided_at: None,
-            merged_at: None,
-            merge_sha: None,
-            rate_before: Some(0.25),
-            entrants_before: Some(4500),
-            converted_before: Some(1125),
-            baseline: None,
-            assessment: None,
-            p_value: None,
-            revert_branch: None,
-            revert_pr: None,
-            revert_pr_url: None,
-            verdict: None,
-            failure: None,
-            ended_at: None,
-        }
+        crate::store::sample_experiment()
     }
 
     fn thresholds() -> Thresholds {

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use funnelfix::app::Clock;
+use funnelfix::clock::Clock;
 use funnelfix::github::PrState;
 use funnelfix::sandbox::llm::Reply;
 use funnelfix::sandbox::world::{self, APPROVER, CHAT_ID, World};

@@ -10,7 +10,8 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
-use crate::app::{App, Clock, Services};
+use crate::app::{App, Services};
+use crate::clock::Clock;
 use crate::config::{self, Config, Secrets};
 use crate::retry::RetryPolicy;
 use crate::sandbox::github::GitHubTwin;

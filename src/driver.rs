@@ -1,0 +1,416 @@
+//! The driver: runs the lifecycle's commands against the services and feeds
+//! each result back to the lifecycle as an event. Decisions and their
+//! commands are persisted together (the outbox), and a command's row is
+//! removed in the same transaction that records its result, so a crash
+//! anywhere resumes from the first command not yet done.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use tracing::{info, warn};
+
+use crate::app::App;
+use crate::config::FunnelConfig;
+use crate::experiment::ExperimentId;
+use crate::funnel::{EntryRange, FunnelReport};
+use crate::github::{self, MergeOutcome, PrState, PullRequest};
+use crate::lifecycle::{self, Action, Command, Event, MergeResult, PrSeen, Rules};
+use crate::stats::{Assessment, Counts};
+use crate::store::Experiment;
+use crate::text;
+
+/// A command that tells the chat is tried this often before it is dropped.
+const NOTIFY_ATTEMPTS: u32 = 20;
+
+impl App {
+    /// The lifecycle's rules for an experiment's funnel.
+    fn rules(&self, e: &Experiment) -> Result<Rules> {
+        let funnel = self.funnel_of(e)?;
+        Ok(Rules {
+            chat_id: self.config.telegram.chat_id,
+            approvers: self.config.telegram.approvers.clone(),
+            thresholds: self.config.thresholds.clone(),
+            conversion_window: funnel.conversion_window,
+        })
+    }
+
+    fn funnel_of(&self, e: &Experiment) -> Result<&FunnelConfig> {
+        self.funnel(&e.funnel)
+            .with_context(|| format!("funnel {:?} is no longer configured", e.funnel))
+    }
+
+    /// Tells the lifecycle of `event`, persists its decision, and runs what it asked.
+    pub async fn feed(&self, id: ExperimentId, event: Event) -> Result<()> {
+        self.decide(id, &event, None)?;
+        self.drain(id).await
+    }
+
+    /// What is pending is done; if nothing is left, the lifecycle hears a tick.
+    pub async fn advance(&self, id: ExperimentId) -> Result<()> {
+        self.drain(id).await?;
+        if self.store.pending(id)?.is_empty() {
+            self.feed(id, Event::Tick).await?;
+        }
+        Ok(())
+    }
+
+    /// Asks the lifecycle and persists its answer in one transaction,
+    /// removing the outbox row `done` whose result `event` is.
+    fn decide(&self, id: ExperimentId, event: &Event, done: Option<i64>) -> Result<()> {
+        let e = self.get(id)?;
+        let rules = self.rules(&e)?;
+        let now = self.clock.now();
+        let decision = lifecycle::decide(&e, event, now, &rules);
+        if let Some(change) = &decision.change {
+            info!(experiment = %id, event = event.name(), from = %e.state, to = %change.to, detail = %change.detail, "transition");
+        }
+        self.store
+            .apply(id, e.state, &decision, done, now)?
+            .map_err(anyhow::Error::from)
+    }
+
+    /// Runs the experiment's pending commands in order. A failed command
+    /// stays for the next tick (best-effort ones are dropped); the others go on.
+    async fn drain(&self, id: ExperimentId) -> Result<()> {
+        let mut failed = Vec::new();
+        let mut first_error = None;
+        loop {
+            self.check_crash()?;
+            let Some(p) = self
+                .store
+                .pending(id)?
+                .into_iter()
+                .find(|p| !failed.contains(&p.row))
+            else {
+                break;
+            };
+            let e = self.get(id)?;
+            match self.execute(&e, &p.command).await {
+                Ok(Some(event)) => self.decide(id, &event, Some(p.row))?,
+                Ok(None) => self.store.command_done(p.row)?,
+                Err(err) => {
+                    let message = format!("{err:#}");
+                    warn!(experiment = %id, command = p.command.name(), error = %message, "command failed");
+                    let give_up = p.command.best_effort()
+                        || (matches!(p.command, Command::Notify { .. })
+                            && p.attempts + 1 >= NOTIFY_ATTEMPTS);
+                    if give_up {
+                        self.store.command_done(p.row)?;
+                    } else {
+                        self.store.command_failed(p.row, &message)?;
+                        failed.push(p.row);
+                        first_error.get_or_insert(err);
+                    }
+                }
+            }
+            self.count_command()?;
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The test-only crash point: after the N-th command, stop.
+    fn count_command(&self) -> Result<()> {
+        let done = self.crash.done.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.crash.after == Some(done) {
+            if self.crash.exit_process {
+                eprintln!("funnelfix: crash point after command {done}");
+                std::process::exit(75);
+            }
+            self.crash.crashed.store(true, Ordering::SeqCst);
+        }
+        self.check_crash()
+    }
+
+    fn check_crash(&self) -> Result<()> {
+        anyhow::ensure!(!self.crashed(), "stopped at a test crash point");
+        Ok(())
+    }
+
+    /// Does one command; its result, if it has one, as the event to feed back.
+    async fn execute(&self, e: &Experiment, command: &Command) -> Result<Option<Event>> {
+        let gh = &self.services.github;
+        let tg = &self.services.telegram;
+        Ok(match command {
+            Command::OpenPr => Some(self.open_pr(e).await?),
+            Command::AskApproval => Some(self.ask_approval(e).await?),
+            Command::AnswerTap { callback_id, text } => {
+                tg.answer_callback(callback_id, text).await?;
+                None
+            }
+            Command::CheckPr => {
+                let pr = gh.pull_request(pr_number(e)?).await?;
+                Some(Event::PrSeen(seen(&pr, self.clock.now())?))
+            }
+            Command::Merge { sha, by } => {
+                let title = e.title.as_deref().unwrap_or("funnelfix change");
+                let outcome = gh
+                    .merge(pr_number(e)?, sha, self.config.github.merge_method, title)
+                    .await?;
+                Some(Event::MergeDone {
+                    result: merge_result(outcome, self.clock.now()),
+                    by: *by,
+                })
+            }
+            Command::ClosePr { by } => {
+                gh.close_pr(pr_number(e)?).await?;
+                if let Some(branch) = &e.branch {
+                    gh.delete_branch(branch).await?;
+                }
+                Some(Event::PrClosed { by: *by })
+            }
+            Command::FetchBaseline { from, to } => Some(Event::BaselineFetched {
+                counts: self.step_counts(e, *from, *to, *to).await?,
+            }),
+            Command::FetchCounts { from, to } => Some(Event::CountsFetched {
+                counts: self.step_counts(e, *from, *to, self.clock.now()).await?,
+            }),
+            Command::OpenRevertPr => Some(self.open_revert_pr(e).await?),
+            Command::AskRevertApproval => {
+                let verdict = e.verdict.as_deref().unwrap_or("reverted");
+                let url = e.revert_pr_url.as_deref().unwrap_or("");
+                let buttons = vec![(
+                    "↩️ Merge the revert".to_string(),
+                    lifecycle::callback_data(Action::MergeRevert, e),
+                )];
+                let html = text::revert_approval_note(e, verdict, url);
+                let message_id = tg.send_html(&html, &buttons).await?;
+                Some(Event::RevertAsked { message_id })
+            }
+            Command::CheckRevertPr => {
+                let number = e
+                    .revert_pr
+                    .with_context(|| format!("experiment {} has no revert PR", e.id))?;
+                let pr = gh.pull_request(number).await?;
+                Some(Event::RevertPrSeen(seen(&pr, self.clock.now())?))
+            }
+            Command::MergeRevert { sha, by } => {
+                let number = e
+                    .revert_pr
+                    .with_context(|| format!("experiment {} has no revert PR", e.id))?;
+                let title = format!("Revert PR #{}", e.pr_number.unwrap_or_default());
+                let outcome = gh
+                    .merge(number, sha, self.config.github.merge_method, &title)
+                    .await?;
+                Some(Event::RevertMergeDone {
+                    result: merge_result(outcome, self.clock.now()),
+                    by: *by,
+                })
+            }
+            Command::Notify { html } => {
+                tg.send_html(html, &[]).await?;
+                None
+            }
+            Command::EditMessage { message_id, html } => {
+                tg.edit_html(*message_id, html).await?;
+                None
+            }
+            Command::Annotate { content, at } => {
+                self.services.posthog.annotate(content, *at).await?;
+                None
+            }
+            Command::Comment { pr, body } => {
+                gh.comment(*pr, body).await?;
+                None
+            }
+        })
+    }
+
+    /// The funnel report for the proposal's PR body and message: the one the
+    /// propose pass just read, or a fresh one after a restart.
+    async fn report_for(&self, e: &Experiment) -> Result<FunnelReport> {
+        let cached = self
+            .last_report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .filter(|r| r.funnel == e.funnel);
+        match cached {
+            Some(r) => Ok(r),
+            None => self.report(self.funnel_of(e)?).await,
+        }
+    }
+
+    /// Opens the PR, or finds the one opened before a restart.
+    async fn open_pr(&self, e: &Experiment) -> Result<Event> {
+        let (Some(branch), Some(base), Some(changes)) = (&e.branch, &e.base_sha, &e.changed_files)
+        else {
+            anyhow::bail!("experiment {} has no change to open a PR with", e.id);
+        };
+        let gh = &self.services.github;
+        let title = e.title.as_deref().unwrap_or("funnelfix change");
+        let pr = match gh.find_pr(branch).await? {
+            Some(pr) => pr,
+            None => {
+                if gh.branch_head(branch).await?.is_none() {
+                    let changes: Vec<(String, Option<String>)> = serde_json::from_str(changes)?;
+                    gh.commit_files(base, branch, title, &changes).await?;
+                }
+                let report = self.report_for(e).await?;
+                let body = text::pr_body(&text::PrBody {
+                    experiment_id: e.id.0,
+                    report: &report,
+                    step: e.step,
+                    hypothesis: e.hypothesis.as_deref().unwrap_or(""),
+                    diff: e.diff.as_deref().unwrap_or(""),
+                    config: &self.config,
+                });
+                gh.open_pr(branch, title, &body, &self.config.github.labels)
+                    .await?
+            }
+        };
+        Ok(Event::PrOpened {
+            number: pr.number,
+            url: pr.url,
+            head_sha: pr.head_sha,
+        })
+    }
+
+    /// The chart (best effort) and the proposal with its buttons.
+    async fn ask_approval(&self, e: &Experiment) -> Result<Event> {
+        let report = self.report_for(e).await?;
+        let summary = text::summarize_diff(e.diff.as_deref().unwrap_or(""));
+        let html = text::proposal_message(e, &report, &summary, &self.config.thresholds);
+        let tg = &self.services.telegram;
+        match crate::chart::funnel_chart(&report) {
+            Ok(png) => {
+                if let Err(err) = tg
+                    .send_photo(png, &format!("Funnel {}", text::escape(&e.funnel)))
+                    .await
+                {
+                    warn!(error = %format!("{err:#}"), "could not send the chart");
+                }
+            }
+            Err(err) => warn!(error = %format!("{err:#}"), "could not draw the chart"),
+        }
+        let buttons = vec![
+            (
+                "✅ Approve".to_string(),
+                lifecycle::callback_data(Action::Approve, e),
+            ),
+            (
+                "❌ Reject".to_string(),
+                lifecycle::callback_data(Action::Reject, e),
+            ),
+        ];
+        let message_id = tg.send_html(&html, &buttons).await?;
+        info!(experiment = %e.id, pr = ?e.pr_number, "proposal sent to the chat");
+        Ok(Event::ProposalSent { message_id })
+    }
+
+    /// Counts of the step's entrants from `from` to `to` and their
+    /// conversions to the next step, per weekday, censored at `now`.
+    async fn step_counts(
+        &self,
+        e: &Experiment,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<[Counts; 7]> {
+        let funnel = self.funnel_of(e)?;
+        let by_day = self
+            .services
+            .posthog
+            .funnel_counts(
+                &funnel.steps[e.step..=e.step + 1],
+                funnel.conversion_window,
+                EntryRange { from, to },
+                now,
+            )
+            .await?;
+        Ok(std::array::from_fn(|d| {
+            let c = &by_day.days[d];
+            Counts {
+                entrants: c.reached.first().copied().unwrap_or(0),
+                conversions: c.reached.get(1).copied().unwrap_or(0),
+            }
+        }))
+    }
+
+    /// Commits the files as they were before the merge on the revert branch
+    /// and opens its PR, or finds what an interrupted run already made; says
+    /// whether someone changed the files since the merge.
+    async fn open_revert_pr(&self, e: &Experiment) -> Result<Event> {
+        let gh = &self.services.github;
+        let merge_sha = e
+            .merge_sha
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .with_context(|| format!("experiment {} has no merge commit to revert", e.id))?;
+        let branch = github::revert_branch_name(&self.config.github.branch_prefix, e.id);
+        let paths: Vec<String> = serde_json::from_str::<Vec<(String, Option<String>)>>(
+            e.changed_files.as_deref().unwrap_or("[]"),
+        )?
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+        let title = format!(
+            "Revert \"{}\"",
+            e.title.as_deref().unwrap_or("funnelfix change")
+        );
+        let pr = match gh.find_pr(&branch).await? {
+            Some(pr) => pr,
+            None => {
+                let head = gh.base_head().await?;
+                if gh.branch_head(&branch).await?.is_none() {
+                    let parent = gh.commit_parent(merge_sha).await?;
+                    let before = gh.read_files(&parent, &paths).await?;
+                    let changes: Vec<(String, Option<String>)> = before.into_iter().collect();
+                    gh.commit_files(&head, &branch, &title, &changes).await?;
+                }
+                let a: Assessment = serde_json::from_str(e.assessment.as_deref().unwrap_or("null"))
+                    .context("the stored assessment is unreadable")?;
+                let verdict = e.verdict.as_deref().unwrap_or("reverted");
+                let body = text::revert_pr_body(e, verdict, &a, &self.config.thresholds);
+                gh.open_pr(&branch, &title, &body, &self.config.github.labels)
+                    .await?
+            }
+        };
+        let head = gh.base_head().await?;
+        let now_files: BTreeMap<String, Option<String>> = gh.read_files(&head, &paths).await?;
+        let merged_files = gh.read_files(merge_sha, &paths).await?;
+        Ok(Event::RevertPrOpened {
+            number: pr.number,
+            url: pr.url.clone(),
+            head_sha: pr.head_sha.clone(),
+            seen: seen(&pr, self.clock.now())?,
+            changed_since_merge: now_files != merged_files,
+        })
+    }
+}
+
+fn pr_number(e: &Experiment) -> Result<u64> {
+    e.pr_number
+        .with_context(|| format!("experiment {} has no PR", e.id))
+}
+
+/// A PR as the lifecycle sees it. A merged PR whose merge commit GitHub has
+/// not reported yet is looked at again later rather than recorded without it.
+fn seen(pr: &PullRequest, now: DateTime<Utc>) -> Result<PrSeen> {
+    Ok(match pr.state {
+        PrState::Open => PrSeen::Open,
+        PrState::Closed => PrSeen::Closed,
+        PrState::Merged => PrSeen::Merged {
+            at: pr.merged_at.unwrap_or(now),
+            sha: pr
+                .merge_commit_sha
+                .clone()
+                .filter(|s| !s.is_empty())
+                .with_context(|| {
+                    format!(
+                        "PR #{} is merged but GitHub has not reported its merge commit yet",
+                        pr.number
+                    )
+                })?,
+        },
+    })
+}
+
+fn merge_result(outcome: MergeOutcome, now: DateTime<Utc>) -> MergeResult {
+    match outcome {
+        MergeOutcome::Merged { sha } => MergeResult::Merged { sha, at: now },
+        MergeOutcome::HeadMoved => MergeResult::HeadMoved,
+        MergeOutcome::NotMergeable(why) => MergeResult::Refused(why),
+    }
+}

@@ -1,0 +1,495 @@
+//! The lifecycle over every (state, event) pair, as one table; then the
+//! sequences real deployments meet, one by one. No IO.
+
+use std::fmt::Write as _;
+
+use super::*;
+use crate::store::sample_experiment;
+
+const APPROVER: u64 = 42;
+const CHAT: i64 = -1001;
+
+fn t(s: &str) -> DateTime<Utc> {
+    s.parse().expect("valid time")
+}
+
+fn rules(revert: RevertMode) -> Rules {
+    let mut thresholds = crate::config::parse(include_str!("../../config/funnelfix.example.toml"))
+        .expect("example config")
+        .thresholds;
+    thresholds.revert = revert;
+    Rules {
+        chat_id: CHAT,
+        approvers: vec![APPROVER],
+        thresholds,
+        conversion_window: Duration::from_secs(86400),
+    }
+}
+
+/// Merged on a Monday at 09:00; "now" in the table is two days later.
+fn merged_at() -> DateTime<Utc> {
+    t("2026-03-02T09:00:00Z")
+}
+
+fn now() -> DateTime<Utc> {
+    t("2026-03-04T09:00:00Z")
+}
+
+/// Counts per weekday with `rate` conversion, 1,000 entrants a day.
+fn week(rate: f64, days: u64) -> [Counts; 7] {
+    std::array::from_fn(|_| Counts::new(1000 * days / 7, (1000.0 * rate) as u64 * days / 7))
+}
+
+/// An experiment in `state` with every field a later state would have.
+fn in_state(state: State) -> Experiment {
+    Experiment {
+        state,
+        nonce: "n0nce".into(),
+        branch: Some("funnelfix/signup/viewed-pricing-3".into()),
+        changed_files: Some("[[\"site/pricing.html\",\"x\"]]".into()),
+        base_sha: Some("base1".into()),
+        head_sha: Some("head1".into()),
+        message_id: Some(100),
+        asked_at: Some(t("2026-03-02T08:00:00Z")),
+        merged_at: Some(merged_at()),
+        merge_sha: Some("merge1".into()),
+        baseline: Some(serde_json::to_string(&week(0.25, 28)).expect("json")),
+        revert_pr: Some(13),
+        revert_pr_url: Some("https://github.com/acme/website/pull/13".into()),
+        revert_head_sha: Some("rhead1".into()),
+        revert_message_id: Some(200),
+        verdict: Some("reverted: −40.0% relative change".into()),
+        ..sample_experiment()
+    }
+}
+
+fn tap(action: Action, user: u64, message_id: i32) -> Event {
+    Event::Tap(Tap {
+        callback_id: "cb1".into(),
+        user,
+        chat: CHAT,
+        message_id,
+        action,
+        nonce: "n0nce".into(),
+    })
+}
+
+fn events() -> Vec<(&'static str, Event)> {
+    let merged = |sha: &str| MergeResult::Merged {
+        sha: sha.into(),
+        at: t("2026-03-04T08:59:00Z"),
+    };
+    vec![
+        ("tick", Event::Tick),
+        (
+            "pr opened",
+            Event::PrOpened {
+                number: 12,
+                url: "https://github.com/acme/website/pull/12".into(),
+                head_sha: "head1".into(),
+            },
+        ),
+        ("proposal sent", Event::ProposalSent { message_id: 100 }),
+        ("tap approve", tap(Action::Approve, APPROVER, 100)),
+        ("tap reject", tap(Action::Reject, APPROVER, 100)),
+        ("tap merge revert", tap(Action::MergeRevert, APPROVER, 200)),
+        ("tap by a stranger", tap(Action::Approve, 7, 100)),
+        ("pr seen open", Event::PrSeen(PrSeen::Open)),
+        (
+            "pr seen merged",
+            Event::PrSeen(PrSeen::Merged {
+                at: t("2026-03-03T15:00:00Z"),
+                sha: "human1".into(),
+            }),
+        ),
+        ("pr seen closed", Event::PrSeen(PrSeen::Closed)),
+        (
+            "merge done",
+            Event::MergeDone {
+                result: merged("merge1"),
+                by: APPROVER,
+            },
+        ),
+        (
+            "merge head moved",
+            Event::MergeDone {
+                result: MergeResult::HeadMoved,
+                by: APPROVER,
+            },
+        ),
+        (
+            "merge refused",
+            Event::MergeDone {
+                result: MergeResult::Refused("Required status check failed".into()),
+                by: APPROVER,
+            },
+        ),
+        (
+            "pr closed by approver",
+            Event::PrClosed { by: Some(APPROVER) },
+        ),
+        ("pr closed on expiry", Event::PrClosed { by: None }),
+        (
+            "baseline fetched",
+            Event::BaselineFetched {
+                counts: week(0.25, 28),
+            },
+        ),
+        (
+            "counts: no change",
+            Event::CountsFetched {
+                counts: week(0.25, 2),
+            },
+        ),
+        (
+            "counts: −40%",
+            Event::CountsFetched {
+                counts: week(0.15, 2),
+            },
+        ),
+        (
+            "revert pr opened",
+            Event::RevertPrOpened {
+                number: 13,
+                url: "https://github.com/acme/website/pull/13".into(),
+                head_sha: "rhead1".into(),
+                seen: PrSeen::Open,
+                changed_since_merge: false,
+            },
+        ),
+        (
+            "revert pr opened, files changed",
+            Event::RevertPrOpened {
+                number: 13,
+                url: "https://github.com/acme/website/pull/13".into(),
+                head_sha: "rhead1".into(),
+                seen: PrSeen::Open,
+                changed_since_merge: true,
+            },
+        ),
+        ("revert asked", Event::RevertAsked { message_id: 200 }),
+        ("revert pr seen open", Event::RevertPrSeen(PrSeen::Open)),
+        (
+            "revert pr seen merged",
+            Event::RevertPrSeen(PrSeen::Merged {
+                at: t("2026-03-04T08:00:00Z"),
+                sha: "rmerge1".into(),
+            }),
+        ),
+        ("revert pr seen closed", Event::RevertPrSeen(PrSeen::Closed)),
+        (
+            "revert merge done",
+            Event::RevertMergeDone {
+                result: merged("rmerge1"),
+                by: None,
+            },
+        ),
+        (
+            "revert merge head moved",
+            Event::RevertMergeDone {
+                result: MergeResult::HeadMoved,
+                by: Some(APPROVER),
+            },
+        ),
+        (
+            "revert merge refused",
+            Event::RevertMergeDone {
+                result: MergeResult::Refused("Base branch was modified".into()),
+                by: None,
+            },
+        ),
+    ]
+}
+
+/// One line: the change, the columns set, the audit note, the commands.
+fn render(d: &Decision) -> String {
+    if d.is_nothing() {
+        return "—".into();
+    }
+    let mut out = String::new();
+    if let Some(c) = &d.change {
+        let _ = write!(out, "→ {}", c.to);
+        if let Some(a) = c.actor {
+            let _ = write!(out, " by {a}");
+        }
+        out.push_str("; ");
+    }
+    if !d.fields.is_empty() {
+        let names: Vec<&str> = d.fields.iter().map(|(k, _)| *k).collect();
+        let _ = write!(out, "set {}; ", names.join(","));
+    }
+    if let Some(n) = &d.note {
+        let _ = write!(out, "audit {}; ", n.kind);
+    }
+    let commands: Vec<String> = d.commands.iter().map(command).collect();
+    out.push_str(&commands.join(", "));
+    out.trim_end_matches("; ").to_string()
+}
+
+fn command(c: &Command) -> String {
+    match c {
+        Command::Merge { sha, by } => format!("merge@{sha} by {by}"),
+        Command::MergeRevert { sha, by } => match by {
+            Some(by) => format!("merge_revert@{sha} by {by}"),
+            None => format!("merge_revert@{sha}"),
+        },
+        Command::ClosePr { by: Some(by) } => format!("close_pr by {by}"),
+        Command::AnswerTap { text, .. } => format!("answer_tap({text:?})"),
+        Command::EditMessage { message_id, .. } => format!("edit_message({message_id})"),
+        other => other.name().to_string(),
+    }
+}
+
+#[test]
+fn every_state_answers_every_event() {
+    let mut table = String::new();
+    for mode in [RevertMode::Merge, RevertMode::Approve] {
+        let rules = rules(mode);
+        let _ = writeln!(table, "## revert = {mode:?}");
+        for state in State::ALL {
+            // Revert mode only changes what happens while reverting.
+            if mode == RevertMode::Approve && state != State::Reverting {
+                continue;
+            }
+            let e = in_state(state);
+            for (name, event) in events() {
+                let d = decide(&e, &event, now(), &rules);
+                if let Some(c) = &d.change {
+                    assert!(state.can_become(c.to), "{state} -> {} on {name}", c.to);
+                }
+                let _ = writeln!(
+                    table,
+                    "{:<17} | {name:<31} | {}",
+                    state.as_str(),
+                    render(&d)
+                );
+            }
+        }
+    }
+    insta::assert_snapshot!(table);
+}
+
+#[test]
+fn ended_experiments_only_answer_taps() {
+    let rules = rules(RevertMode::Merge);
+    for state in State::ALL.into_iter().filter(|s| s.is_final()) {
+        for (name, event) in events() {
+            let d = decide(&in_state(state), &event, now(), &rules);
+            assert!(d.change.is_none(), "{state} on {name}");
+            assert!(
+                d.commands
+                    .iter()
+                    .all(|c| matches!(c, Command::AnswerTap { .. })),
+                "{state} on {name}: {d:?}"
+            );
+        }
+    }
+}
+
+// ---- the holes real deployments found, each as the lifecycle's answer ----
+
+#[test]
+fn a_closed_revert_pr_ends_the_experiment_kept_by_a_person() {
+    let d = decide(
+        &in_state(State::Reverting),
+        &Event::RevertPrSeen(PrSeen::Closed),
+        now(),
+        &rules(RevertMode::Approve),
+    );
+    assert_eq!(d.change.as_ref().map(|c| c.to), Some(State::KeptByPerson));
+    assert!(State::KeptByPerson.is_final());
+    assert!(
+        d.commands
+            .iter()
+            .any(|c| matches!(c, Command::Notify { html } if html.contains("closed on GitHub")))
+    );
+}
+
+#[test]
+fn a_valid_tap_merges_whatever_becomes_of_its_answer() {
+    let d = decide(
+        &in_state(State::AwaitingApproval),
+        &tap(Action::Approve, APPROVER, 100),
+        now(),
+        &rules(RevertMode::Merge),
+    );
+    assert!(matches!(d.commands[0], Command::AnswerTap { .. }));
+    assert!(
+        d.commands[0].best_effort(),
+        "the answer must not hold up the merge"
+    );
+    assert_eq!(
+        d.commands[1],
+        Command::Merge {
+            sha: "head1".into(),
+            by: APPROVER
+        }
+    );
+}
+
+#[test]
+fn a_merge_by_a_person_keeps_githubs_time_and_sha() {
+    let at = t("2026-03-03T15:00:00Z");
+    let d = decide(
+        &in_state(State::AwaitingApproval),
+        &Event::PrSeen(PrSeen::Merged {
+            at,
+            sha: "human1".into(),
+        }),
+        now(),
+        &rules(RevertMode::Merge),
+    );
+    assert_eq!(d.change.as_ref().map(|c| c.to), Some(State::Merged));
+    assert!(d.fields.contains(&("merged_at", store::time(at))));
+    assert!(d.fields.contains(&("merge_sha", store::text("human1"))));
+    assert!(
+        d.commands
+            .iter()
+            .any(|c| matches!(c, Command::Annotate { at: a, .. } if *a == at))
+    );
+}
+
+#[test]
+fn a_revert_tap_merges_the_head_that_was_shown() {
+    let d = decide(
+        &in_state(State::Reverting),
+        &tap(Action::MergeRevert, APPROVER, 200),
+        now(),
+        &rules(RevertMode::Approve),
+    );
+    assert_eq!(
+        d.commands[1],
+        Command::MergeRevert {
+            sha: "rhead1".into(),
+            by: Some(APPROVER)
+        }
+    );
+}
+
+#[test]
+fn a_proposed_experiment_resumes_on_the_next_tick() {
+    let d = decide(
+        &in_state(State::Proposed),
+        &Event::Tick,
+        now(),
+        &rules(RevertMode::Merge),
+    );
+    assert_eq!(d.commands, [Command::OpenPr]);
+}
+
+#[test]
+fn a_refused_revert_merge_gives_githubs_reason() {
+    let d = decide(
+        &in_state(State::Reverting),
+        &Event::RevertMergeDone {
+            result: MergeResult::Refused("Base branch was modified".into()),
+            by: None,
+        },
+        now(),
+        &rules(RevertMode::Merge),
+    );
+    let Command::Notify { html } = &d.commands[0] else {
+        panic!("{d:?}");
+    };
+    assert!(html.contains("Base branch was modified"), "{html}");
+    assert!(!html.contains("changed by someone"), "{html}");
+}
+
+#[test]
+fn an_approval_after_the_timeout_merges_nothing() {
+    let late = t("2026-03-05T08:00:00Z");
+    let d = decide(
+        &in_state(State::AwaitingApproval),
+        &tap(Action::Approve, APPROVER, 100),
+        late,
+        &rules(RevertMode::Merge),
+    );
+    assert!(
+        d.commands
+            .iter()
+            .all(|c| matches!(c, Command::AnswerTap { .. }))
+    );
+    assert_eq!(d.note.as_ref().map(|n| n.kind), Some("late_tap"));
+}
+
+#[test]
+fn an_open_pr_past_its_timeout_is_closed_as_expired() {
+    let late = t("2026-03-05T08:00:00Z");
+    let rules = rules(RevertMode::Merge);
+    let e = in_state(State::AwaitingApproval);
+    let d = decide(&e, &Event::PrSeen(PrSeen::Open), late, &rules);
+    assert_eq!(d.commands, [Command::ClosePr { by: None }]);
+    let d = decide(&e, &Event::PrClosed { by: None }, late, &rules);
+    assert_eq!(d.change.map(|c| c.to), Some(State::Expired));
+}
+
+#[test]
+fn a_proposal_the_chat_never_got_is_asked_again() {
+    let e = Experiment {
+        message_id: None,
+        ..in_state(State::AwaitingApproval)
+    };
+    let d = decide(
+        &e,
+        &Event::PrSeen(PrSeen::Open),
+        now(),
+        &rules(RevertMode::Merge),
+    );
+    assert_eq!(d.commands, [Command::AskApproval]);
+}
+
+#[test]
+fn revert_approve_mode_asks_once_and_merge_mode_merges_at_the_opened_head() {
+    let e = Experiment {
+        revert_pr: None,
+        revert_head_sha: None,
+        revert_message_id: None,
+        ..in_state(State::Reverting)
+    };
+    let opened = Event::RevertPrOpened {
+        number: 13,
+        url: "u".into(),
+        head_sha: "rhead2".into(),
+        seen: PrSeen::Open,
+        changed_since_merge: false,
+    };
+    let d = decide(&e, &opened, now(), &rules(RevertMode::Approve));
+    assert_eq!(d.commands, [Command::AskRevertApproval]);
+    let d = decide(&e, &opened, now(), &rules(RevertMode::Merge));
+    assert_eq!(
+        d.commands,
+        [Command::MergeRevert {
+            sha: "rhead2".into(),
+            by: None
+        }]
+    );
+    // A revert PR found already closed after a restart ends it too.
+    let closed = Event::RevertPrOpened {
+        number: 13,
+        url: "u".into(),
+        head_sha: "rhead2".into(),
+        seen: PrSeen::Closed,
+        changed_since_merge: false,
+    };
+    let d = decide(&e, &closed, now(), &rules(RevertMode::Merge));
+    assert_eq!(d.change.map(|c| c.to), Some(State::KeptByPerson));
+}
+
+#[test]
+fn callback_data_round_trips_within_telegrams_limit() {
+    let e = Experiment {
+        id: ExperimentId(i64::MAX),
+        nonce: "0123456789abcdef".into(),
+        ..sample_experiment()
+    };
+    for action in [Action::Approve, Action::Reject, Action::MergeRevert] {
+        let data = callback_data(action, &e);
+        assert!(data.len() <= 64, "{data}");
+        assert_eq!(
+            parse_callback(&data),
+            Some((action, e.id, "0123456789abcdef".into()))
+        );
+    }
+    assert_eq!(parse_callback("x:1:abc"), None);
+    assert_eq!(parse_callback("a:notanumber:abc"), None);
+}
