@@ -396,6 +396,11 @@ impl App {
         };
     }
 
+    /// Commands the driver has run since this app started.
+    pub fn commands_done(&self) -> u64 {
+        self.crash.done.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Whether a test-only crash point was reached.
     pub fn crashed(&self) -> bool {
         self.crash.crashed.load(std::sync::atomic::Ordering::SeqCst)
@@ -625,11 +630,12 @@ impl App {
     // -----------------------------------------------------------------------
     // The monitor pass.
 
-    /// Every open experiment: what is pending is done, then the lifecycle
-    /// hears a tick (expire approvals, follow PRs, watch, revert).
+    /// Every open experiment (and ended ones with notes still to send): what
+    /// is pending is done, then the lifecycle hears a tick (expire approvals,
+    /// follow PRs, watch, revert).
     pub async fn monitor_pass(&self) -> Vec<(ExperimentId, Result<()>)> {
         let mut out = Vec::new();
-        let open = match self.store.open_experiments() {
+        let open = match self.store.experiments_to_advance() {
             Ok(o) => o,
             Err(e) => return vec![(ExperimentId(0), Err(e))],
         };

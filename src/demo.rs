@@ -132,7 +132,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoResult> {
     .await?;
     world.llm.set_responder(std::sync::Arc::new(stand_in_model));
     // From here simulated time runs by itself, fast; the site keeps up with it.
-    world.clock = Clock::scaled(start, SPEED);
+    world.set_clock(Clock::scaled(start, SPEED));
     println!(
         "Simulated site: about {} visitors a day, 35 days of history, time now {}.",
         world.site.visitors_per_day,

@@ -369,6 +369,18 @@ impl Store {
         )
     }
 
+    /// Experiments not yet ended, and ended ones with commands still to do
+    /// (the notes of their last transition), oldest first.
+    pub fn experiments_to_advance(&self) -> Result<Vec<Experiment>> {
+        self.query(
+            "SELECT * FROM experiments
+             WHERE state NOT IN ('kept', 'reverted', 'kept_by_person', 'rejected', 'expired', 'failed')
+                OR id IN (SELECT experiment_id FROM outbox)
+             ORDER BY id",
+            &[],
+        )
+    }
+
     /// Every experiment, newest first.
     pub fn all(&self) -> Result<Vec<Experiment>> {
         self.query("SELECT * FROM experiments ORDER BY id DESC", &[])

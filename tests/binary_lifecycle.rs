@@ -57,7 +57,7 @@ impl Sim {
         .expect("world");
         world.llm.script(replies);
         let epoch = Utc::now();
-        world.clock = Clock::scaled_since(start, epoch, FACTOR);
+        world.set_clock(Clock::scaled_since(start, epoch, FACTOR));
         let clock_spec = format!(
             "{},{},{FACTOR}",
             start.to_rfc3339_opts(SecondsFormat::Millis, true),

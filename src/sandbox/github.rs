@@ -96,7 +96,12 @@ struct Repo {
     write_requests: usize,
     /// Makes every commit's sha unique, like a timestamp would.
     commit_counter: u64,
+    /// The world's time for merged_at and the other timestamps.
+    clock: Option<Clock>,
 }
+
+/// Where the twin reads the time (a simulated world moves its own clock).
+pub type Clock = Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
 
 impl GitHubTwin {
     /// Serves `owner/repo` whose `base_branch` holds one commit with `files`,
@@ -124,6 +129,7 @@ impl GitHubTwin {
             merge_requests: 0,
             write_requests: 0,
             commit_counter: 0,
+            clock: None,
         };
         let tree = files
             .iter()
@@ -140,6 +146,11 @@ impl GitHubTwin {
         let server = Server::start(router).await?;
         lock(&state).api_url = server.url();
         Ok(GitHubTwin { server, state })
+    }
+
+    /// Timestamps (merged_at, closed_at, commit dates) from `clock`.
+    pub fn set_clock(&self, clock: Clock) {
+        self.state().clock = Some(clock);
     }
 
     /// The API's base URL, for `GitHub::new`.
@@ -248,7 +259,7 @@ impl GitHubTwin {
     /// A person closes pull request `number` without merging.
     pub fn close_by_human(&self, number: u64) {
         let mut state = self.state();
-        let now = now();
+        let now = state.now();
         if let Some(pull) = state.pull_mut(number)
             && pull.public.state == PrState::Open
         {
@@ -276,8 +287,11 @@ fn lock(state: &Mutex<Repo>) -> MutexGuard<'_, Repo> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+impl Repo {
+    fn now(&self) -> String {
+        let now = self.clock.as_ref().map_or_else(chrono::Utc::now, |c| c());
+        now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
 }
 
 /// 40 hex digits, like a git sha.
@@ -324,7 +338,7 @@ impl Repo {
             message: message.to_string(),
             tree: tree.to_string(),
             parents,
-            date: now(),
+            date: self.now(),
         };
         self.commits.insert(sha.clone(), commit);
         sha
@@ -345,7 +359,7 @@ impl Repo {
     /// Points `branch` at `sha`; open pull requests from it follow.
     fn move_branch(&mut self, branch: &str, sha: &str) {
         self.refs.insert(branch.to_string(), sha.to_string());
-        let now = now();
+        let now = self.now();
         for pull in &mut self.pulls {
             if pull.public.head == branch && pull.public.state == PrState::Open {
                 pull.public.head_sha = sha.to_string();
@@ -359,7 +373,7 @@ impl Repo {
         if self.refs.remove(branch).is_none() {
             return false;
         }
-        let now = now();
+        let now = self.now();
         for pull in &mut self.pulls {
             if pull.public.head == branch && pull.public.state == PrState::Open {
                 pull.public.state = PrState::Closed;
@@ -453,7 +467,7 @@ impl Repo {
         };
         let sha = self.put_commit(title, &tree, parents);
         self.move_branch(&base_branch, &sha);
-        let now = now();
+        let now = self.now();
         if let Some(pull) = self.pull_mut(number) {
             pull.public.state = PrState::Merged;
             pull.public.merge_commit_sha = Some(sha.clone());
@@ -913,7 +927,7 @@ impl Repo {
             .max()
             .unwrap_or(0)
             + 1;
-        let now = now();
+        let now = self.now();
         self.pulls.push(Pull {
             public: TwinPull {
                 number,
@@ -943,7 +957,7 @@ impl Repo {
             return not_found();
         };
         let reopen_possible = self.refs.contains_key(&pull.public.head);
-        let now = now();
+        let now = self.now();
         let Some(pull) = self.pull_mut(number) else {
             return not_found();
         };
@@ -1368,6 +1382,8 @@ fn fault(status: u16) -> Response {
         401 => "Bad credentials".to_string(),
         403 | 429 => SECONDARY.to_string(),
         404 => "Not Found".to_string(),
+        // The only 405 GitHub gives: a merge it will not do.
+        405 => "Pull Request is not mergeable".to_string(),
         500 | 502 => "Server Error".to_string(),
         _ => StatusCode::from_u16(status)
             .ok()

@@ -76,6 +76,11 @@ struct Twin {
     commands: Vec<(String, String)>,
     faults: Vec<Fault>,
     requests: Vec<String>,
+    /// Taps not yet answered, with when they were made (real time, as
+    /// Telegram measures it).
+    open_callbacks: std::collections::HashMap<String, std::time::Instant>,
+    /// How long a tap can still be answered; Telegram's is about 15 s.
+    answer_window: Option<std::time::Duration>,
 }
 
 pub struct TelegramTwin {
@@ -89,6 +94,9 @@ struct Shared {
     state: Arc<Mutex<Twin>>,
     arrived: Arc<Notify>,
 }
+
+/// Telegram answers "query is too old" to an answer sent later than this.
+const CALLBACK_ANSWER_WINDOW: std::time::Duration = std::time::Duration::from_secs(15);
 
 fn lock(state: &Mutex<Twin>) -> MutexGuard<'_, Twin> {
     state.lock().unwrap_or_else(|p| p.into_inner())
@@ -151,6 +159,8 @@ impl TelegramTwin {
         let mut twin = lock(&self.state);
         twin.next_callback += 1;
         let id = format!("cb{}", twin.next_callback);
+        twin.open_callbacks
+            .insert(id.clone(), std::time::Instant::now());
         let message = twin
             .messages
             .iter()
@@ -170,6 +180,12 @@ impl TelegramTwin {
         drop(twin);
         self.arrived.notify_waiters();
         id
+    }
+
+    /// Taps older than `window` can no longer be answered (Telegram: about
+    /// 15 s); a test sets zero for a tap that waited behind a long pass.
+    pub fn set_callback_answer_window(&self, window: std::time::Duration) {
+        lock(&self.state).answer_window = Some(window);
     }
 
     /// `user_id` sends `text` (e.g. "/status") in `chat_id`.
@@ -407,7 +423,13 @@ async fn method(
         }
         "answercallbackquery" => {
             let id = p["callback_query_id"].as_str().unwrap_or("").to_string();
-            if id.is_empty() {
+            let window = twin.answer_window.unwrap_or(CALLBACK_ANSWER_WINDOW);
+            // A tap is answered once, and only while it is fresh.
+            let fresh = twin
+                .open_callbacks
+                .remove(&id)
+                .is_some_and(|made| made.elapsed() < window);
+            if !fresh {
                 return fail(
                     400,
                     "Bad Request: query is too old and response timeout expired or query ID is invalid",

@@ -147,6 +147,7 @@ impl World {
             simulated_until: start - chrono::Duration::from_std(history)?,
         };
         world.simulate_to(start);
+        world.set_clock(world.clock.clone());
         Ok(world)
     }
 
@@ -161,6 +162,14 @@ impl World {
             &self.telegram.url(),
             &self.llm.url(),
         )
+    }
+
+    /// Runs the world (and the GitHub twin's timestamps) on `clock`.
+    pub fn set_clock(&mut self, clock: Clock) {
+        let twin_clock = clock.clone();
+        self.github
+            .set_clock(std::sync::Arc::new(move || twin_clock.now()));
+        self.clock = clock;
     }
 
     pub fn now(&self) -> DateTime<Utc> {

@@ -1,0 +1,321 @@
+//! The sequences real deployments meet, through the real adapters against
+//! the twins: a person closing the revert PR, a tap Telegram will no longer
+//! answer, a merge noticed late, a revert branch that moved, a PR that could
+//! not be opened, a revert GitHub refuses; and a crash after every command
+//! of a whole lifecycle.
+
+mod common;
+
+use common::*;
+
+fn revert_approve() -> String {
+    world::CONFIG_TEMPLATE.replace(
+        "cooldown = \"28d\"",
+        "cooldown = \"1d\"\nrevert = \"approve\"",
+    )
+}
+
+/// Proposes HARMFUL, approves it, and watches until the revert is under way.
+async fn until_reverting(ctx: &mut Ctx) {
+    ctx.world.llm.script(vec![Reply::Content(proposal_json(
+        "Pricing change",
+        HARMFUL,
+    ))]);
+    assert!(matches!(
+        ctx.propose().await,
+        ProposeOutcome::Proposed { .. }
+    ));
+    ctx.press("Approve", APPROVER, CHAT_ID).await;
+    for _ in 0..(17 * 4) {
+        ctx.run_for(6 * HOUR, 6 * HOUR).await;
+        if ctx.experiment().state != State::Observing {
+            break;
+        }
+    }
+    assert_eq!(ctx.experiment().state, State::Reverting);
+}
+
+fn revert_button(ctx: &Ctx) -> (i32, String) {
+    let m = ctx
+        .world
+        .telegram
+        .messages()
+        .into_iter()
+        .find(|m| {
+            m.buttons
+                .iter()
+                .any(|(l, _)| l.contains("Merge the revert"))
+        })
+        .expect("the chat is asked to merge the revert");
+    (m.message_id, m.buttons[0].1.clone())
+}
+
+/// Hole 1: with revert = "approve", a person closes the revert PR on GitHub.
+#[tokio::test]
+async fn a_revert_pr_closed_by_a_person_ends_the_experiment_and_frees_the_funnel() {
+    let mut ctx = Ctx::with_config(&revert_approve()).await;
+    until_reverting(&mut ctx).await;
+    let revert_pr = ctx.experiment().revert_pr.expect("revert PR");
+    ctx.world.github.close_by_human(revert_pr);
+    ctx.monitor().await;
+    let e = ctx.experiment();
+    assert_eq!(e.state, State::KeptByPerson, "{:?}", e.verdict);
+    assert!(e.state.is_final());
+    assert!(
+        ctx.messages()
+            .iter()
+            .any(|m| m.contains("revert PR was closed on GitHub")),
+        "the chat is told"
+    );
+    // The change stays on main.
+    assert!(
+        ctx.world
+            .github
+            .file_on_branch("main", "site/pricing.html")
+            .expect("page")
+            .contains("fine-print")
+    );
+    // The funnel is free: after the cooldown a new proposal opens.
+    ctx.world.advance(2 * DAY, HOUR);
+    ctx.world
+        .llm
+        .script(vec![Reply::Content(proposal_json("Pricing CTA", HELPFUL))]);
+    let outcome = ctx.propose().await;
+    assert!(
+        matches!(outcome, ProposeOutcome::Proposed { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(ctx.app.store.open_experiments().expect("open").len(), 1);
+}
+
+/// Hole 2: the tap waited behind a long pass; Telegram refuses its answer.
+#[tokio::test]
+async fn a_tap_too_old_to_answer_still_merges() {
+    let ctx = Ctx::new().await;
+    ctx.world
+        .llm
+        .script(vec![Reply::Content(proposal_json("Pricing CTA", HELPFUL))]);
+    ctx.propose().await;
+    ctx.world
+        .telegram
+        .set_callback_answer_window(std::time::Duration::ZERO);
+    ctx.press("Approve", APPROVER, CHAT_ID).await;
+    let e = ctx.experiment();
+    assert_eq!(e.state, State::Merged);
+    assert_eq!(e.decided_by, Some(APPROVER));
+    assert_eq!(ctx.world.github.pulls()[0].state, PrState::Merged);
+    assert!(
+        ctx.world.telegram.callback_answers().is_empty(),
+        "Telegram refused the answer"
+    );
+    // The proposal still says who decided.
+    let proposal = ctx
+        .world
+        .telegram
+        .messages()
+        .into_iter()
+        .find(|m| m.text.contains("funnelfix proposal"))
+        .expect("proposal");
+    assert!(proposal.text.contains("Approved"), "{}", proposal.text);
+    assert!(proposal.buttons.is_empty());
+}
+
+/// Hole 4: a person merges on GitHub; the daemon notices hours later.
+#[tokio::test]
+async fn a_merge_noticed_late_keeps_githubs_time_and_sha() {
+    let mut ctx = Ctx::new().await;
+    ctx.world
+        .llm
+        .script(vec![Reply::Content(proposal_json("Pricing CTA", HELPFUL))]);
+    ctx.propose().await;
+    let number = ctx.experiment().pr_number.expect("PR");
+    let merged_at = ctx.world.now();
+    let sha = ctx.world.github.merge_by_human(number);
+    // The daemon was down for five hours.
+    ctx.world.advance(5 * HOUR, HOUR);
+    ctx.monitor().await;
+    let e = ctx.experiment();
+    assert_eq!(e.state, State::Merged);
+    assert_eq!(e.merge_sha.as_deref(), Some(sha.as_str()));
+    let at = e.merged_at.expect("merged_at");
+    assert!(
+        (at - merged_at).num_seconds().abs() <= 1,
+        "merged_at {at} is GitHub's {merged_at}, not when it was noticed"
+    );
+    // The baseline ends at the real merge: no post-merge traffic in it.
+    ctx.monitor().await;
+    assert_eq!(ctx.experiment().state, State::Observing);
+    let annotation = ctx.world.posthog.annotations();
+    assert!(!annotation.is_empty());
+}
+
+/// Hole 5: the revert PR's branch moves between the question and the tap.
+#[tokio::test]
+async fn a_revert_tap_merges_only_the_head_that_was_shown() {
+    let mut ctx = Ctx::with_config(&revert_approve()).await;
+    until_reverting(&mut ctx).await;
+    let (message_id, data) = revert_button(&ctx);
+    let branch = format!("funnelfix/revert-{}", ctx.experiment().id);
+    ctx.world
+        .github
+        .push_to_branch(&branch, "site/pricing.html", "<p>someone else's page</p>\n");
+    ctx.world
+        .telegram
+        .press_button(CHAT_ID, APPROVER, message_id, &data);
+    ctx.deliver_updates().await;
+    let e = ctx.experiment();
+    assert_eq!(e.state, State::Reverting);
+    assert_eq!(
+        ctx.world.github.merge_requests(),
+        2,
+        "the change, and one refused attempt pinned to the shown head"
+    );
+    assert!(
+        ctx.world
+            .github
+            .file_on_branch("main", "site/pricing.html")
+            .expect("page")
+            .contains("fine-print"),
+        "nothing unseen reached main"
+    );
+    assert!(
+        ctx.messages()
+            .iter()
+            .any(|m| m.contains("branch moved after it was opened"))
+    );
+}
+
+/// Hole 6: the PR could not be opened at the propose run.
+#[tokio::test]
+async fn a_pr_that_could_not_be_opened_is_opened_on_the_next_monitor_tick() {
+    let mut ctx = Ctx::new().await;
+    ctx.world
+        .llm
+        .script(vec![Reply::Content(proposal_json("Pricing CTA", HELPFUL))]);
+    ctx.world.github.fail_next("POST /pulls", 502, 1);
+    let mut out = ctx.app.propose_pass(false).await;
+    assert!(out.remove(0).1.is_err(), "the PR creation failed");
+    assert_eq!(ctx.experiment().state, State::Proposed);
+    ctx.world.advance(HOUR, HOUR);
+    ctx.monitor().await;
+    let e = ctx.experiment();
+    assert_eq!(e.state, State::AwaitingApproval);
+    assert!(e.message_id.is_some(), "the chat was asked");
+    assert_eq!(ctx.world.github.pulls().len(), 1);
+    assert_eq!(
+        ctx.world.llm.requests().len(),
+        1,
+        "the model was asked once"
+    );
+}
+
+/// Hole 10: merge mode, GitHub refuses the revert merge for its own reason.
+#[tokio::test]
+async fn a_refused_revert_merge_is_reported_with_githubs_reason() {
+    let mut ctx = Ctx::new().await;
+    ctx.world.llm.script(vec![Reply::Content(proposal_json(
+        "Pricing change",
+        HARMFUL,
+    ))]);
+    ctx.propose().await;
+    ctx.press("Approve", APPROVER, CHAT_ID).await;
+    ctx.world.github.fail_next("PUT /merge", 405, 1);
+    for _ in 0..(17 * 4) {
+        ctx.run_for(6 * HOUR, 6 * HOUR).await;
+        if ctx.experiment().state != State::Observing {
+            break;
+        }
+    }
+    let e = ctx.experiment();
+    assert_eq!(e.state, State::Reverting);
+    let told: Vec<String> = ctx
+        .messages()
+        .into_iter()
+        .filter(|m| m.contains("should be reverted"))
+        .collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(
+        told[0].contains("Pull Request is not mergeable"),
+        "{}",
+        told[0]
+    );
+    assert!(!told[0].contains("changed by someone"), "{}", told[0]);
+    // A person merges it on GitHub: the experiment ends as reverted.
+    ctx.world
+        .github
+        .merge_by_human(e.revert_pr.expect("revert PR"));
+    ctx.run_for(HOUR, HOUR).await;
+    assert_eq!(ctx.experiment().state, State::Reverted);
+}
+
+/// Runs propose → approve → merge → watch → revert on a world where the
+/// app stops right after its `crash_after`-th command (none: never) and is
+/// restarted.
+async fn lifecycle_with_crash(crash_after: Option<u64>) -> Ctx {
+    let mut ctx = Ctx::new().await;
+    ctx.world.llm.script(vec![Reply::Content(proposal_json(
+        "Pricing change",
+        HARMFUL,
+    ))]);
+    if let Some(n) = crash_after {
+        ctx.app.crash_after(n);
+    }
+    let restart_if_crashed = |ctx: &mut Ctx| {
+        if ctx.app.crashed() {
+            ctx.restart();
+        }
+    };
+    let _ = ctx.app.propose_pass(false).await;
+    restart_if_crashed(&mut ctx);
+    let mut tapped = false;
+    for _ in 0..(17 * 4) {
+        let e = ctx.experiment();
+        if e.state.is_final() {
+            break;
+        }
+        if !tapped && let Some(message) = e.message_id {
+            let data = format!("a:{}:{}", e.id, e.nonce);
+            let message = message as i32;
+            ctx.world
+                .telegram
+                .press_button(CHAT_ID, APPROVER, message, &data);
+            tapped = true;
+            let _ = ctx.app.poll_once(0).await;
+            restart_if_crashed(&mut ctx);
+        }
+        ctx.world.advance(6 * HOUR, HOUR);
+        let _ = ctx.app.monitor_pass().await;
+        restart_if_crashed(&mut ctx);
+    }
+    // The next tick after the end: what the last transition asked is done.
+    let _ = ctx.app.monitor_pass().await;
+    ctx
+}
+
+/// A crash right after each command of a whole lifecycle, then a restart:
+/// every run ends reverted with exactly 2 PRs, 2 merges, one proposal
+/// message and one revert message.
+#[tokio::test]
+async fn a_crash_after_any_command_changes_nothing_the_world_sees() {
+    let clean = lifecycle_with_crash(None).await;
+    assert_eq!(clean.experiment().state, State::Reverted);
+    let total = clean.app.commands_done();
+    assert!(total >= 15, "a whole lifecycle runs {total} commands");
+    eprintln!("{total} crash points");
+    for n in 1..=total {
+        let ctx = lifecycle_with_crash(Some(n)).await;
+        let e = ctx.experiment();
+        assert_eq!(e.state, State::Reverted, "crash after command {n}");
+        let pulls = ctx.world.github.pulls();
+        assert_eq!(pulls.len(), 2, "crash after command {n}: {pulls:?}");
+        assert!(pulls.iter().all(|p| p.state == PrState::Merged));
+        assert_eq!(ctx.world.github.merge_requests(), 2, "crash after {n}");
+        let messages = ctx.world.telegram.messages();
+        let proposals = messages
+            .iter()
+            .filter(|m| m.text.contains("funnelfix proposal"))
+            .count();
+        let reverts = messages.iter().filter(|m| m.text.starts_with("↩️")).count();
+        assert_eq!((proposals, reverts), (1, 1), "crash after command {n}");
+    }
+}
