@@ -156,42 +156,68 @@ fn stop(mut child: Child) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
+/// A daemon that exits right after its `n`-th command.
+fn sim_daemon_crashing_after(sim: &Sim, n: u64) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_funnelfix"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("-c")
+        .arg(&sim.config)
+        .arg("run")
+        .env("FUNNELFIX_SIMULATED_CLOCK", &sim.clock_spec)
+        .env("FUNNELFIX_CRASH_AFTER_COMMANDS", n.to_string())
+        .envs(world::SECRET_ENV)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the daemon starts")
+}
+
 fn kill9(mut child: Child) {
     child.kill().expect("SIGKILL");
     let _ = child.wait();
 }
 
+/// The revert PR is merged.
+fn revert_landed(w: &World) -> bool {
+    w.github
+        .pulls()
+        .iter()
+        .any(|p| p.title.starts_with("Revert") && p.state == PrState::Merged)
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_harmful_change_is_reverted_through_kills_and_restarts() {
+async fn a_harmful_change_is_reverted_through_crashes_and_restarts() {
     let mut sim = Sim::new(HARMFUL).await;
-    let mut daemon = sim.daemon();
-    assert!(
-        sim.until(Duration::from_secs(30), asked).await,
-        "a proposal"
-    );
-    sim.tap("Approve", APPROVER);
-    // Kill -9 the daemon every 300 ms of real time (five simulated hours)
-    // until the revert has landed, restarting it each time.
+    // Every daemon stops right after its third command (the test-only crash
+    // point), so the lifecycle is carried by a chain of restarted processes,
+    // each crash at a different place in it.
+    let mut daemon = sim_daemon_crashing_after(&sim, 3);
     let started = Instant::now();
-    let mut kills = 0;
+    let mut restarts = 0;
+    let mut tapped = false;
     let reverted = loop {
-        let done = sim
-            .until(Duration::from_millis(300), |w| {
-                w.github
-                    .pulls()
-                    .iter()
-                    .any(|p| p.title.starts_with("Revert") && p.state == PrState::Merged)
-            })
-            .await;
+        let done = sim.until(Duration::from_millis(200), revert_landed).await;
         if done || started.elapsed() > Duration::from_secs(90) {
             break done;
         }
-        kill9(daemon);
-        kills += 1;
-        daemon = sim.daemon();
+        if !tapped && asked(&sim.world) {
+            sim.tap("Approve", APPROVER);
+            tapped = true;
+        }
+        if let Some(status) = daemon.try_wait().expect("wait") {
+            assert_eq!(status.code(), Some(75), "a crash point, nothing else");
+            restarts += 1;
+            daemon = sim_daemon_crashing_after(&sim, 3);
+        }
     };
-    assert!(reverted, "the revert landed ({kills} kills)");
-    // Let the restarted daemon run a little longer: it must not act again.
+    assert!(reverted, "the revert landed ({restarts} restarts)");
+    // A daemon without a crash point runs on: it must not act again.
+    if daemon.try_wait().expect("wait").is_none() {
+        kill9(daemon);
+    }
+    let daemon = sim.daemon();
     sim.until(Duration::from_secs(2), |_| false).await;
     let logs = stop(daemon);
     let pulls = sim.world.github.pulls();
@@ -218,7 +244,7 @@ async fn a_harmful_change_is_reverted_through_kills_and_restarts() {
         1,
         "told once"
     );
-    assert!(kills >= 3, "the daemon was killed {kills} times");
+    assert!(restarts >= 5, "the daemon crashed {restarts} times");
     for secret in world::ALL_SECRETS {
         assert!(!logs.contains(secret));
     }
@@ -374,4 +400,92 @@ async fn service_faults_delay_but_never_corrupt() {
     for secret in world::ALL_SECRETS {
         assert!(!logs.contains(secret));
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tap_telegram_will_not_answer_still_merges() {
+    let mut sim = Sim::new(HELPFUL).await;
+    let daemon = sim.daemon();
+    assert!(
+        sim.until(Duration::from_secs(30), asked).await,
+        "a proposal"
+    );
+    // The tap waited too long: Telegram answers "query is too old".
+    sim.world
+        .telegram
+        .set_callback_answer_window(Duration::ZERO);
+    sim.tap("Approve", APPROVER);
+    let merged = sim
+        .until(Duration::from_secs(30), first_pull(PrState::Merged))
+        .await;
+    stop(daemon);
+    assert!(merged, "the approval merged");
+    assert!(sim.world.telegram.callback_answers().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revert_pr_closed_by_a_person_ends_it_and_a_later_proposal_opens() {
+    let mut sim = Sim::scripted(vec![
+        Reply::Content(proposal(HARMFUL)),
+        Reply::Content(proposal(HELPFUL)),
+    ])
+    .await;
+    let text = std::fs::read_to_string(&sim.config).expect("config");
+    std::fs::write(
+        &sim.config,
+        // No cooldown: the same step is picked again once the funnel is free.
+        text.replacen(
+            "cooldown = \"28d\"",
+            "cooldown = \"1s\"\nrevert = \"approve\"",
+            1,
+        ),
+    )
+    .expect("config");
+    let daemon = sim.daemon();
+    assert!(
+        sim.until(Duration::from_secs(30), asked).await,
+        "a proposal"
+    );
+    sim.tap("Approve", APPROVER);
+    let revert_asked = |w: &World| {
+        w.telegram.messages().iter().any(|m| {
+            m.buttons
+                .iter()
+                .any(|(label, _)| label.contains("Merge the revert"))
+        })
+    };
+    assert!(
+        sim.until(Duration::from_secs(90), revert_asked).await,
+        "the revert is asked for"
+    );
+    let revert = sim
+        .world
+        .github
+        .pulls()
+        .into_iter()
+        .find(|p| p.title.starts_with("Revert"))
+        .expect("the revert PR");
+    sim.world.github.close_by_human(revert.number);
+    let told = |w: &World| {
+        w.telegram
+            .messages()
+            .iter()
+            .any(|m| m.text.contains("revert PR was closed on GitHub"))
+    };
+    assert!(
+        sim.until(Duration::from_secs(30), told).await,
+        "the chat is told"
+    );
+    let second_proposal = |w: &World| {
+        w.telegram
+            .messages()
+            .iter()
+            .filter(|m| m.text.contains("funnelfix proposal #"))
+            .count()
+            == 2
+    };
+    let proposed_again = sim.until(Duration::from_secs(60), second_proposal).await;
+    let logs = stop(daemon);
+    assert!(proposed_again, "the funnel is free again: {logs}");
+    assert_eq!(sim.world.github.pulls().len(), 3);
 }
