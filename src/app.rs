@@ -506,7 +506,7 @@ impl App {
             if let Err(err) = self
                 .services
                 .telegram
-                .answer_callback(&callback_id, "Sorry, you cannot decide on this proposal.")
+                .answer_callback(&callback_id, text::TAP_REFUSED)
                 .await
             {
                 warn!(error = %format!("{err:#}"), "could not answer the tap");
@@ -536,8 +536,7 @@ impl App {
                 self.now(),
             )?;
             if chat_id == self.config.telegram.chat_id {
-                self.notify("Sorry, only approvers can use funnelfix commands.")
-                    .await;
+                self.notify(text::ONLY_APPROVERS).await;
             }
             return Ok(());
         }
@@ -584,10 +583,7 @@ impl App {
                                 let _ = self
                                     .services
                                     .telegram
-                                    .send_photo(
-                                        png,
-                                        &format!("Funnel {}", text::escape(&funnel.name)),
-                                    )
+                                    .send_photo(png, &text::chart_caption(&funnel.name))
                                     .await;
                             }
                             self.notify(&format!(
@@ -597,11 +593,8 @@ impl App {
                             .await;
                         }
                         Err(e) => {
-                            self.notify(&text::escape(&format!(
-                                "Could not read funnel {}: {e:#}",
-                                funnel.name
-                            )))
-                            .await
+                            self.notify(&text::funnel_unreadable(&funnel.name, &e))
+                                .await
                         }
                     }
                 }
@@ -610,17 +603,13 @@ impl App {
                 self.store.set_setting("paused", "1")?;
                 self.store
                     .audit(None, "paused", Some(from), "", self.now())?;
-                self.notify(
-                    "Paused: no new proposals. Watching and reverting go on. /resume to continue.",
-                )
-                .await;
+                self.notify(text::PAUSED).await;
             }
             "resume" => {
                 self.store.set_setting("paused", "0")?;
                 self.store
                     .audit(None, "resumed", Some(from), "", self.now())?;
-                self.notify("Resumed: proposals will be made on schedule.")
-                    .await;
+                self.notify(text::RESUMED).await;
             }
             _ => self.notify(&text::escape(text::help())).await,
         }

@@ -171,7 +171,7 @@ impl App {
                 let verdict = e.verdict.as_deref().unwrap_or("reverted");
                 let url = e.revert_pr_url.as_deref().unwrap_or("");
                 let buttons = vec![(
-                    "↩️ Merge the revert".to_string(),
+                    text::MERGE_REVERT_BUTTON.to_string(),
                     lifecycle::callback_data(Action::MergeRevert, e),
                 )];
                 let html = text::revert_approval_note(e, verdict, url);
@@ -189,7 +189,7 @@ impl App {
                 let number = e
                     .revert_pr
                     .with_context(|| format!("experiment {} has no revert PR", e.id))?;
-                let title = format!("Revert PR #{}", e.pr_number.unwrap_or_default());
+                let title = text::revert_merge_title(e);
                 let outcome = gh
                     .merge(number, sha, self.config.github.merge_method, &title)
                     .await?;
@@ -275,10 +275,7 @@ impl App {
         let tg = &self.services.telegram;
         match crate::chart::funnel_chart(&report) {
             Ok(png) => {
-                if let Err(err) = tg
-                    .send_photo(png, &format!("Funnel {}", text::escape(&e.funnel)))
-                    .await
-                {
+                if let Err(err) = tg.send_photo(png, &text::chart_caption(&e.funnel)).await {
                     warn!(error = %format!("{err:#}"), "could not send the chart");
                 }
             }
@@ -286,11 +283,11 @@ impl App {
         }
         let buttons = vec![
             (
-                "✅ Approve".to_string(),
+                text::APPROVE_BUTTON.to_string(),
                 lifecycle::callback_data(Action::Approve, e),
             ),
             (
-                "❌ Reject".to_string(),
+                text::REJECT_BUTTON.to_string(),
                 lifecycle::callback_data(Action::Reject, e),
             ),
         ];
@@ -345,10 +342,7 @@ impl App {
         .into_iter()
         .map(|(p, _)| p)
         .collect();
-        let title = format!(
-            "Revert \"{}\"",
-            e.title.as_deref().unwrap_or("funnelfix change")
-        );
+        let title = text::revert_title(e);
         let pr = match gh.find_pr(&branch).await? {
             Some(pr) => pr,
             None => {

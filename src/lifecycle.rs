@@ -415,7 +415,7 @@ fn awaiting_approval(e: &Experiment, event: &Event, now: DateTime<Utc>, rules: &
             Decision::to(State::Merged, "merged on GitHub by a person")
                 .set("merged_at", store::time(*at))
                 .set("merge_sha", store::text(sha))
-                .then_all(mark_decided(e, "Merged on GitHub", None, now))
+                .then_all(mark_decided(e, text::DECIDED_MERGED_ON_GITHUB, None, now))
                 .then(Command::Notify {
                     html: text::human_closed_note(e, true),
                 })
@@ -427,7 +427,7 @@ fn awaiting_approval(e: &Experiment, event: &Event, now: DateTime<Utc>, rules: &
         Event::PrSeen(PrSeen::Closed) => {
             Decision::to(State::Rejected, "closed on GitHub by a person")
                 .set("verdict", store::text("closed on GitHub"))
-                .then_all(mark_decided(e, "Closed on GitHub", None, now))
+                .then_all(mark_decided(e, text::DECIDED_CLOSED_ON_GITHUB, None, now))
                 .then(Command::Notify {
                     html: text::human_closed_note(e, false),
                 })
@@ -441,7 +441,7 @@ fn awaiting_approval(e: &Experiment, event: &Event, now: DateTime<Utc>, rules: &
             .set("decided_at", store::time(now))
             .set("merged_at", store::time(*at))
             .set("merge_sha", store::text(sha))
-            .then_all(mark_decided(e, "Approved", Some(*by), now))
+            .then_all(mark_decided(e, text::DECIDED_APPROVED, Some(*by), now))
             .then(Command::Notify {
                 html: text::merged_note(e, sha, &rules.thresholds),
             })
@@ -473,13 +473,13 @@ fn awaiting_approval(e: &Experiment, event: &Event, now: DateTime<Utc>, rules: &
             .set("decided_by", store::int(*by))
             .set("decided_at", store::time(now))
             .set("verdict", store::text("rejected"))
-            .then_all(mark_decided(e, "Rejected", Some(*by), now))
+            .then_all(mark_decided(e, text::DECIDED_REJECTED, Some(*by), now))
             .then(Command::Notify {
                 html: text::rejected_note(e),
             }),
         Event::PrClosed { by: None } => Decision::to(State::Expired, "no answer in time")
             .set("verdict", store::text("expired"))
-            .then_all(mark_decided(e, "Expired", None, now))
+            .then_all(mark_decided(e, text::DECIDED_EXPIRED, None, now))
             .then(Command::Notify {
                 html: text::expired_note(e, timeout),
             }),
@@ -656,7 +656,7 @@ fn reverting(e: &Experiment, event: &Event, now: DateTime<Utc>, rules: &Rules) -
             .set("revert_told", store::int(1))
             .note("merge_refused", *by, why.clone())
             .then(Command::Notify {
-                html: text::revert_not_merged_note(e, &verdict, &format!("GitHub said: {why}")),
+                html: text::revert_not_merged_note(e, &verdict, &text::github_said(why)),
             }),
         _ => Decision::nothing(),
     }
@@ -687,7 +687,7 @@ fn revert_pr_open(e: &Experiment, changed: bool, verdict: &str, rules: &Rules) -
 fn revert_pr_seen(e: &Experiment, seen: &PrSeen, verdict: &str, now: DateTime<Utc>) -> Decision {
     match seen {
         PrSeen::Open => Decision::nothing(),
-        PrSeen::Merged { at, .. } => reverted(e, verdict, *at, None, "a person on GitHub"),
+        PrSeen::Merged { at, .. } => reverted(e, verdict, *at, None, text::BY_A_PERSON_ON_GITHUB),
         // A person closed the revert: the change stays, by their choice,
         // and the funnel is free again.
         PrSeen::Closed => {
@@ -702,8 +702,8 @@ fn revert_pr_seen(e: &Experiment, seen: &PrSeen, verdict: &str, now: DateTime<Ut
                     message_id: id as i32,
                     html: text::decided_message(
                         &text::revert_header(e),
-                        "Revert PR closed on GitHub",
-                        "a person on GitHub",
+                        text::DECIDED_REVERT_CLOSED,
+                        text::BY_A_PERSON_ON_GITHUB,
                         now,
                     ),
                 });
@@ -738,7 +738,12 @@ fn reverted(
     if let Some(id) = e.revert_message_id {
         d = d.then(Command::EditMessage {
             message_id: id as i32,
-            html: text::decided_message(&text::revert_header(e), "Revert merged", who, at),
+            html: text::decided_message(
+                &text::revert_header(e),
+                text::DECIDED_REVERT_MERGED,
+                who,
+                at,
+            ),
         });
     }
     d
@@ -759,7 +764,7 @@ fn decide_tap(e: &Experiment, tap: &Tap, now: DateTime<Utc>, rules: &Rules) -> D
     let valid = e.nonce == tap.nonce && on_its_message;
     let approver = tap.chat == rules.chat_id && rules.approvers.contains(&tap.user);
     if !valid || !approver {
-        return Decision::just(answer("Sorry, you cannot decide on this proposal.")).note(
+        return Decision::just(answer(text::TAP_REFUSED)).note(
             "refused_tap",
             Some(tap.user),
             format!(
@@ -773,30 +778,30 @@ fn decide_tap(e: &Experiment, tap: &Tap, now: DateTime<Utc>, rules: &Rules) -> D
         (Action::MergeRevert, State::Reverting) => {
             // Pinned to the head the approver was shown.
             let sha = e.revert_head_sha.clone().unwrap_or_default();
-            Decision::just(answer("Merging the revert…"))
+            Decision::just(answer(text::TAP_MERGING_REVERT))
                 .then(Command::MergeRevert { sha, by: Some(by) })
         }
-        (Action::MergeRevert, state) => Decision::just(answer(&format!("Already done: {state}."))),
+        (Action::MergeRevert, state) => Decision::just(answer(&text::tap_already(state, true))),
         (Action::Approve, State::AwaitingApproval)
             if expired(e, now, rules.thresholds.approval_timeout) =>
         {
             // Past its deadline a proposal is no longer open to a merge; the
             // next tick closes it as expired.
             let timeout = rules.thresholds.approval_timeout;
-            Decision::just(answer(&format!(
-                "Too late: this proposal expired after {}.",
-                text::human_duration(timeout)
-            )))
-            .note("late_tap", Some(by), "approval after the timeout")
+            Decision::just(answer(&text::tap_too_late(timeout))).note(
+                "late_tap",
+                Some(by),
+                "approval after the timeout",
+            )
         }
         (Action::Approve, State::AwaitingApproval) => {
             let sha = e.head_sha.clone().unwrap_or_default();
-            Decision::just(answer("Merging…")).then(Command::Merge { sha, by })
+            Decision::just(answer(text::TAP_MERGING)).then(Command::Merge { sha, by })
         }
         (Action::Reject, State::AwaitingApproval) => {
-            Decision::just(answer("Closing the PR…")).then(Command::ClosePr { by: Some(by) })
+            Decision::just(answer(text::TAP_CLOSING)).then(Command::ClosePr { by: Some(by) })
         }
-        (_, state) => Decision::just(answer(&format!("Already decided: {state}."))),
+        (_, state) => Decision::just(answer(&text::tap_already(state, false))),
     }
 }
 
@@ -808,9 +813,10 @@ fn expired(e: &Experiment, now: DateTime<Utc>, timeout: Duration) -> bool {
 fn mark_decided(e: &Experiment, verb: &str, by: Option<u64>, at: DateTime<Utc>) -> Option<Command> {
     let message_id = e.message_id?;
     let who = by.map_or("funnelfix".to_string(), |u| format!("user {u}"));
-    let who = match verb {
-        "Merged on GitHub" | "Closed on GitHub" => "a person on GitHub".to_string(),
-        _ => who,
+    let who = if verb == text::DECIDED_MERGED_ON_GITHUB || verb == text::DECIDED_CLOSED_ON_GITHUB {
+        text::BY_A_PERSON_ON_GITHUB.to_string()
+    } else {
+        who
     };
     Some(Command::EditMessage {
         message_id: message_id as i32,

@@ -7,6 +7,7 @@ use std::fmt::Write;
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, Thresholds};
+use crate::experiment::State;
 use crate::funnel::FunnelReport;
 use crate::stats::Assessment;
 use crate::store::Experiment;
@@ -359,6 +360,72 @@ pub fn revert_approval_note(e: &Experiment, verdict: &str, revert_url: &str) -> 
         escape(verdict),
         escape(revert_url)
     )
+}
+
+// ---- Short answers: the notice a tapper sees, command replies, titles ----
+
+pub const TAP_REFUSED: &str = "Sorry, you cannot decide on this proposal.";
+pub const TAP_MERGING: &str = "Merging…";
+pub const TAP_MERGING_REVERT: &str = "Merging the revert…";
+pub const TAP_CLOSING: &str = "Closing the PR…";
+pub const ONLY_APPROVERS: &str = "Sorry, only approvers can use funnelfix commands.";
+pub const PAUSED: &str =
+    "Paused: no new proposals. Watching and reverting go on. /resume to continue.";
+pub const RESUMED: &str = "Resumed: proposals will be made on schedule.";
+/// What an edited proposal or revert message says happened.
+pub const DECIDED_APPROVED: &str = "Approved";
+pub const DECIDED_REJECTED: &str = "Rejected";
+pub const DECIDED_EXPIRED: &str = "Expired";
+pub const DECIDED_MERGED_ON_GITHUB: &str = "Merged on GitHub";
+pub const DECIDED_CLOSED_ON_GITHUB: &str = "Closed on GitHub";
+pub const DECIDED_REVERT_MERGED: &str = "Revert merged";
+pub const DECIDED_REVERT_CLOSED: &str = "Revert PR closed on GitHub";
+pub const BY_A_PERSON_ON_GITHUB: &str = "a person on GitHub";
+
+/// GitHub's own words on a refused merge.
+pub fn github_said(why: &str) -> String {
+    format!("GitHub said: {why}")
+}
+
+pub const APPROVE_BUTTON: &str = "✅ Approve";
+pub const REJECT_BUTTON: &str = "❌ Reject";
+pub const MERGE_REVERT_BUTTON: &str = "↩️ Merge the revert";
+
+/// A tap on a decision already taken.
+pub fn tap_already(state: State, revert: bool) -> String {
+    if revert {
+        format!("Already done: {state}.")
+    } else {
+        format!("Already decided: {state}.")
+    }
+}
+
+pub fn tap_too_late(timeout: std::time::Duration) -> String {
+    format!(
+        "Too late: this proposal expired after {}.",
+        human_duration(timeout)
+    )
+}
+
+pub fn chart_caption(funnel: &str) -> String {
+    format!("Funnel {}", escape(funnel))
+}
+
+pub fn funnel_unreadable(funnel: &str, error: &anyhow::Error) -> String {
+    escape(&format!("Could not read funnel {funnel}: {error:#}"))
+}
+
+/// The revert PR's title and commit message.
+pub fn revert_title(e: &Experiment) -> String {
+    format!(
+        "Revert \"{}\"",
+        e.title.as_deref().unwrap_or("funnelfix change")
+    )
+}
+
+/// The revert's merge commit title.
+pub fn revert_merge_title(e: &Experiment) -> String {
+    format!("Revert PR #{}", e.pr_number.unwrap_or_default())
 }
 
 /// A revert that waits for a person on GitHub, with the real reason.
