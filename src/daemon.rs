@@ -37,26 +37,40 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("help", "what funnelfix can do"),
 ];
 
-/// Holds the lock that keeps a second daemon off the same database.
+/// Holds the lock that keeps a second daemon, or a `funnelfix once`, off
+/// the same database.
 pub struct DaemonLock {
     _file: File,
     path: PathBuf,
 }
 
 impl DaemonLock {
+    /// Takes the lock, or says who holds it.
     pub fn acquire(db: &Path) -> Result<DaemonLock> {
-        let mut path = db.as_os_str().to_owned();
-        path.push(".lock");
-        let path = PathBuf::from(path);
-        let file = File::create(&path)
-            .with_context(|| format!("cannot create the lock file {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => Ok(DaemonLock { _file: file, path }),
-            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-                "another funnelfix daemon is already running on {} (lock {} is held); stop it first",
+        match Self::try_acquire(db)? {
+            Ok(lock) => Ok(lock),
+            Err(path) => anyhow::bail!(
+                "another funnelfix daemon or `once` is already running on {} (lock {} is held); stop it first",
                 db.display(),
                 path.display()
             ),
+        }
+    }
+
+    /// Takes the lock; `Ok(Err(lock file))` if another process holds it.
+    pub fn try_acquire(db: &Path) -> Result<std::result::Result<DaemonLock, PathBuf>> {
+        let mut path = db.as_os_str().to_owned();
+        path.push(".lock");
+        let path = PathBuf::from(path);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+        }
+        let file = File::create(&path)
+            .with_context(|| format!("cannot create the lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Ok(DaemonLock { _file: file, path })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(Err(path)),
             Err(std::fs::TryLockError::Error(e)) => {
                 Err(e).with_context(|| format!("cannot lock {}", path.display()))
             }
@@ -291,6 +305,11 @@ mod tests {
         let first = DaemonLock::acquire(&db).expect("first");
         let err = DaemonLock::acquire(&db).err().expect("second refused");
         assert!(format!("{err:#}").contains("already running"), "{err:#}");
+        assert_eq!(
+            DaemonLock::try_acquire(&db).expect("no IO error").err(),
+            Some(first.path().to_path_buf()),
+            "held: the lock file is named"
+        );
         drop(first);
         DaemonLock::acquire(&db).expect("free again");
     }
