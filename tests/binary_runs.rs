@@ -1,19 +1,24 @@
-//! The database lock, through the real binary against the twins. The
-//! daemon runs on simulated time (FUNNELFIX_SIMULATED_CLOCK), a simulated
-//! minute per second. Everything is judged from outside: the twins and the
-//! processes' output.
+//! Scheduled runs and the database lock, through the real binary against
+//! the twins. The daemon runs on simulated time (FUNNELFIX_SIMULATED_CLOCK)
+//! slow enough that the services' own real-time retries stay short in
+//! simulated minutes: a simulated minute per second. Everything is judged
+//! from outside: the twins and the state database.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use funnelfix::app::Clock;
+use funnelfix::retry::RetryPolicy;
 use funnelfix::sandbox::llm::Reply;
 use funnelfix::sandbox::world::{self, World};
+use funnelfix::store::{ScheduledRun, Store};
 
 /// Simulated seconds per real second.
 const FACTOR: f64 = 60.0;
+/// A weekly proposal, Mondays at 09:00; 2026-03-02 is a Monday.
+const WEEKLY: &str = "0 0 9 * * Mon";
 const NEVER: &str = "0 0 0 1 1 * 2099";
 
 fn proposal() -> String {
@@ -29,6 +34,10 @@ fn proposal() -> String {
     .to_string()
 }
 
+fn t(s: &str) -> DateTime<Utc> {
+    s.parse().expect("valid time")
+}
+
 struct Sim {
     world: World,
     config: PathBuf,
@@ -42,7 +51,7 @@ impl Sim {
     /// `monitor`, with the model's `timeout`.
     async fn new(start: &str, propose: &str, monitor: &str, llm_timeout: &str) -> Sim {
         let dir = tempfile::tempdir().expect("tempdir");
-        let start: DateTime<Utc> = start.parse().expect("valid time");
+        let start = t(start);
         let mut world = World::start(
             dir.path().to_path_buf(),
             start,
@@ -114,6 +123,19 @@ impl Sim {
             .expect("joined")
     }
 
+    fn db(&self) -> &Path {
+        &self.world.config.state.path
+    }
+
+    /// A reader of the daemon's database (WAL: it never blocks the daemon).
+    fn store(&self) -> Store {
+        Store::open(self.db()).expect("the state database")
+    }
+
+    fn propose_run(&self) -> Option<ScheduledRun> {
+        self.store().latest_run("propose").expect("schedule_runs")
+    }
+
     /// Keeps the site's traffic up with simulated time until `done`, for at
     /// most `limit` of real time.
     async fn until(&mut self, limit: Duration, mut done: impl FnMut(&Sim) -> bool) -> bool {
@@ -135,6 +157,10 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+fn asked(w: &World) -> bool {
+    w.telegram.messages().iter().any(|m| !m.buttons.is_empty())
 }
 
 fn sigterm(child: &Child) {
@@ -172,6 +198,54 @@ async fn stop(child: Child) -> String {
     assert!(in_time, "the daemon did not stop");
     assert_eq!(out.status.code(), Some(0), "graceful exit: {}", text(&out));
     String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proposal_due_while_posthog_is_down_comes_minutes_late_not_a_week_late() {
+    let mut sim = Sim::new("2026-03-02T08:57:00Z", WEEKLY, "0 0 * * * *", "10s").await;
+    sim.world.llm.script(vec![Reply::Content(proposal())]);
+    // PostHog is down when the weekly run starts at 09:00: every query of
+    // its first try, with the client's own retries, answers 503. Those
+    // retries wait in real time, 2 + 4 + 8 s: the outage lasts about
+    // fourteen simulated minutes.
+    let tries = RetryPolicy::SERVICES.max_attempts as usize;
+    sim.world.posthog.fail_next(503, tries);
+    let daemon = sim.daemon();
+    // Real time for one simulated hour and a little.
+    let proposed = sim
+        .until(Duration::from_secs(75), |s| asked(&s.world))
+        .await;
+    let now = sim.world.now();
+    let logs = stop(daemon).await;
+    assert!(
+        proposed,
+        "no proposal by {now} (the run was due at 09:00): {logs}"
+    );
+    assert_eq!(sim.world.github.pulls().len(), 1, "one PR");
+    assert!(
+        sim.world.posthog.query_count() > tries,
+        "PostHog was asked again after the outage"
+    );
+
+    let store = sim.store();
+    let experiments = store.all().expect("experiments");
+    assert_eq!(experiments.len(), 1);
+    let proposed_at = experiments[0].created_at;
+    assert!(
+        proposed_at >= t("2026-03-02T09:10:00Z") && proposed_at < t("2026-03-02T10:00:00Z"),
+        "proposed at {proposed_at}: after the outage, within the hour, not next Monday"
+    );
+
+    let run = sim.propose_run().expect("the propose run");
+    assert_eq!(run.scheduled_at, t("2026-03-02T09:00:00Z"));
+    assert_eq!(run.attempts, 2, "{run:?}");
+    assert!(run.finished_at.is_some(), "{run:?}");
+    let error = run.last_error.unwrap_or_default();
+    assert!(error.contains("503"), "the failure is kept: {error}");
+    assert!(logs.contains("tried again"), "{logs}");
+    for secret in world::ALL_SECRETS {
+        assert!(!logs.contains(secret) && !error.contains(secret));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
