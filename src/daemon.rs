@@ -6,13 +6,19 @@
 //! restart neither loses nor doubles one. A run counts as done only when its
 //! pass worked; a failed try is tried again with a growing backoff on the
 //! app's clock until it works or the next run of the same schedule is due,
-//! and a try cut short by a crash is resumed after a restart.
+//! and a try cut short (a crash, a shutdown) is resumed after a restart.
 //! Runs missed while the daemon was down collapse into one catch-up run.
+//!
+//! The heartbeat comes from a task of its own, on its own connection, so a
+//! slow pass does not make the daemon look dead; a shutdown abandons the
+//! pass in flight at its next await point (every store write is its own
+//! transaction) and leaves the run to be resumed.
 
 use std::fmt::Display;
 use std::fs::File;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -21,17 +27,22 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::app::{App, Clock};
-use crate::store::{self, ScheduledRun};
+use crate::store::{self, ScheduledRun, Store};
 use crate::telegram::{Incoming, Telegram};
 
 /// Telegram's client gives up after 17 s; the long poll stays well inside it.
 pub const POLL_TIMEOUT_SECS: u32 = 10;
 
-/// How often the daemon proves it is alive (read by `funnelfix health`).
+/// How often the daemon proves it is alive (read by `funnelfix health`), in
+/// the app's clock: a simulated clock beats faster, but never more often
+/// than every [`HEARTBEAT_MIN`] of real time.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
-/// A heartbeat older than this means the daemon is stuck or gone. A pass
-/// waiting on a slow model or service can hold the loop for minutes.
+/// The shortest real interval between two heartbeats.
+pub const HEARTBEAT_MIN: Duration = Duration::from_millis(100);
+
+/// A heartbeat older than this means the daemon is stuck or gone. The
+/// heartbeat keeps beating while a pass waits on a slow model or service.
 pub const HEARTBEAT_STALE: Duration = Duration::from_secs(600);
 
 /// The first retry of a failed scheduled run comes this long after it
@@ -251,11 +262,67 @@ fn spawn_poller(telegram: Telegram, start: Option<i32>) -> mpsc::Receiver<(i32, 
     rx
 }
 
-/// Runs until `shutdown` resolves; the action in flight is finished first.
+/// The heartbeat task; it stops when this is dropped.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Heartbeat {
+    /// Beats once now (so `health` is true from start-up on), then every
+    /// `every`, on a connection of its own to the database at `db`.
+    fn start(db: &Path, every: Duration) -> Result<Heartbeat> {
+        let store = Store::open(db)?;
+        store.set_setting("heartbeat", &store::ts(Utc::now()))?;
+        Ok(Heartbeat(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                if let Err(e) = store.set_setting("heartbeat", &store::ts(Utc::now())) {
+                    warn!(error = %format!("{e:#}"), "could not write the heartbeat");
+                }
+            }
+        })))
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The real interval between heartbeats under `clock`.
+fn heartbeat_every(clock: &Clock) -> Duration {
+    clock.real_wait(HEARTBEAT).clamp(HEARTBEAT_MIN, HEARTBEAT)
+}
+
+/// How a try of a scheduled run ended, for the loop.
+#[derive(Debug, PartialEq, Eq)]
+enum Tried {
+    /// It ran (and worked or failed), or it had already finished.
+    Ran,
+    /// A shutdown came first; the loop must stop.
+    Shutdown,
+}
+
+/// Runs until `shutdown` resolves. A pass in flight is abandoned at its next
+/// await point and its run resumed after a restart; a Telegram update in
+/// flight is finished first.
 pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     let _lock = DaemonLock::acquire(&app.config.state.path)?;
-    if let Err(e) = app.services.telegram.set_commands(COMMANDS).await {
-        warn!(error = %format!("{e:#}"), "could not register the Telegram commands");
+    let _heartbeat = Heartbeat::start(&app.config.state.path, heartbeat_every(&app.clock))?;
+    tokio::pin!(shutdown);
+    tokio::select! {
+        biased;
+        () = &mut shutdown => {
+            info!("shutting down");
+            return Ok(());
+        }
+        registered = app.services.telegram.set_commands(COMMANDS) => {
+            if let Err(e) = registered {
+                warn!(error = %format!("{e:#}"), "could not register the Telegram commands");
+            }
+        }
     }
     let offset = app
         .store
@@ -264,8 +331,8 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     let mut updates = spawn_poller(app.services.telegram.clone(), offset);
 
     // A run missed while the daemon was down is due at once (one catch-up,
-    // however many were missed), and so is a run a crash cut short; they go
-    // through the loop so that a shutdown asked for meanwhile
+    // however many were missed), and so is a run a crash or a shutdown cut
+    // short; they go through the loop so that a shutdown asked for meanwhile
     // is honoured first.
     let clock = app.clock.clone();
     let due = |pass: Pass| -> Result<Option<Due>> {
@@ -276,8 +343,6 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
     let mut next_propose = due(Pass::Propose)?;
     info!(?next_propose, ?next_monitor, "funnelfix is running");
 
-    let mut heartbeat = tokio::time::interval(HEARTBEAT);
-    tokio::pin!(shutdown);
     loop {
         let propose_at = next_propose.map(|d| until(&clock, d.at));
         let monitor_at = next_monitor.map(|d| until(&clock, d.at));
@@ -295,19 +360,22 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
             }
             () = sleep_opt(monitor_at) => {
                 // Woken early (a capped wait): look again.
-                if let Some(d) = next_monitor.filter(|d| clock.now() >= d.at) {
-                    try_run(&app, Pass::Monitor, d.scheduled).await?;
+                if let Some(d) = next_monitor.filter(|d| clock.now() >= d.at)
+                    && try_run(&app, Pass::Monitor, d.scheduled, shutdown.as_mut()).await?
+                        == Tried::Shutdown
+                {
+                    break;
                 }
                 next_monitor = due(Pass::Monitor)?;
             }
             () = sleep_opt(propose_at) => {
-                if let Some(d) = next_propose.filter(|d| clock.now() >= d.at) {
-                    try_run(&app, Pass::Propose, d.scheduled).await?;
+                if let Some(d) = next_propose.filter(|d| clock.now() >= d.at)
+                    && try_run(&app, Pass::Propose, d.scheduled, shutdown.as_mut()).await?
+                        == Tried::Shutdown
+                {
+                    break;
                 }
                 next_propose = due(Pass::Propose)?;
-            }
-            _ = heartbeat.tick() => {
-                app.store.set_setting("heartbeat", &store::ts(Utc::now()))?;
             }
         }
     }
@@ -323,15 +391,28 @@ async fn sleep_opt(at: Option<tokio::time::Instant>) {
 
 /// One try of the run of `pass` scheduled at `scheduled`, unless it already
 /// finished. A failed try records its errors and when to try again.
-async fn try_run(app: &App, pass: Pass, scheduled: DateTime<Utc>) -> Result<()> {
+async fn try_run(
+    app: &App,
+    pass: Pass,
+    scheduled: DateTime<Utc>,
+    shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> Result<Tried> {
     let name = pass.name();
     let Some(attempt) = app
         .store
         .begin_attempt(name, scheduled, app.clock.now(), retry_backoff)?
     else {
-        return Ok(());
+        return Ok(Tried::Ran);
     };
-    let errors = pass.run(app).await;
+    let errors = tokio::select! {
+        biased;
+        () = shutdown => {
+            app.store.interrupt_run(name, scheduled)?;
+            info!(run = name, %scheduled, attempt, "shutting down; the run in flight is resumed after a restart");
+            return Ok(Tried::Shutdown);
+        }
+        errors = pass.run(app) => errors,
+    };
     let now = app.clock.now();
     if errors.is_empty() {
         app.store.finish_run(name, scheduled, now)?;
@@ -341,7 +422,7 @@ async fn try_run(app: &App, pass: Pass, scheduled: DateTime<Utc>) -> Result<()> 
         app.store.fail_run(name, scheduled, &error, retry_at)?;
         warn!(run = name, %scheduled, attempt, %retry_at, %error, "the scheduled run failed; it will be tried again");
     }
-    Ok(())
+    Ok(Tried::Ran)
 }
 
 /// Listens for SIGTERM and SIGINT from the moment it is called (a signal
@@ -571,6 +652,20 @@ mod tests {
             ),
         ];
         assert_eq!(pass_errors(failed), ["signup: PostHog answered 503"]);
+    }
+
+    #[test]
+    fn a_simulated_clock_beats_faster_but_not_too_fast() {
+        assert_eq!(heartbeat_every(&Clock::System), HEARTBEAT);
+        let start = t("2026-03-02T09:00:00Z");
+        assert_eq!(
+            heartbeat_every(&Clock::scaled(start, 60.0)),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            heartbeat_every(&Clock::scaled(start, 60_000.0)),
+            HEARTBEAT_MIN
+        );
     }
 
     #[test]

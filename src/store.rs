@@ -177,8 +177,8 @@ pub struct ScheduledRun {
     pub attempts: u32,
     /// Why the latest failed try failed (kept after a later success).
     pub last_error: Option<String>,
-    /// When an unfinished run is due again; `None` means at once (a row
-    /// from before retries were kept).
+    /// When an unfinished run is due again; `None` means at once (a try cut
+    /// short by a shutdown, or a row from before retries were kept).
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
@@ -524,6 +524,17 @@ impl Store {
             "UPDATE schedule_runs SET last_error = ?3, next_attempt_at = ?4
              WHERE name = ?1 AND scheduled_at = ?2 AND finished_at IS NULL",
             params![name, ts(scheduled_at), error, ts(retry_at)],
+        )?;
+        Ok(())
+    }
+
+    /// The try was stopped by a shutdown, not by a fault: the run is due
+    /// again as soon as the daemon is back.
+    pub fn interrupt_run(&self, name: &str, scheduled_at: DateTime<Utc>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE schedule_runs SET next_attempt_at = NULL
+             WHERE name = ?1 AND scheduled_at = ?2 AND finished_at IS NULL",
+            params![name, ts(scheduled_at)],
         )?;
         Ok(())
     }
@@ -980,6 +991,20 @@ mod tests {
                 .map(|r| r.scheduled_at),
             Some(next)
         );
+    }
+
+    #[test]
+    fn a_try_cut_short_by_a_shutdown_is_due_at_once() {
+        let store = Store::open_in_memory().expect("store");
+        let at = now();
+        store
+            .begin_attempt("propose", at, at, minutes)
+            .expect("try");
+        store.interrupt_run("propose", at).expect("interrupt");
+        let run = store.latest_run("propose").expect("latest").expect("row");
+        assert_eq!(run.finished_at, None);
+        assert_eq!(run.next_attempt_at, None);
+        assert_eq!(run.attempts, 1);
     }
 
     #[test]

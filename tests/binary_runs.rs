@@ -1,8 +1,8 @@
-//! Scheduled runs and the database lock, through the real binary against
-//! the twins. The daemon runs on simulated time (FUNNELFIX_SIMULATED_CLOCK)
-//! slow enough that the services' own real-time retries stay short in
-//! simulated minutes: a simulated minute per second. Everything is judged
-//! from outside: the twins and the state database.
+//! Scheduled runs, the heartbeat, shutdown and the database lock, through
+//! the real binary against the twins. The daemon runs on simulated time
+//! (FUNNELFIX_SIMULATED_CLOCK) slow enough that the services' own real-time
+//! retries stay short in simulated minutes: a simulated minute per second.
+//! Everything is judged from outside: the twins and the state database.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -136,6 +136,13 @@ impl Sim {
         self.store().latest_run("propose").expect("schedule_runs")
     }
 
+    fn heartbeat(&self) -> Option<String> {
+        if !self.db().exists() {
+            return None;
+        }
+        self.store().setting("heartbeat").expect("settings")
+    }
+
     /// Keeps the site's traffic up with simulated time until `done`, for at
     /// most `limit` of real time.
     async fn until(&mut self, limit: Duration, mut done: impl FnMut(&Sim) -> bool) -> bool {
@@ -246,6 +253,84 @@ async fn a_proposal_due_while_posthog_is_down_comes_minutes_late_not_a_week_late
     for secret in world::ALL_SECRETS {
         assert!(!logs.contains(secret) && !error.contains(secret));
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_mid_pass_stops_within_five_seconds_and_the_run_resumes_once() {
+    let mut sim = Sim::new("2026-03-02T08:59:00Z", WEEKLY, NEVER, "900s").await;
+    // The model takes ten real minutes to answer the first request.
+    sim.world.llm.script(vec![
+        Reply::Slow(
+            Duration::from_secs(600),
+            Box::new(Reply::Content(proposal())),
+        ),
+        Reply::Content(proposal()),
+    ]);
+    let daemon = sim.daemon();
+    let stuck = sim
+        .until(Duration::from_secs(30), |s| {
+            s.world.llm.requests().len() == 1
+        })
+        .await;
+    assert!(stuck, "the pass reached the model");
+
+    // While the pass waits on the model, the heartbeat goes on.
+    let before = sim.heartbeat();
+    let beating = sim
+        .until(Duration::from_secs(10), |s| {
+            s.heartbeat().is_some_and(|b| Some(&b) > before.as_ref())
+        })
+        .await;
+    assert!(
+        beating,
+        "the heartbeat stayed at {before:?} during the pass"
+    );
+    let health = sim.run(&["health"]).await;
+    assert!(health.status.success(), "{}", text(&health));
+    assert_eq!(sim.world.llm.requests().len(), 1, "still the first request");
+    assert!(sim.world.github.pulls().is_empty(), "still waiting");
+
+    sigterm(&daemon);
+    let (out, took, in_time) = wait_exit(daemon, Duration::from_secs(15)).await;
+    println!("SIGTERM to exit mid-pass: {took:?}");
+    assert!(
+        in_time,
+        "the daemon was still waiting on the model after 15 s"
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        took < Duration::from_secs(5),
+        "SIGTERM took {took:?} to stop the daemon"
+    );
+    let run = sim.propose_run().expect("the run was started");
+    assert_eq!(run.finished_at, None, "the run is left unfinished: {run:?}");
+    assert_eq!(run.next_attempt_at, None, "and due at once: {run:?}");
+    assert!(sim.world.github.pulls().is_empty());
+
+    // After a restart the same run is resumed and proposes once.
+    let daemon = sim.daemon();
+    let proposed = sim
+        .until(Duration::from_secs(30), |s| asked(&s.world))
+        .await;
+    assert!(proposed, "the resumed run proposed");
+    // Some more simulated time: nothing is proposed again.
+    sim.until(Duration::from_secs(2), |_| false).await;
+    stop(daemon).await;
+    assert_eq!(sim.world.github.pulls().len(), 1, "exactly one PR");
+    assert_eq!(sim.world.llm.requests().len(), 2);
+    assert_eq!(sim.world.llm.script_left(), 0);
+    let run = sim.propose_run().expect("the run");
+    assert_eq!(run.scheduled_at, t("2026-03-02T09:00:00Z"));
+    assert_eq!(run.attempts, 2, "{run:?}");
+    assert!(run.finished_at.is_some(), "{run:?}");
+    let proposals = sim
+        .world
+        .telegram
+        .messages()
+        .iter()
+        .filter(|m| m.text.contains("funnelfix proposal #"))
+        .count();
+    assert_eq!(proposals, 1, "one proposal message");
 }
 
 #[tokio::test(flavor = "multi_thread")]
