@@ -26,7 +26,7 @@ ENV FUNNELFIX_CONFIG=/etc/funnelfix/funnelfix.toml
 VOLUME ["/var/lib/funnelfix"]
 # Alive means the daemon's heartbeat in the state database is recent.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 CMD ["funnelfix", "health"]
-# funnelfix finishes the action in flight on SIGTERM, then exits 0.
+# On SIGTERM funnelfix abandons a pass in flight (resumed after a restart) and exits 0 within seconds.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["funnelfix"]
 CMD ["run"]

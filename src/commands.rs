@@ -101,15 +101,25 @@ pub fn health(config: &Config) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `funnelfix once`: a propose pass and a monitor pass. A dry run uses a
-/// throw-away copy of the state and writes nothing to any service.
+/// `funnelfix once`: a propose pass and a monitor pass. It holds the daemon's
+/// lock while it works, so it is refused while a daemon (or another `once`)
+/// runs on the same database. A dry run uses a throw-away copy of the state,
+/// writes nothing to any service and needs no lock.
 pub async fn once(config: Config, dry_run: bool) -> Result<ExitCode> {
     let secrets = secrets(&config)?;
     let services = Services::connect(&config, &secrets, RetryPolicy::SERVICES)?;
-    let store = if dry_run {
-        dry_run_store(&config)?
+    let (store, _lock) = if dry_run {
+        (dry_run_store(&config)?, None)
     } else {
-        Store::open(&config.state.path)?
+        let db = &config.state.path;
+        let lock = daemon::DaemonLock::try_acquire(db)?.map_err(|lock| {
+            anyhow::anyhow!(
+                "a funnelfix daemon (or another `once`) is running on {} (lock {} is held); stop it first, or use `funnelfix once --dry-run`, which writes nothing",
+                db.display(),
+                lock.display()
+            )
+        })?;
+        (Store::open(db)?, Some(lock))
     };
     let app = App::new(config, store, services, Clock::from_env()?)?;
     let mut failed = false;

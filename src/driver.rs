@@ -145,11 +145,8 @@ impl App {
             }
             Command::Merge { sha, by } => {
                 let title = e.title.as_deref().unwrap_or("funnelfix change");
-                let outcome = gh
-                    .merge(pr_number(e)?, sha, self.config.github.merge_method, title)
-                    .await?;
                 Some(Event::MergeDone {
-                    result: merge_result(outcome, self.clock.now()),
+                    result: self.merge(pr_number(e)?, sha, title).await?,
                     by: *by,
                 })
             }
@@ -189,12 +186,10 @@ impl App {
                 let number = e
                     .revert_pr
                     .with_context(|| format!("experiment {} has no revert PR", e.id))?;
-                let title = text::revert_merge_title(e);
-                let outcome = gh
-                    .merge(number, sha, self.config.github.merge_method, &title)
-                    .await?;
                 Some(Event::RevertMergeDone {
-                    result: merge_result(outcome, self.clock.now()),
+                    result: self
+                        .merge(number, sha, &text::revert_merge_title(e))
+                        .await?,
                     by: *by,
                 })
             }
@@ -215,6 +210,24 @@ impl App {
                 None
             }
         })
+    }
+
+    /// Merges PR `number` only at `sha`. A merge that was done before an
+    /// interruption (its result never recorded) is recognised, not refused.
+    async fn merge(&self, number: u64, sha: &str, title: &str) -> Result<MergeResult> {
+        let gh = &self.services.github;
+        let outcome = gh
+            .merge(number, sha, self.config.github.merge_method, title)
+            .await?;
+        if let MergeOutcome::NotMergeable(_) = &outcome {
+            let pr = gh.pull_request(number).await?;
+            if pr.head_sha == sha
+                && let PrSeen::Merged { at, sha } = seen(&pr, self.clock.now())?
+            {
+                return Ok(MergeResult::Merged { sha, at });
+            }
+        }
+        Ok(merge_result(outcome, self.clock.now()))
     }
 
     /// The funnel report for the proposal's PR body and message: the one the

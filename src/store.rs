@@ -79,7 +79,12 @@ const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );",
-    // 2: per-experiment revert state moves from settings into columns; the
+    // 2: a scheduled run is retried until it works: its tries, the last
+    // error, and when the next try is due.
+    "ALTER TABLE schedule_runs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE schedule_runs ADD COLUMN last_error TEXT;
+    ALTER TABLE schedule_runs ADD COLUMN next_attempt_at TEXT;",
+    // 3: per-experiment revert state moves from settings into columns; the
     // final state kept_by_person; the outbox of commands decided but not done.
     r"ALTER TABLE experiments ADD COLUMN revert_head_sha TEXT;
     ALTER TABLE experiments ADD COLUMN revert_message_id INTEGER;
@@ -188,6 +193,25 @@ pub struct Experiment {
     pub revert_message_id: Option<i64>,
     /// The chat was told the revert waits for a person on GitHub.
     pub revert_told: bool,
+}
+
+/// One run of a schedule, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScheduledRun {
+    pub name: String,
+    /// The schedule's time for this run; with `name`, its identity.
+    pub scheduled_at: DateTime<Utc>,
+    /// When its first try began.
+    pub started_at: DateTime<Utc>,
+    /// Set once a try worked; a run without it is retried.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Tries begun so far.
+    pub attempts: u32,
+    /// Why the latest failed try failed (kept after a later success).
+    pub last_error: Option<String>,
+    /// When an unfinished run is due again; `None` means at once (a try cut
+    /// short by a shutdown, or a row from before retries were kept).
+    pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
 /// What the store needs to start an experiment.
@@ -573,21 +597,44 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// Claims the run of schedule `name` due at `scheduled_at`; false if it was
-    /// already claimed (by an earlier process, before a restart).
-    pub fn claim_run(
+    /// Starts a try of the run of schedule `name` due at `scheduled_at`
+    /// (creating its row on the first try) and returns which try it is, or
+    /// `None` if the run already finished. Until the try reports, the run is
+    /// due again `backoff(tries)` after `now`: a crash mid-try is retried,
+    /// but not at once, so a run that crashes the process cannot loop.
+    pub fn begin_attempt(
         &self,
         name: &str,
         scheduled_at: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<bool> {
-        let n = self.conn.execute(
+        backoff: impl Fn(u32) -> chrono::Duration,
+    ) -> Result<Option<u32>> {
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute(
             "INSERT OR IGNORE INTO schedule_runs (name, scheduled_at, started_at) VALUES (?1, ?2, ?3)",
             params![name, ts(scheduled_at), ts(now)],
         )?;
-        Ok(n == 1)
+        let attempts: Option<i64> = tx
+            .query_row(
+                "UPDATE schedule_runs SET attempts = attempts + 1
+                 WHERE name = ?1 AND scheduled_at = ?2 AND finished_at IS NULL
+                 RETURNING attempts",
+                params![name, ts(scheduled_at)],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(attempts) = attempts.map(|a| a.max(1) as u32) else {
+            return Ok(None);
+        };
+        tx.execute(
+            "UPDATE schedule_runs SET next_attempt_at = ?3 WHERE name = ?1 AND scheduled_at = ?2",
+            params![name, ts(scheduled_at), ts(now + backoff(attempts))],
+        )?;
+        tx.commit()?;
+        Ok(Some(attempts))
     }
 
+    /// The run worked: it is done and never tried again.
     pub fn finish_run(
         &self,
         name: &str,
@@ -595,20 +642,62 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<()> {
         self.conn.execute(
-            "UPDATE schedule_runs SET finished_at = ?3 WHERE name = ?1 AND scheduled_at = ?2",
+            "UPDATE schedule_runs SET finished_at = ?3, next_attempt_at = NULL
+             WHERE name = ?1 AND scheduled_at = ?2",
             params![name, ts(scheduled_at), ts(now)],
         )?;
         Ok(())
     }
 
-    /// The latest scheduled time of `name` that was claimed.
-    pub fn last_run(&self, name: &str) -> Result<Option<DateTime<Utc>>> {
-        let v: Option<String> = self.conn.query_row(
-            "SELECT MAX(scheduled_at) FROM schedule_runs WHERE name = ?1",
-            [name],
-            |r| r.get(0),
+    /// The try failed with `error`; the run is due again at `retry_at`.
+    pub fn fail_run(
+        &self,
+        name: &str,
+        scheduled_at: DateTime<Utc>,
+        error: &str,
+        retry_at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE schedule_runs SET last_error = ?3, next_attempt_at = ?4
+             WHERE name = ?1 AND scheduled_at = ?2 AND finished_at IS NULL",
+            params![name, ts(scheduled_at), error, ts(retry_at)],
         )?;
-        v.map(|s| parse_ts(&s)).transpose().map_err(Into::into)
+        Ok(())
+    }
+
+    /// The try was stopped by a shutdown, not by a fault: the run is due
+    /// again as soon as the daemon is back.
+    pub fn interrupt_run(&self, name: &str, scheduled_at: DateTime<Utc>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE schedule_runs SET next_attempt_at = NULL
+             WHERE name = ?1 AND scheduled_at = ?2 AND finished_at IS NULL",
+            params![name, ts(scheduled_at)],
+        )?;
+        Ok(())
+    }
+
+    /// The run of `name` with the latest scheduled time, if any was started.
+    pub fn latest_run(&self, name: &str) -> Result<Option<ScheduledRun>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT name, scheduled_at, started_at, finished_at, attempts, last_error,
+                        next_attempt_at
+                 FROM schedule_runs WHERE name = ?1 ORDER BY scheduled_at DESC LIMIT 1",
+                [name],
+                |r| {
+                    Ok(ScheduledRun {
+                        name: r.get(0)?,
+                        scheduled_at: parse_ts(&r.get::<_, String>(1)?)?,
+                        started_at: parse_ts(&r.get::<_, String>(2)?)?,
+                        finished_at: opt_ts(r.get(3)?)?,
+                        attempts: r.get::<_, i64>(4)?.max(0) as u32,
+                        last_error: r.get(5)?,
+                        next_attempt_at: opt_ts(r.get(6)?)?,
+                    })
+                },
+            )
+            .optional()?)
     }
 
     pub fn setting(&self, key: &str) -> Result<Option<String>> {
@@ -1051,15 +1140,143 @@ mod tests {
         );
     }
 
+    fn minutes(n: u32) -> chrono::Duration {
+        chrono::Duration::minutes(i64::from(n))
+    }
+
     #[test]
-    fn a_scheduled_run_is_claimed_once() {
+    fn a_scheduled_run_is_tried_until_it_finishes_and_then_never_again() {
         let store = Store::open_in_memory().expect("store");
         let at = now();
-        assert!(store.claim_run("monitor", at, at).expect("claim"));
-        assert!(!store.claim_run("monitor", at, at).expect("claim again"));
-        assert!(store.claim_run("propose", at, at).expect("other schedule"));
-        assert_eq!(store.last_run("monitor").expect("last"), Some(at));
-        store.finish_run("monitor", at, at).expect("finish");
+        assert_eq!(store.latest_run("monitor").expect("latest"), None);
+        assert_eq!(
+            store
+                .begin_attempt("monitor", at, at, minutes)
+                .expect("try"),
+            Some(1)
+        );
+        let run = store.latest_run("monitor").expect("latest").expect("row");
+        assert_eq!(run.attempts, 1);
+        assert_eq!(run.finished_at, None);
+        // Until the try reports, a crash would leave it due a backoff later.
+        assert_eq!(run.next_attempt_at, Some(at + minutes(1)));
+
+        let later = at + minutes(1);
+        store
+            .fail_run("monitor", at, "PostHog: 503", later + minutes(1))
+            .expect("fail");
+        let run = store.latest_run("monitor").expect("latest").expect("row");
+        assert_eq!(run.last_error.as_deref(), Some("PostHog: 503"));
+        assert_eq!(run.next_attempt_at, Some(later + minutes(1)));
+        assert_eq!(run.finished_at, None);
+
+        let again = later + minutes(1);
+        assert_eq!(
+            store
+                .begin_attempt("monitor", at, again, minutes)
+                .expect("retry"),
+            Some(2)
+        );
+        assert_eq!(
+            store
+                .latest_run("monitor")
+                .expect("latest")
+                .and_then(|r| r.next_attempt_at),
+            Some(again + minutes(2)),
+            "the backoff grows with the tries"
+        );
+        store.finish_run("monitor", at, again).expect("finish");
+        let run = store.latest_run("monitor").expect("latest").expect("row");
+        assert_eq!(run.finished_at, Some(again));
+        assert_eq!(run.next_attempt_at, None);
+        assert_eq!(run.attempts, 2);
+        assert_eq!(run.started_at, at, "the first try's start is kept");
+        assert_eq!(
+            run.last_error.as_deref(),
+            Some("PostHog: 503"),
+            "the error stays on the row"
+        );
+        // Finished: a restart that sees the same scheduled time does nothing.
+        assert_eq!(
+            store
+                .begin_attempt("monitor", at, again, minutes)
+                .expect("done"),
+            None
+        );
+        store
+            .fail_run("monitor", at, "late", again)
+            .expect("ignored");
+        assert_eq!(
+            store
+                .latest_run("monitor")
+                .expect("latest")
+                .expect("row")
+                .finished_at,
+            Some(again)
+        );
+        // Schedules are separate, and the latest scheduled time wins.
+        assert_eq!(
+            store
+                .begin_attempt("propose", at, at, minutes)
+                .expect("other"),
+            Some(1)
+        );
+        let next = at + minutes(15);
+        store
+            .begin_attempt("monitor", next, next, minutes)
+            .expect("next");
+        assert_eq!(
+            store
+                .latest_run("monitor")
+                .expect("latest")
+                .map(|r| r.scheduled_at),
+            Some(next)
+        );
+    }
+
+    #[test]
+    fn a_try_cut_short_by_a_shutdown_is_due_at_once() {
+        let store = Store::open_in_memory().expect("store");
+        let at = now();
+        store
+            .begin_attempt("propose", at, at, minutes)
+            .expect("try");
+        store.interrupt_run("propose", at).expect("interrupt");
+        let run = store.latest_run("propose").expect("latest").expect("row");
+        assert_eq!(run.finished_at, None);
+        assert_eq!(run.next_attempt_at, None);
+        assert_eq!(run.attempts, 1);
+    }
+
+    #[test]
+    fn runs_recorded_before_retries_existed_read_as_unretried() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f.db");
+        {
+            let mut conn = Connection::open(&path).expect("open");
+            let tx = conn.transaction().expect("tx");
+            tx.execute_batch(MIGRATIONS[0]).expect("schema 1");
+            tx.pragma_update(None, "user_version", 1).expect("version");
+            tx.execute(
+                "INSERT INTO schedule_runs (name, scheduled_at, started_at)
+                 VALUES ('propose', ?1, ?1)",
+                [ts(now())],
+            )
+            .expect("a run a crash left unfinished");
+            tx.commit().expect("commit");
+        }
+        let store = Store::open(&path).expect("migrated");
+        assert_eq!(store.schema_version().expect("version"), MIGRATIONS.len());
+        let run = store.latest_run("propose").expect("latest").expect("row");
+        assert_eq!(run.attempts, 0);
+        assert_eq!(run.finished_at, None);
+        assert_eq!(run.next_attempt_at, None, "resumed at once");
+        assert_eq!(
+            store
+                .begin_attempt("propose", now(), now(), minutes)
+                .expect("resume"),
+            Some(1)
+        );
     }
 
     #[test]

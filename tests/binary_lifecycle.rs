@@ -198,7 +198,16 @@ async fn a_harmful_change_is_reverted_through_crashes_and_restarts() {
     let mut restarts = 0;
     let mut tapped = false;
     let reverted = loop {
-        let done = sim.until(Duration::from_millis(200), revert_landed).await;
+        // Landed and told: the merge's result is recorded, so stopping the
+        // last daemon below cannot interrupt it.
+        let landed_and_told = |w: &World| {
+            revert_landed(w)
+                && w.telegram
+                    .messages()
+                    .iter()
+                    .any(|m| m.text.starts_with("↩️"))
+        };
+        let done = sim.until(Duration::from_millis(200), landed_and_told).await;
         if done || started.elapsed() > Duration::from_secs(90) {
             break done;
         }

@@ -46,7 +46,7 @@ docker run -d --name "$name" --network host \
 
 [ "$(docker exec "$name" id -u)" != 0 ] || fail "the daemon runs as root"
 
-# The first heartbeat follows start-up, which waits out Telegram's retries.
+# The daemon beats as soon as it holds its lock; give the container time to start.
 healthy=
 for _ in $(seq 1 60); do
     if docker exec "$name" funnelfix health >/dev/null 2>&1; then
