@@ -5,8 +5,10 @@
 //! longest ordered chain of steps they completed starting from a first-step
 //! event in that range, each later step no later than `window` after the
 //! chain's first event (ClickHouse `windowFunnel`, as PostHog's own funnels).
-//! Rows are grouped by the UTC weekday of the person's first entry, and give
-//! the number of entrants and of entrants reaching each further step.
+//! Rows are grouped by the UTC date of the person's first entry (as days since
+//! 1970-01-01), and give the number of entrants and of entrants reaching each
+//! further step; the weekday split the monitor needs and the recent pace the
+//! step choice needs both come from these rows.
 //!
 //! Right-censoring: `to` is clamped to `now - window`, so only entrants whose
 //! whole conversion window has elapsed are counted.
@@ -20,11 +22,14 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde_json::{Map, Value, json};
 
-use super::{ByWeekday, EntryRange, FunnelCounts};
+use super::{ByDay, DayCounts, EntryRange, FunnelCounts};
 use crate::config::{StepConfig, is_property_name};
+
+/// Seconds in a day: rows are per UTC date.
+const DAY: i64 = 86_400;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct HogQlQuery {
@@ -98,25 +103,28 @@ pub fn funnel_query(
     let reached: String = (1..steps.len())
         .map(|k| format!(",\n    countIf(level >= {}) AS reached_{k}", k + 1))
         .collect();
+    // One row per UTC date the range touches, so nothing is cut off.
+    let dates = range.to.timestamp().div_euclid(DAY) - range.from.timestamp().div_euclid(DAY) + 1;
     let query = format!(
-        "SELECT\n    toDayOfWeek(toTimeZone(entry_time, 'UTC')) - 1 AS weekday,\n    count() AS entrants{reached}\n\
+        "SELECT\n    intDiv(toUnixTimestamp(entry_time), {DAY}) AS day,\n    count() AS entrants{reached}\n\
          FROM (\n    SELECT\n        person_id,\n        minIf(timestamp, {entry}) AS entry_time,\n        \
          countIf({entry}) AS entries,\n        \
          windowFunnel({window_secs})(toDateTime(timestamp), {chain}) AS level\n    \
          FROM events\n    \
          WHERE timestamp >= fromUnixTimestamp({{date_from}}) AND timestamp <= fromUnixTimestamp({{date_until}})\n    \
-         GROUP BY person_id\n    HAVING entries > 0\n)\nGROUP BY weekday\nORDER BY weekday\nLIMIT 7",
+         GROUP BY person_id\n    HAVING entries > 0\n)\nGROUP BY day\nORDER BY day\nLIMIT {dates}",
         chain = chain.join(", "),
     );
     Ok(HogQlQuery { query, values })
 }
 
-/// Rows `[weekday, entrants, reached_1, ...]` into counts per weekday.
-pub fn parse_rows(steps: usize, results: &Value) -> Result<ByWeekday, String> {
+/// Rows `[day, entrants, reached_1, ...]` into counts per date of entry;
+/// `range` is the censored entry range the query counted.
+pub fn parse_days(steps: usize, range: EntryRange, results: &Value) -> Result<ByDay, String> {
     let rows = results
         .as_array()
         .ok_or_else(|| "the reply has no results list".to_string())?;
-    let mut out = ByWeekday::default_for(steps);
+    let mut days: Vec<DayCounts> = Vec::with_capacity(rows.len());
     for row in rows {
         let cells = row
             .as_array()
@@ -133,20 +141,41 @@ pub fn parse_rows(steps: usize, results: &Value) -> Result<ByWeekday, String> {
                 .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
                 .ok_or_else(|| format!("not a count: {v}"))
         };
-        let day = number(&cells[0])? as usize;
-        if day > 6 {
-            return Err(format!("weekday {day} is out of range"));
+        let day = number(&cells[0])?;
+        let date = i64::try_from(day)
+            .ok()
+            .and_then(|d| DateTime::from_timestamp(d.checked_mul(DAY)?, 0))
+            .map(|t| t.date_naive())
+            .ok_or_else(|| format!("day {day} is out of range"))?;
+        let first = range.from.date_naive();
+        let last = range.to.date_naive();
+        if date < first || date > last {
+            return Err(format!(
+                "day {date} is outside the entry range {first} to {last}"
+            ));
+        }
+        if days.iter().any(|d| d.date == date) {
+            return Err(format!("day {date} appears twice"));
         }
         let reached = cells[1..]
             .iter()
             .map(number)
             .collect::<Result<Vec<_>, _>>()?;
-        out.days[day] = FunnelCounts { reached };
+        days.push(DayCounts {
+            date,
+            counts: FunnelCounts { reached },
+        });
     }
-    Ok(out)
+    days.sort_by_key(|d| d.date);
+    Ok(ByDay { range, days })
 }
 
-/// The UTC weekday index used in the rows (0 = Monday).
+/// Midnight UTC that starts `date`, as a Unix time.
+pub fn day_start(date: NaiveDate) -> i64 {
+    date.and_time(chrono::NaiveTime::MIN).and_utc().timestamp()
+}
+
+/// The UTC weekday index of [`super::ByWeekday`] (0 = Monday).
 pub fn weekday(t: DateTime<Utc>) -> usize {
     t.weekday().num_days_from_monday() as usize
 }
@@ -232,15 +261,59 @@ mod tests {
     }
 
     #[test]
-    fn rows_become_counts_per_weekday() {
-        let rows = json!([[0, 10, 5, 2], [4, "7", "3", "1"]]);
-        let by = parse_rows(3, &rows).expect("rows");
-        assert_eq!(by.days[0].reached, vec![10, 5, 2]);
-        assert_eq!(by.days[4].reached, vec![7, 3, 1]);
-        assert_eq!(by.days[1].reached, vec![0, 0, 0]);
+    fn every_date_of_the_range_is_returned() {
+        let steps = [
+            step("Home", "$pageview", &[("$pathname", "/")]),
+            step("Pricing", "$pageview", &[("$pathname", "/pricing")]),
+            step("Started", "signup_started", &[]),
+            step("Done", "signup_completed", &[]),
+        ];
+        let q = funnel_query(
+            &steps,
+            Duration::from_secs(86400),
+            EntryRange {
+                from: t("2026-03-01T09:30:00Z"),
+                to: t("2026-03-29T09:30:00Z"),
+            },
+            t("2026-03-29T09:30:00Z"),
+        )
+        .expect("query");
+        // Censored to 28 March 09:30: 1 to 28 March is 28 dates, all returned.
+        assert!(q.query.ends_with("LIMIT 28"), "{}", q.query);
+    }
+
+    fn range(from: &str, to: &str) -> EntryRange {
+        EntryRange {
+            from: t(from),
+            to: t(to),
+        }
+    }
+
+    #[test]
+    fn rows_become_counts_per_day_and_weekday() {
+        // 20520 = Sunday 8 March 2026, 20523 = Wednesday 11 March.
+        let r = range("2026-03-02T12:00:00Z", "2026-03-12T12:00:00Z");
+        let rows = json!([[20523, "7", "3", "1"], [20520, 10, 5, 2]]);
+        let by = parse_days(3, r, &rows).expect("rows");
+        assert_eq!(by.range, r);
+        let dates: Vec<String> = by.days.iter().map(|d| d.date.to_string()).collect();
+        assert_eq!(dates, ["2026-03-08", "2026-03-11"], "oldest first");
+        assert_eq!(by.days[0].counts.reached, vec![10, 5, 2]);
         assert_eq!(by.total().reached, vec![17, 8, 3]);
-        assert!(parse_rows(3, &json!([[9, 1, 1, 1]])).is_err());
-        assert!(parse_rows(3, &json!([[0, 1]])).is_err());
-        assert!(parse_rows(3, &json!({"x": 1})).is_err());
+        let week = by.by_weekday(3);
+        assert_eq!(week.days[6].reached, vec![10, 5, 2]);
+        assert_eq!(week.days[2].reached, vec![7, 3, 1]);
+        assert_eq!(week.days[0].reached, vec![0, 0, 0]);
+        assert_eq!(week.total().reached, vec![17, 8, 3]);
+        assert_eq!(
+            day_start(by.days[0].date),
+            t("2026-03-08T00:00:00Z").timestamp()
+        );
+
+        // A day outside the range, twice the same day, the wrong width.
+        assert!(parse_days(3, r, &json!([[20000, 1, 1, 1]])).is_err());
+        assert!(parse_days(3, r, &json!([[20520, 1, 1, 1], [20520, 1, 1, 1]])).is_err());
+        assert!(parse_days(3, r, &json!([[20520, 1]])).is_err());
+        assert!(parse_days(3, r, &json!({"x": 1})).is_err());
     }
 }

@@ -6,10 +6,10 @@
 //! [`crate::funnel::hogql`]): a person enters with a first-step event in
 //! `[date_from, date_to)`; their level is the longest ordered chain of steps
 //! starting at such an event, every later step within the window (whole
-//! seconds, like `windowFunnel` over `toDateTime`). It reads the step
-//! conditions from the request's `values` and the property names and window
-//! from the query text, so a query that means something else gives different
-//! counts and the tests notice.
+//! seconds, like `windowFunnel` over `toDateTime`), counted per UTC date of
+//! entry. It reads the step conditions from the request's `values` and the
+//! property names and window from the query text, so a query that means
+//! something else gives different counts and the tests notice.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use crate::sandbox::Server;
@@ -340,8 +340,8 @@ fn answer(twin: &Twin, body: &Value) -> Result<Value, String> {
                 .iter()
                 .all(|(k, v)| e.properties.get(k).is_some_and(|p| p == v))
     };
-    // rows[weekday] = [entrants, reached_2, ..., reached_n]
-    let mut rows = [(); 7].map(|_| vec![0u64; n]);
+    // rows[day] = [entrants, reached_2, ..., reached_n], day = UTC days since 1970-01-01
+    let mut rows: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
     for events in twin.people.values() {
         let mut mine: Vec<&Event> = events
             .iter()
@@ -373,22 +373,21 @@ fn answer(twin: &Twin, body: &Value) -> Result<Value, String> {
             }
             level = level.max(reached);
         }
-        let day = mine[first].timestamp.weekday().num_days_from_monday() as usize;
-        for count in rows[day].iter_mut().take(level) {
+        let day = mine[first].timestamp.timestamp().div_euclid(86_400);
+        let row = rows.entry(day).or_insert_with(|| vec![0; n]);
+        for count in row.iter_mut().take(level) {
             *count += 1;
         }
     }
     let results: Vec<Value> = rows
         .iter()
-        .enumerate()
-        .filter(|(_, r)| r[0] > 0)
         .map(|(day, r)| {
             let mut row = vec![json!(day)];
             row.extend(r.iter().map(|c| json!(c)));
             Value::Array(row)
         })
         .collect();
-    let mut columns = vec!["weekday".to_string(), "entrants".to_string()];
+    let mut columns = vec!["day".to_string(), "entrants".to_string()];
     columns.extend((1..n).map(|k| format!("reached_{k}")));
     let types: Vec<Value> = columns.iter().map(|c| json!([c, "UInt64"])).collect();
     Ok(json!({
