@@ -237,7 +237,7 @@ async fn annotations_are_created() {
 }
 
 #[tokio::test]
-async fn counts_come_per_date_of_entry() {
+async fn counts_come_per_date_of_entry_for_the_funnels_events_only() {
     let twin = PostHogTwin::start("7", KEY).await.expect("twin");
     twin.push_events(vec![
         ev("a", "$pageview", Some("/"), "2026-03-02T10:00:00Z"),
@@ -272,4 +272,12 @@ async fn counts_come_per_date_of_entry() {
         "b counts on the date of entry, not of conversion"
     );
     assert_eq!(twin.query_count(), 1);
+    let text = twin.queries()[0]["query"]["query"]
+        .as_str()
+        .expect("text")
+        .to_string();
+    assert!(
+        text.contains("AND event IN ({s0_event}, {s2_event})"),
+        "{text}"
+    );
 }

@@ -9,6 +9,9 @@ JSON from the file named on the command line. For each case it
 3. compares the rows with an independent count in plain Python: ordered steps
    within the window, one row per person, entrants in [date_from, date_to),
    grouped by the UTC date of the first entry.
+The events include other events of the same people and of others
+($autocapture, $pageleave, other pages), which the query's `event IN (...)`
+prefilter skips and the reference simply never matches.
 Exits 1 with the differences when anything disagrees.
 """
 
@@ -79,7 +82,30 @@ def synthetic_events(case, seed):
                 emit(rng.randrange(1, len(steps)), t - rng.randint(1, 600))
             t = at + rng.randint(60, 3 * 86400)
             del reached
+        # What else people do: events no step matches.
+        for _ in range(rng.randint(0, 6)):
+            when = rng.randint(frm - 86400, until + 86400)
+            while when in used:
+                when += 1
+            used.add(when)
+            name, props = rng.choice(NOISE)
+            events.append((person, name, when, json.dumps(props)))
+    # People who never touch the funnel.
+    for p in range(case.get("people", 1500) // 5):
+        for _ in range(rng.randint(1, 4)):
+            name, props = rng.choice(NOISE)
+            events.append((f"other-{p}", name, rng.randint(frm, until), json.dumps(props)))
     return events
+
+
+# Events that are not a funnel step, as PostHog records them.
+NOISE = [
+    ("$autocapture", {"$event_type": "click", "$pathname": "/"}),
+    ("$pageleave", {"$pathname": "/pricing"}),
+    ("$pageview", {"$pathname": "/blog/launch"}),
+    ("$rageclick", {"$pathname": "/cart"}),
+    ("feature_used", {"plan": "free"}),
+]
 
 
 def reference(case, events):
