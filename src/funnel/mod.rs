@@ -57,13 +57,60 @@ pub struct FunnelReport {
 pub mod hogql;
 pub mod rates;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
 /// People are counted when their first first-step event falls in `[from, to)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryRange {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
+}
+
+/// Funnel counts of the people who entered on one UTC date.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DayCounts {
+    pub date: NaiveDate,
+    pub counts: FunnelCounts,
+}
+
+/// Funnel counts split by the UTC date of entry, with the entry range they
+/// were counted over (after right-censoring: nobody entering at or after
+/// `range.to` is in them). Dates without entrants are absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ByDay {
+    pub range: EntryRange,
+    /// Oldest first.
+    pub days: Vec<DayCounts>,
+}
+
+impl ByDay {
+    pub fn total(&self) -> FunnelCounts {
+        sum(self.days.iter().map(|d| &d.counts))
+    }
+
+    /// The same counts by weekday of entry, for a funnel of `steps` steps.
+    pub fn by_weekday(&self, steps: usize) -> ByWeekday {
+        let mut out = ByWeekday::default_for(steps);
+        for day in &self.days {
+            let w = day.date.weekday().num_days_from_monday() as usize;
+            out.days[w] = sum([&out.days[w], &day.counts]);
+        }
+        out
+    }
+}
+
+/// Step-wise sums; the result is as long as the longest input.
+fn sum<'a>(counts: impl IntoIterator<Item = &'a FunnelCounts>) -> FunnelCounts {
+    let mut reached: Vec<u64> = Vec::new();
+    for c in counts {
+        if reached.len() < c.reached.len() {
+            reached.resize(c.reached.len(), 0);
+        }
+        for (total, n) in reached.iter_mut().zip(&c.reached) {
+            *total += n;
+        }
+    }
+    FunnelCounts { reached }
 }
 
 /// Funnel counts split by the UTC weekday of entry (0 = Monday).
@@ -83,13 +130,6 @@ impl ByWeekday {
     }
 
     pub fn total(&self) -> FunnelCounts {
-        let steps = self.days.iter().map(|d| d.reached.len()).max().unwrap_or(0);
-        let mut reached = vec![0; steps];
-        for day in &self.days {
-            for (total, n) in reached.iter_mut().zip(&day.reached) {
-                *total += n;
-            }
-        }
-        FunnelCounts { reached }
+        sum(&self.days)
     }
 }

@@ -6,10 +6,11 @@
 //! [`crate::funnel::hogql`]): a person enters with a first-step event in
 //! `[date_from, date_to)`; their level is the longest ordered chain of steps
 //! starting at such an event, every later step within the window (whole
-//! seconds, like `windowFunnel` over `toDateTime`). It reads the step
-//! conditions from the request's `values` and the property names and window
-//! from the query text, so a query that means something else gives different
-//! counts and the tests notice.
+//! seconds, like `windowFunnel` over `toDateTime`), counted per UTC date of
+//! entry. It reads the step conditions from the request's `values`, and from
+//! the query text the property each filter compares (with the events it is
+//! read from), the window and the `event IN (...)` prefilter, so a query that
+//! means something else gives different counts and the tests notice.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,7 +21,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use crate::sandbox::Server;
@@ -262,10 +263,20 @@ async fn annotate(
         .into_response()
 }
 
+/// A step's property filter: `name` equals `value`, where the property is
+/// read only from events named in `only` (and is empty on others).
+struct Filter {
+    name: String,
+    value: String,
+    only: Vec<String>,
+}
+
 /// The funnel a query asks about, read back from its text and values.
 struct Asked {
-    steps: Vec<(String, Vec<(String, String)>)>,
+    steps: Vec<(String, Vec<Filter>)>,
     window_secs: i64,
+    /// The event names of `event IN (...)`, when the query has that filter.
+    events: Option<Vec<String>>,
     from: i64,
     to: i64,
     until: i64,
@@ -296,6 +307,15 @@ fn read_query(body: &Value) -> Result<Asked, String> {
             .and_then(Value::as_i64)
             .ok_or_else(|| format!("value {k} missing or not a number"))
     };
+    // Names in `event IN ({a}, {b})`, from the values.
+    let names = |list: &str| -> Result<Vec<String>, String> {
+        list.split(',')
+            .map(|p| {
+                let name = p.trim().trim_start_matches('{').trim_end_matches('}');
+                string(name).ok_or_else(|| format!("event IN takes {p:?}, not a string value"))
+            })
+            .collect()
+    };
     let mut steps = Vec::new();
     while let Some(event) = string(&format!("s{}_event", steps.len())) {
         let i = steps.len();
@@ -303,12 +323,27 @@ fn read_query(body: &Value) -> Result<Asked, String> {
         while let Some(value) = string(&format!("s{i}_p{}", filters.len())) {
             let needle = format!(" = {{s{i}_p{}}}", filters.len());
             let at = text.find(&needle).ok_or("filter placeholder not used")?;
-            let name = text[..at]
-                .rsplit("properties.")
+            let operand = text[..at]
+                .rsplit([' ', '\n', '('])
                 .next()
-                .ok_or("filter without a property")?
-                .to_string();
-            filters.push((name, value));
+                .ok_or("filter without an operand")?;
+            // `f<k>`: `if(event IN (...), properties.<name>, '') AS f<k>`.
+            let definition = format!(", '') AS {operand},");
+            let def = text
+                .find(&definition)
+                .ok_or_else(|| format!("{operand} is not defined"))?;
+            let (head, name) = text[..def]
+                .rsplit_once(", properties.")
+                .ok_or("a property column without a property")?;
+            let (_, list) = head
+                .rsplit_once("if(event IN (")
+                .ok_or("a property column without its events")?;
+            let only = names(list.trim_end_matches(')'))?;
+            filters.push(Filter {
+                name: name.to_string(),
+                value,
+                only,
+            });
         }
         steps.push((event, filters));
     }
@@ -321,9 +356,14 @@ fn read_query(body: &Value) -> Result<Asked, String> {
         .and_then(|r| r.split(')').next())
         .and_then(|n| n.parse().ok())
         .ok_or("no windowFunnel(window) in the query")?;
+    let events = match text.split_once("AND event IN (") {
+        None => None,
+        Some((_, rest)) => Some(names(rest.split(')').next().unwrap_or(""))?),
+    };
     Ok(Asked {
         steps,
         window_secs: window,
+        events,
         from: int("date_from")?,
         to: int("date_to")?,
         until: int("date_until")?,
@@ -336,18 +376,27 @@ fn answer(twin: &Twin, body: &Value) -> Result<Value, String> {
     let matches = |e: &Event, step: usize| {
         let (event, filters) = &asked.steps[step];
         e.event == *event
-            && filters
-                .iter()
-                .all(|(k, v)| e.properties.get(k).is_some_and(|p| p == v))
+            && filters.iter().all(|f| {
+                if f.only.contains(&e.event) {
+                    e.properties.get(&f.name).is_some_and(|p| *p == f.value)
+                } else {
+                    f.value.is_empty()
+                }
+            })
     };
-    // rows[weekday] = [entrants, reached_2, ..., reached_n]
-    let mut rows = [(); 7].map(|_| vec![0u64; n]);
+    // rows[day] = [entrants, reached_2, ..., reached_n], day = UTC days since 1970-01-01
+    let mut rows: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
     for events in twin.people.values() {
         let mut mine: Vec<&Event> = events
             .iter()
             .filter(|e| {
                 let t = e.timestamp.timestamp();
-                t >= asked.from && t <= asked.until
+                t >= asked.from
+                    && t <= asked.until
+                    && asked
+                        .events
+                        .as_ref()
+                        .is_none_or(|names| names.contains(&e.event))
             })
             .collect();
         mine.sort_by_key(|e| e.timestamp);
@@ -373,22 +422,21 @@ fn answer(twin: &Twin, body: &Value) -> Result<Value, String> {
             }
             level = level.max(reached);
         }
-        let day = mine[first].timestamp.weekday().num_days_from_monday() as usize;
-        for count in rows[day].iter_mut().take(level) {
+        let day = mine[first].timestamp.timestamp().div_euclid(86_400);
+        let row = rows.entry(day).or_insert_with(|| vec![0; n]);
+        for count in row.iter_mut().take(level) {
             *count += 1;
         }
     }
     let results: Vec<Value> = rows
         .iter()
-        .enumerate()
-        .filter(|(_, r)| r[0] > 0)
         .map(|(day, r)| {
             let mut row = vec![json!(day)];
             row.extend(r.iter().map(|c| json!(c)));
             Value::Array(row)
         })
         .collect();
-    let mut columns = vec!["weekday".to_string(), "entrants".to_string()];
+    let mut columns = vec!["day".to_string(), "entrants".to_string()];
     columns.extend((1..n).map(|k| format!("reached_{k}")));
     let types: Vec<Value> = columns.iter().map(|c| json!([c, "UInt64"])).collect();
     Ok(json!({
