@@ -275,6 +275,7 @@ impl App {
             allowed: &self.config.github.allowed,
             step_files: &step.files,
             max_changed_lines: self.config.github.max_changed_lines,
+            allowed_origins: &self.config.github.allowed_origins,
         };
         let accepted = match proposal::propose(
             &self.services.llm,

@@ -123,6 +123,9 @@ pub struct GithubConfig {
     pub allowed: globset::GlobSet,
     pub max_changed_lines: usize,
     pub merge_method: MergeMethod,
+    /// Origins (`https://host`) an edit may link to besides those the page
+    /// already uses.
+    pub allowed_origins: Vec<String>,
 }
 
 impl GithubConfig {
@@ -378,6 +381,9 @@ struct RawGithub {
     /// Default `"squash"`.
     #[serde(default = "default_merge_method")]
     merge_method: MergeMethod,
+    /// Default `[]`.
+    #[serde(default = "default_allowed_origins")]
+    allowed_origins: Spanned<Vec<String>>,
 }
 
 fn default_github_api() -> Spanned<String> {
@@ -394,6 +400,9 @@ fn default_branch_prefix() -> Spanned<String> {
 }
 fn default_labels() -> Vec<String> {
     vec!["funnelfix".into()]
+}
+fn default_allowed_origins() -> Spanned<Vec<String>> {
+    unspanned(Vec::new())
 }
 fn default_max_changed_lines() -> Spanned<i64> {
     unspanned(40)
@@ -917,6 +926,16 @@ impl<'a> Checker<'a> {
         let allowed = builder
             .build()
             .unwrap_or_else(|_| globset::GlobSet::empty());
+        for origin in g.allowed_origins.get_ref() {
+            let (scheme, host) = origin.split_once("://").unwrap_or(("", ""));
+            if !matches!(scheme, "http" | "https") || host.is_empty() || host.contains('/') {
+                self.problem(
+                    &g.allowed_origins,
+                    "github.allowed_origins",
+                    format!("{origin:?} is not an origin like \"https://cdn.example.com\""),
+                );
+            }
+        }
         GithubConfig {
             api_url: self.url(&g.api_url, "github.api_url"),
             repo,
@@ -932,6 +951,12 @@ impl<'a> Checker<'a> {
                 10_000,
             ) as usize,
             merge_method: g.merge_method,
+            allowed_origins: g
+                .allowed_origins
+                .into_inner()
+                .into_iter()
+                .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+                .collect(),
         }
     }
 
@@ -1160,13 +1185,18 @@ name = "signup"
     }
 
     #[test]
+    fn allowed_origins_must_be_origins() {
+        insta::assert_snapshot!(problems(&example_with("allowed_origins = []", r#"allowed_origins = ["https://docs.acme.com", "docs.acme.com/x"]"#)), @r#"line 30: github.allowed_origins: "docs.acme.com/x" is not an origin like "https://cdn.example.com""#);
+    }
+
+    #[test]
     fn unknown_key() {
-        insta::assert_snapshot!(problems(&example_with("min_visitors = 200", "min_visits = 200")), @"line 47: thresholds.min_visits: unknown field `min_visits`, expected one of `lookback`, `min_visitors`, `approval_timeout`, `observation`, `baseline`, `max_relative_drop`, `false_revert_rate`, `cooldown`, `revert`");
+        insta::assert_snapshot!(problems(&example_with("min_visitors = 200", "min_visits = 200")), @"line 48: thresholds.min_visits: unknown field `min_visits`, expected one of `lookback`, `min_visitors`, `approval_timeout`, `observation`, `baseline`, `max_relative_drop`, `false_revert_rate`, `cooldown`, `revert`");
     }
 
     #[test]
     fn bad_duration() {
-        insta::assert_snapshot!(problems(&example_with(r#"observation = "14d""#, r#"observation = "two weeks""#)), @r#"line 49: thresholds.observation: "two weeks" is not a duration (expected number at 0); write e.g. "30s", "15m", "72h", "14d""#);
+        insta::assert_snapshot!(problems(&example_with(r#"observation = "14d""#, r#"observation = "two weeks""#)), @r#"line 50: thresholds.observation: "two weeks" is not a duration (expected number at 0); write e.g. "30s", "15m", "72h", "14d""#);
     }
 
     #[test]
@@ -1190,17 +1220,17 @@ name = "signup"
                 .unwrap_or_default(),
             "  [[funnel.step]]\n  name = \"Home\"\n  event = \"$pageview\"\n"
         );
-        insta::assert_snapshot!(problems(&text), @r#"line 56: funnel[0].step: funnel "signup" has 1 step(s); a funnel needs at least two [[funnel.step]]"#);
+        insta::assert_snapshot!(problems(&text), @r#"line 57: funnel[0].step: funnel "signup" has 1 step(s); a funnel needs at least two [[funnel.step]]"#);
     }
 
     #[test]
     fn duplicate_step_names() {
-        insta::assert_snapshot!(problems(&example_with(r#"name = "Started signup""#, r#"name = "Viewed pricing""#)), @r#"line 74: funnel[0].step[2].name: step "Viewed pricing" appears twice in funnel "signup""#);
+        insta::assert_snapshot!(problems(&example_with(r#"name = "Started signup""#, r#"name = "Viewed pricing""#)), @r#"line 75: funnel[0].step[2].name: step "Viewed pricing" appears twice in funnel "signup""#);
     }
 
     #[test]
     fn bad_property_name() {
-        insta::assert_snapshot!(problems(&example_with(r#"filters = { "$pathname" = "/" }"#, r#"filters = { "$path name) OR 1=1 --" = "/" }"#)), @r#"line 64: funnel[0].step[0].filters: property name "$path name) OR 1=1 --" is not allowed: use letters, digits, _ and a leading $ only"#);
+        insta::assert_snapshot!(problems(&example_with(r#"filters = { "$pathname" = "/" }"#, r#"filters = { "$path name) OR 1=1 --" = "/" }"#)), @r#"line 65: funnel[0].step[0].filters: property name "$path name) OR 1=1 --" is not allowed: use letters, digits, _ and a leading $ only"#);
     }
 
     #[test]
@@ -1209,9 +1239,9 @@ name = "signup"
             .replacen("false_revert_rate = 0.05", "false_revert_rate = 1.5", 1)
             .replacen("min_visitors = 200", "min_visitors = -5", 1);
         insta::assert_snapshot!(problems(&text), @"
-        line 47: thresholds.min_visitors: must be at least 1 (got -5)
-        line 51: thresholds.max_relative_drop: must be a fraction above 0 and below 1 (got -0.1)
-        line 52: thresholds.false_revert_rate: must be a fraction above 0 and below 1 (got 1.5)
+        line 48: thresholds.min_visitors: must be at least 1 (got -5)
+        line 52: thresholds.max_relative_drop: must be a fraction above 0 and below 1 (got -0.1)
+        line 53: thresholds.false_revert_rate: must be a fraction above 0 and below 1 (got 1.5)
         ");
     }
 
@@ -1228,8 +1258,8 @@ name = "signup"
         insta::assert_snapshot!(problems(&text), @r#"
         line 12: schedule.monitor: "often" is not a cron expression with seconds (The 'Seconds' field does not support using names. 'often' specified); e.g. "0 */15 * * * *"
         line 22: github.repo: "website" must be "owner/name"
-        line 46: thresholds.lookback: "28 fortnights" is not a duration (unknown time unit "fortnights", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)); write e.g. "30s", "15m", "72h", "14d"
-        line 73: funnel[0].step[2].files: ".github/workflows/ci.yml" is outside github.allowed_paths
+        line 47: thresholds.lookback: "28 fortnights" is not a duration (unknown time unit "fortnights", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)); write e.g. "30s", "15m", "72h", "14d"
+        line 74: funnel[0].step[2].files: ".github/workflows/ci.yml" is outside github.allowed_paths
         "#);
     }
 

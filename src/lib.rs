@@ -7,6 +7,8 @@
 //! - [`funnel`]: pure: the HogQL query, step rates, intervals, the worst step.
 //! - [`stats`]: pure: the always-valid revert test.
 //! - [`proposal`]: the prompt, and the LLM's edits parsed, checked and applied.
+//! - [`gate`]: pure: what no edit may bring to a page (scripts, handlers,
+//!   new origins, form targets, tracking snippets).
 //! - [`experiment`]: pure: an experiment's states and its time windows.
 //! - [`lifecycle`]: pure: what each event does to an experiment, and what
 //!   must be done next.
@@ -29,6 +31,7 @@ pub mod demo;
 pub mod driver;
 pub mod experiment;
 pub mod funnel;
+pub mod gate;
 pub mod github;
 pub mod lifecycle;
 pub mod llm;

@@ -105,6 +105,8 @@ pub struct EditRules<'a> {
     pub step_files: &'a [String],
     /// Lines removed plus lines added, over all files.
     pub max_changed_lines: usize,
+    /// `github.allowed_origins`: what the content-security gate lets in.
+    pub allowed_origins: &'a [String],
 }
 
 /// One file as it was and as the proposal leaves it.
@@ -200,6 +202,14 @@ pub fn apply_edits(
             })
         })
         .collect();
+    for c in &changes {
+        problems.extend(crate::gate::check(
+            &c.path,
+            &c.before,
+            &c.after,
+            rules.allowed_origins,
+        ));
+    }
     let changed_lines: usize = changes
         .iter()
         .map(|c| changed_lines(&c.before, &c.after))
@@ -733,6 +743,7 @@ mod tests {
             allowed: &allowed,
             step_files: &step_files,
             max_changed_lines: max,
+            allowed_origins: &[],
         };
         apply_edits(&proposal(edits), &files(), &rules)
     }

@@ -89,6 +89,7 @@ impl Ctx {
             allowed: &self.allowed,
             step_files: &self.step_files,
             max_changed_lines: 6,
+            allowed_origins: &[],
         };
         let run = proposal::propose(&self.llm, &self.template, &input, &rules, max_attempts);
         tokio::time::timeout(Duration::from_secs(10), run)
@@ -216,6 +217,45 @@ async fn an_invalid_reply_goes_back_with_its_reasons_then_a_valid_one_is_accepte
         "{feedback}"
     );
     assert!(feedback.contains(r#""Sign-up""#), "{feedback}");
+}
+
+/// The content-security gate: each refused edit goes back to the model with
+/// its reason, and nothing it refused is ever accepted.
+#[tokio::test]
+async fn edits_that_bring_scripts_handlers_or_new_origins_go_back_with_the_reason() {
+    let cases = [
+        (
+            "<a href=\"/signup\">Sign up</a><script src=\"https://cdn.chat.test/w.js\"></script>",
+            "adds a <script>",
+        ),
+        (
+            "<a href=\"/signup\" onclick=\"track()\">Sign up</a>",
+            "inline event handler",
+        ),
+        (
+            "<a href=\"https://signup.other.test/\">Sign up</a>",
+            "https://signup.other.test",
+        ),
+        (
+            "<a href=\"/signup\">Sign up</a><iframe src=\"/x\"></iframe>",
+            "adds a <iframe>",
+        ),
+    ];
+    for (replace, reason) in cases {
+        let ctx = Ctx::new().await;
+        let bad = reply(json!([{
+            "path": "site/pricing.html",
+            "search": "<a href=\"/signup\">Sign up</a>",
+            "replace": replace,
+        }]));
+        ctx.twin
+            .script(vec![Reply::Content(bad), Reply::Content(good())]);
+        let accepted = ctx.propose(3).await.unwrap();
+        assert_eq!(accepted.attempts, 2, "{replace}");
+        assert!(!accepted.changes[0].after.contains(replace));
+        let feedback = last_content(&ctx.requests()[1]);
+        assert!(feedback.contains(reason), "{reason}: {feedback}");
+    }
 }
 
 #[tokio::test]
