@@ -181,7 +181,7 @@ pub fn proposal_message(
         "<b>funnelfix proposal #{id}</b> · funnel <b>{funnel}</b>\n\
          Step <b>{step} → {next}</b>: {rate} ({converted}/{entrants}, 95% CI {low}–{high})\n\n\
          <b>{title}</b>\n{hypothesis}\n\n\
-         Change: {summary}\n\
+         Change: {summary}\n{excerpt}\
          PR: <a href=\"{pr}\">{pr}</a>\n\n\
          If merged, it is watched for {obs} and reverted if the rate drops by more than {drop} with {conf} confidence.",
         id = e.id,
@@ -196,11 +196,45 @@ pub fn proposal_message(
         title = escape(title),
         hypothesis = escape(hypothesis),
         summary = escape(summary),
+        excerpt = change_excerpt(e.diff.as_deref().unwrap_or("")),
         pr = escape(pr),
         obs = human_duration(thresholds.observation),
         drop = pct(thresholds.max_relative_drop),
         conf = pct(1.0 - thresholds.false_revert_rate),
     )
+}
+
+/// Lines of the change shown in the chat, and the width each is cut to, so
+/// the proposal reads on a phone without opening GitHub.
+const EXCERPT_LINES: usize = 8;
+const EXCERPT_WIDTH: usize = 100;
+
+/// The changed lines of a unified diff as a short before → after block
+/// ("− old", "+ new"), escaped, or nothing for an empty diff.
+pub fn change_excerpt(diff: &str) -> String {
+    let changed: Vec<String> = diff
+        .lines()
+        .filter(|l| !l.starts_with("+++") && !l.starts_with("---"))
+        .filter_map(|l| {
+            let (sign, rest) = match l.chars().next()? {
+                '-' => ("− ", &l[1..]),
+                '+' => ("+ ", &l[1..]),
+                _ => return None,
+            };
+            let rest = rest.trim();
+            let cut: String = rest.chars().take(EXCERPT_WIDTH).collect();
+            let more = if cut.len() < rest.len() { "…" } else { "" };
+            Some(format!("{sign}{cut}{more}"))
+        })
+        .collect();
+    if changed.is_empty() {
+        return String::new();
+    }
+    let mut lines: Vec<String> = changed.iter().take(EXCERPT_LINES).cloned().collect();
+    if changed.len() > EXCERPT_LINES {
+        lines.push(format!("… {} more", changed.len() - EXCERPT_LINES));
+    }
+    format!("<pre>{}</pre>\n", escape(&lines.join("\n")))
 }
 
 fn when(t: DateTime<Utc>) -> String {
@@ -643,6 +677,41 @@ mod tests {
 
         If merged, it is watched for 14 days and reverted if the rate drops by more than 10.0% with 95.0% confidence.
         "#);
+    }
+
+    #[test]
+    fn the_proposal_shows_the_changed_lines_before_and_after() {
+        let e = Experiment {
+            diff: Some(
+                "--- a/site/pricing.html\n+++ b/site/pricing.html\n@@ -5,3 +5,3 @@\n   <h1>Pricing</h1>\n-  <footer><a href=\"/signup\">sign up</a></footer>\n+  <footer><a class=\"cta\" href=\"/signup\">Start your free trial</a></footer>\n </body>\n"
+                    .into(),
+            ),
+            ..experiment()
+        };
+        let msg = proposal_message(
+            &e,
+            &report(),
+            "+1 −1 lines in site/pricing.html",
+            &thresholds(),
+        );
+        insta::assert_snapshot!(msg, @r#"
+        <b>funnelfix proposal #3</b> · funnel <b>signup</b>
+        Step <b>Viewed pricing → Started signup</b>: 25.0% (1125/4500, 95% CI 23.7%–26.3%)
+
+        <b>Pricing: &lt;b&gt;bold&lt;/b&gt; &amp; clear CTA</b>
+        People do not see a next step.
+
+        Change: +1 −1 lines in site/pricing.html
+        <pre>− &lt;footer&gt;&lt;a href="/signup"&gt;sign up&lt;/a&gt;&lt;/footer&gt;
+        + &lt;footer&gt;&lt;a class="cta" href="/signup"&gt;Start your free trial&lt;/a&gt;&lt;/footer&gt;</pre>
+        PR: <a href="https://github.com/acme/website/pull/12">https://github.com/acme/website/pull/12</a>
+
+        If merged, it is watched for 14 days and reverted if the rate drops by more than 10.0% with 95.0% confidence.
+        "#);
+        let long = format!("+{}\n", "x".repeat(500)).repeat(20);
+        let excerpt = change_excerpt(&long);
+        assert!(excerpt.contains("… 12 more"), "{excerpt}");
+        assert!(excerpt.chars().count() < 1000);
     }
 
     #[test]
