@@ -447,7 +447,7 @@ impl App {
         let updates = self.services.telegram.poll(offset, timeout_secs).await?;
         let n = updates.len();
         for (update_id, incoming) in updates {
-            if let Err(e) = self.handle(incoming).await {
+            if let Err(e) = self.handle(update_id, incoming).await {
                 warn!(error = %format!("{e:#}"), "handling a Telegram update failed");
             }
             self.store
@@ -458,7 +458,7 @@ impl App {
 
     /// Acts on one update from the chat. Problems are logged and, where a
     /// person is waiting, answered.
-    pub async fn handle(&self, incoming: Incoming) -> Result<()> {
+    pub async fn handle(&self, update_id: i32, incoming: Incoming) -> Result<()> {
         match incoming {
             Incoming::Callback {
                 id,
@@ -466,7 +466,10 @@ impl App {
                 chat_id,
                 message_id,
                 data,
-            } => self.handle_tap(id, from, chat_id, message_id, &data).await,
+            } => {
+                self.handle_tap(update_id, id, from, chat_id, message_id, &data)
+                    .await
+            }
             Incoming::Command {
                 from,
                 chat_id,
@@ -484,6 +487,7 @@ impl App {
     /// other tap is refused here.
     async fn handle_tap(
         &self,
+        update_id: i32,
         callback_id: String,
         from: u64,
         chat_id: i64,
@@ -524,7 +528,9 @@ impl App {
             nonce,
         };
         info!(parent: &span, action = ?action, "tap from the chat");
-        self.feed(e.id, Event::Tap(tap)).instrument(span).await
+        self.feed_update(e.id, Event::Tap(tap), update_id)
+            .instrument(span)
+            .await
     }
 
     async fn handle_command(&self, from: u64, chat_id: i64, command: &str) -> Result<()> {

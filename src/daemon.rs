@@ -354,7 +354,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
                 break;
             }
             Some((update_id, incoming)) = updates.recv() => {
-                if let Err(e) = app.handle(incoming).await {
+                if let Err(e) = app.handle(update_id, incoming).await {
                     warn!(error = %format!("{e:#}"), "handling a Telegram update failed");
                 }
                 app.store.set_setting("telegram_offset", &(update_id + 1).to_string())?;

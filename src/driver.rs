@@ -43,7 +43,14 @@ impl App {
 
     /// Tells the lifecycle of `event`, persists its decision, and runs what it asked.
     pub async fn feed(&self, id: ExperimentId, event: Event) -> Result<()> {
-        self.decide(id, &event, None)?;
+        self.decide(id, &event, None, None)?;
+        self.drain(id).await
+    }
+
+    /// Like [`App::feed`] for an event that came as Telegram update
+    /// `update_id`: the update is confirmed with the decision.
+    pub async fn feed_update(&self, id: ExperimentId, event: Event, update_id: i32) -> Result<()> {
+        self.decide(id, &event, None, Some(update_id))?;
         self.drain(id).await
     }
 
@@ -58,7 +65,13 @@ impl App {
 
     /// Asks the lifecycle and persists its answer in one transaction,
     /// removing the outbox row `done` whose result `event` is.
-    fn decide(&self, id: ExperimentId, event: &Event, done: Option<i64>) -> Result<()> {
+    fn decide(
+        &self,
+        id: ExperimentId,
+        event: &Event,
+        done: Option<i64>,
+        update_id: Option<i32>,
+    ) -> Result<()> {
         let e = self.get(id)?;
         let rules = self.rules(&e)?;
         let now = self.clock.now();
@@ -67,7 +80,7 @@ impl App {
             info!(experiment = %id, event = event.name(), from = %e.state, to = %change.to, detail = %change.detail, "transition");
         }
         self.store
-            .apply(id, e.state, &decision, done, now)?
+            .apply(id, e.state, &decision, done, update_id, now)?
             .map_err(anyhow::Error::from)
     }
 
@@ -88,7 +101,7 @@ impl App {
             };
             let e = self.get(id)?;
             match self.execute(&e, &p.command).await {
-                Ok(Some(event)) => self.decide(id, &event, Some(p.row))?,
+                Ok(Some(event)) => self.decide(id, &event, Some(p.row), None)?,
                 Ok(None) => self.store.command_done(p.row)?,
                 Err(err) => {
                     let message = format!("{err:#}");
@@ -143,6 +156,11 @@ impl App {
                 let pr = gh.pull_request(pr_number(e)?).await?;
                 Some(Event::PrSeen(seen(&pr, self.clock.now())?))
             }
+            Command::CheckCi { sha, by } => Some(Event::ChecksSeen {
+                sha: sha.clone(),
+                checks: gh.checks(sha).await?,
+                by: *by,
+            }),
             Command::Merge { sha, by } => {
                 let title = e.title.as_deref().unwrap_or("funnelfix change");
                 Some(Event::MergeDone {

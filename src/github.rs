@@ -65,6 +65,97 @@ pub struct PullRequest {
     pub merged_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// CI's verdict on one commit.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Checks {
+    /// The repository runs no CI on it: no check run, no status (GitHub
+    /// still says "pending" then, with total_count 0).
+    None,
+    /// Some are still running.
+    Pending {
+        names: Vec<String>,
+    },
+    Passed,
+    /// The first that failed, with its page.
+    Failed {
+        name: String,
+        url: String,
+    },
+}
+
+impl Checks {
+    fn combine(runs: &[CheckRunJson], statuses: &[StatusJson]) -> Checks {
+        const FAILED: &[&str] = &[
+            "failure",
+            "cancelled",
+            "timed_out",
+            "action_required",
+            "startup_failure",
+        ];
+        if let Some(r) = runs
+            .iter()
+            .find(|r| r.conclusion.as_deref().is_some_and(|c| FAILED.contains(&c)))
+        {
+            return Checks::Failed {
+                name: r.name.clone(),
+                url: r.html_url.clone().unwrap_or_default(),
+            };
+        }
+        if let Some(s) = statuses
+            .iter()
+            .find(|s| s.state == "failure" || s.state == "error")
+        {
+            return Checks::Failed {
+                name: s.context.clone(),
+                url: s.target_url.clone().unwrap_or_default(),
+            };
+        }
+        let mut names: Vec<String> = runs
+            .iter()
+            .filter(|r| r.status != "completed")
+            .map(|r| r.name.clone())
+            .collect();
+        names.extend(
+            statuses
+                .iter()
+                .filter(|s| s.state == "pending")
+                .map(|s| s.context.clone()),
+        );
+        if !names.is_empty() {
+            Checks::Pending { names }
+        } else if runs.is_empty() && statuses.is_empty() {
+            Checks::None
+        } else {
+            Checks::Passed
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CheckRunsJson {
+    check_runs: Vec<CheckRunJson>,
+}
+
+#[derive(Deserialize)]
+struct CheckRunJson {
+    name: String,
+    status: String,
+    conclusion: Option<String>,
+    html_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CombinedStatusJson {
+    statuses: Vec<StatusJson>,
+}
+
+#[derive(Deserialize)]
+struct StatusJson {
+    context: String,
+    state: String,
+    target_url: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MergeOutcome {
     Merged {
@@ -349,6 +440,32 @@ impl GitHub {
             return Err(self.failure(&answer, &what));
         }
         answer.json(&what)
+    }
+
+    /// What CI says about commit `sha`: its check runs and commit statuses together.
+    #[tracing::instrument(skip_all, fields(sha = %sha))]
+    pub async fn checks(&self, sha: &str) -> anyhow::Result<Checks> {
+        let what = format!("reading the checks of {}", short(sha));
+        let answer = self
+            .send(
+                Method::Get,
+                &format!("commits/{sha}/check-runs?per_page=100"),
+                None,
+                &what,
+            )
+            .await?;
+        if !answer.ok() {
+            return Err(self.failure(&answer, &what));
+        }
+        let runs: CheckRunsJson = answer.json(&what)?;
+        let answer = self
+            .send(Method::Get, &format!("commits/{sha}/status"), None, &what)
+            .await?;
+        if !answer.ok() {
+            return Err(self.failure(&answer, &what));
+        }
+        let status: CombinedStatusJson = answer.json(&what)?;
+        Ok(Checks::combine(&runs.check_runs, &status.statuses))
     }
 
     /// The pull request whose head is `branch` in this repository: the open

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{RevertMode, Thresholds};
 use crate::experiment::{self, ExperimentId, State, WatchStep, chrono_duration};
+use crate::github::Checks;
 use crate::stats::{self, Counts, RevertRule, WatchInput};
 use crate::store::{self, Experiment};
 use crate::text;
@@ -118,6 +119,12 @@ pub enum Event {
     },
     Tap(Tap),
     PrSeen(PrSeen),
+    /// What CI says about the head an approver asked to merge.
+    ChecksSeen {
+        sha: String,
+        checks: Checks,
+        by: u64,
+    },
     /// The result of a merge asked by `by`.
     MergeDone {
         result: MergeResult,
@@ -162,6 +169,7 @@ impl Event {
             Event::ProposalSent { .. } => "proposal_sent",
             Event::Tap(_) => "tap",
             Event::PrSeen(_) => "pr_seen",
+            Event::ChecksSeen { .. } => "checks_seen",
             Event::MergeDone { .. } => "merge_done",
             Event::PrClosed { .. } => "pr_closed",
             Event::BaselineFetched { .. } => "baseline_fetched",
@@ -189,6 +197,11 @@ pub enum Command {
     },
     /// → PrSeen
     CheckPr,
+    /// Read CI on `sha` before merging it for `by`. → ChecksSeen
+    CheckCi {
+        sha: String,
+        by: u64,
+    },
     /// Merge the PR only if its head is still `sha`. → MergeDone
     Merge {
         sha: String,
@@ -257,6 +270,7 @@ impl Command {
             Command::AskApproval => "ask_approval",
             Command::AnswerTap { .. } => "answer_tap",
             Command::CheckPr => "check_pr",
+            Command::CheckCi { .. } => "check_ci",
             Command::Merge { .. } => "merge",
             Command::ClosePr { .. } => "close_pr",
             Command::FetchBaseline { .. } => "fetch_baseline",
@@ -432,6 +446,23 @@ fn awaiting_approval(e: &Experiment, event: &Event, now: DateTime<Utc>, rules: &
                     html: text::human_closed_note(e, false),
                 })
         }
+        Event::ChecksSeen { sha, checks, by } => match checks {
+            Checks::Passed | Checks::None => Decision::just(Command::Merge {
+                sha: sha.clone(),
+                by: *by,
+            }),
+            // A red head is never merged, whoever approved it.
+            Checks::Failed { name, url } => Decision::nothing()
+                .note("merge_refused", Some(*by), format!("check {name} failed"))
+                .then(Command::Notify {
+                    html: text::checks_failed_note(e, name, url),
+                }),
+            Checks::Pending { names } => Decision::nothing()
+                .note("merge_refused", Some(*by), "checks still running")
+                .then(Command::Notify {
+                    html: text::checks_pending_note(e, names),
+                }),
+        },
         Event::MergeDone {
             result: MergeResult::Merged { sha, at },
             by,
@@ -795,8 +826,9 @@ fn decide_tap(e: &Experiment, tap: &Tap, now: DateTime<Utc>, rules: &Rules) -> D
             )
         }
         (Action::Approve, State::AwaitingApproval) => {
+            // CI is read again for the exact head that will be merged.
             let sha = e.head_sha.clone().unwrap_or_default();
-            Decision::just(answer(text::TAP_MERGING)).then(Command::Merge { sha, by })
+            Decision::just(answer(text::TAP_MERGING)).then(Command::CheckCi { sha, by })
         }
         (Action::Reject, State::AwaitingApproval) => {
             Decision::just(answer(text::TAP_CLOSING)).then(Command::ClosePr { by: Some(by) })

@@ -476,12 +476,16 @@ impl Store {
     /// (compare-and-set on `from`) with its audit row, its fields, its note,
     /// its commands into the outbox, and the removal of the outbox row whose
     /// result it answers. A crash leaves either all of it or none.
+    /// A tap's decision also confirms its Telegram update (`update_id`), in
+    /// the same transaction: a crash can neither lose the tap nor have it
+    /// delivered and decided twice.
     pub fn apply(
         &self,
         id: ExperimentId,
         from: State,
         decision: &Decision,
         done: Option<i64>,
+        update_id: Option<i32>,
         now: DateTime<Utc>,
     ) -> Result<std::result::Result<(), TransitionError>> {
         let tx = self.conn.unchecked_transaction()?;
@@ -521,6 +525,13 @@ impl Store {
         }
         if let Some(row) = done {
             tx.execute("DELETE FROM outbox WHERE id = ?1", [row])?;
+        }
+        if let Some(update_id) = update_id {
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES ('telegram_offset', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [(update_id + 1).to_string()],
+            )?;
         }
         tx.commit()?;
         Ok(Ok(()))

@@ -268,6 +268,29 @@ pub fn head_moved_note(e: &Experiment) -> String {
     )
 }
 
+/// Approve was tapped, but CI failed on the head: nothing merged.
+pub fn checks_failed_note(e: &Experiment, check: &str, url: &str) -> String {
+    let link = if url.is_empty() {
+        String::new()
+    } else {
+        format!(" <a href=\"{}\">details</a>", escape(url))
+    };
+    format!(
+        "⛔ Not merged: the check <b>{}</b> failed on PR #{}.{link} Fix it on the branch and tap Approve again, or close the PR.",
+        escape(check),
+        e.pr_number.unwrap_or_default()
+    )
+}
+
+/// Approve was tapped while CI still runs on the head: nothing merged yet.
+pub fn checks_pending_note(e: &Experiment, names: &[String]) -> String {
+    format!(
+        "⏳ Not merged yet: checks are still running on PR #{} ({}). Tap Approve again once they pass.",
+        e.pr_number.unwrap_or_default(),
+        escape(&names.join(", "))
+    )
+}
+
 pub fn merge_refused_note(e: &Experiment, why: &str) -> String {
     format!(
         "⚠️ GitHub refused to merge PR #{}: {}. Nothing else was done.",

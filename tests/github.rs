@@ -760,3 +760,45 @@ async fn an_unreachable_github_is_one_clear_line() {
     assert!(!text.contains('\n') && !text.contains(TOKEN), "{text}");
     assert!(text.contains("Connection refused"), "{text}");
 }
+
+#[tokio::test]
+async fn checks_combine_check_runs_and_statuses_and_tell_no_ci_from_pending() {
+    use funnelfix::github::Checks;
+    use funnelfix::sandbox::github::{CheckRun, CommitStatus};
+    let ctx = start().await;
+    let pr = ctx.open("funnelfix/checks", "<p>x</p>\n").await;
+    let sha = pr.head_sha.clone();
+    // No CI at all: GitHub says "pending" with total_count 0.
+    assert_eq!(ctx.gh.checks(&sha).await.unwrap(), Checks::None);
+    let run = |status: &str, conclusion: Option<&str>| CheckRun {
+        name: "build".into(),
+        status: status.into(),
+        conclusion: conclusion.map(str::to_string),
+        html_url: "https://ci.test/build".into(),
+    };
+    ctx.twin.set_check_run(&sha, run("queued", None));
+    assert_eq!(
+        ctx.gh.checks(&sha).await.unwrap(),
+        Checks::Pending {
+            names: vec!["build".into()]
+        }
+    );
+    ctx.twin
+        .set_check_run(&sha, run("completed", Some("success")));
+    assert_eq!(ctx.gh.checks(&sha).await.unwrap(), Checks::Passed);
+    ctx.twin.set_status(
+        &sha,
+        CommitStatus {
+            context: "ci/legacy".into(),
+            state: "error".into(),
+            target_url: Some("https://legacy.test/1".into()),
+        },
+    );
+    assert_eq!(
+        ctx.gh.checks(&sha).await.unwrap(),
+        Checks::Failed {
+            name: "ci/legacy".into(),
+            url: "https://legacy.test/1".into()
+        }
+    );
+}

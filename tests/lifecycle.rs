@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use funnelfix::sandbox::github::{CheckRun, CommitStatus};
 
 fn revert_approve() -> String {
     world::CONFIG_TEMPLATE.replace(
@@ -318,4 +319,62 @@ async fn a_crash_after_any_command_changes_nothing_the_world_sees() {
         let reverts = messages.iter().filter(|m| m.text.starts_with("↩️")).count();
         assert_eq!((proposals, reverts), (1, 1), "crash after command {n}");
     }
+}
+
+fn check_run(name: &str, status: &str, conclusion: Option<&str>) -> CheckRun {
+    CheckRun {
+        name: name.into(),
+        status: status.into(),
+        conclusion: conclusion.map(str::to_string),
+        html_url: format!("https://ci.acme.test/{name}"),
+    }
+}
+
+/// Approve on a phone merges nothing while CI is red or still running on
+/// the head, and merges once it is green.
+#[tokio::test]
+async fn a_head_whose_checks_failed_or_still_run_is_not_merged() {
+    let ctx = Ctx::new().await;
+    ctx.world
+        .llm
+        .script(vec![Reply::Content(proposal_json("Pricing CTA", HELPFUL))]);
+    ctx.propose().await;
+    let head = ctx.experiment().head_sha.expect("head");
+    ctx.world
+        .github
+        .set_check_run(&head, check_run("build", "completed", Some("failure")));
+    ctx.press("Approve", APPROVER, CHAT_ID).await;
+    assert_eq!(ctx.experiment().state, State::AwaitingApproval);
+    assert_eq!(
+        ctx.world.github.merge_requests(),
+        0,
+        "a red head is never merged"
+    );
+    assert!(
+        ctx.messages()
+            .iter()
+            .any(|m| m.contains("<b>build</b> failed") && m.contains("https://ci.acme.test/build")),
+        "the chat is told which check failed"
+    );
+    // Re-run: still running, then green.
+    ctx.world
+        .github
+        .set_check_run(&head, check_run("build", "in_progress", None));
+    ctx.press("Approve", APPROVER, CHAT_ID).await;
+    assert_eq!(ctx.world.github.merge_requests(), 0);
+    assert!(ctx.messages().iter().any(|m| m.contains("still running")));
+    ctx.world
+        .github
+        .set_check_run(&head, check_run("build", "completed", Some("success")));
+    ctx.world.github.set_status(
+        &head,
+        CommitStatus {
+            context: "vercel".into(),
+            state: "success".into(),
+            target_url: Some("https://preview.acme.test".into()),
+        },
+    );
+    ctx.press("Approve", APPROVER, CHAT_ID).await;
+    assert_eq!(ctx.experiment().state, State::Merged);
+    assert_eq!(ctx.world.github.merge_requests(), 1);
 }

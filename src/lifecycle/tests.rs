@@ -104,6 +104,43 @@ fn events() -> Vec<(&'static str, Event)> {
         ),
         ("pr seen closed", Event::PrSeen(PrSeen::Closed)),
         (
+            "checks passed",
+            Event::ChecksSeen {
+                sha: "head1".into(),
+                checks: Checks::Passed,
+                by: APPROVER,
+            },
+        ),
+        (
+            "no checks at all",
+            Event::ChecksSeen {
+                sha: "head1".into(),
+                checks: Checks::None,
+                by: APPROVER,
+            },
+        ),
+        (
+            "checks failed",
+            Event::ChecksSeen {
+                sha: "head1".into(),
+                checks: Checks::Failed {
+                    name: "build".into(),
+                    url: "https://ci.test/1".into(),
+                },
+                by: APPROVER,
+            },
+        ),
+        (
+            "checks pending",
+            Event::ChecksSeen {
+                sha: "head1".into(),
+                checks: Checks::Pending {
+                    names: vec!["build".into()],
+                },
+                by: APPROVER,
+            },
+        ),
+        (
             "merge done",
             Event::MergeDone {
                 result: merged("merge1"),
@@ -229,6 +266,7 @@ fn render(d: &Decision) -> String {
 fn command(c: &Command) -> String {
     match c {
         Command::Merge { sha, by } => format!("merge@{sha} by {by}"),
+        Command::CheckCi { sha, by } => format!("check_ci@{sha} by {by}"),
         Command::MergeRevert { sha, by } => match by {
             Some(by) => format!("merge_revert@{sha} by {by}"),
             None => format!("merge_revert@{sha}"),
@@ -318,12 +356,58 @@ fn a_valid_tap_merges_whatever_becomes_of_its_answer() {
         d.commands[0].best_effort(),
         "the answer must not hold up the merge"
     );
+    // CI is read for the approved head, then it is merged at that head.
     assert_eq!(
         d.commands[1],
-        Command::Merge {
+        Command::CheckCi {
             sha: "head1".into(),
             by: APPROVER
         }
+    );
+    let seen = Event::ChecksSeen {
+        sha: "head1".into(),
+        checks: Checks::Passed,
+        by: APPROVER,
+    };
+    let d = decide(
+        &in_state(State::AwaitingApproval),
+        &seen,
+        now(),
+        &rules(RevertMode::Merge),
+    );
+    assert_eq!(
+        d.commands,
+        [Command::Merge {
+            sha: "head1".into(),
+            by: APPROVER
+        }]
+    );
+}
+
+#[test]
+fn a_red_head_is_never_merged() {
+    let failed = Event::ChecksSeen {
+        sha: "head1".into(),
+        checks: Checks::Failed {
+            name: "build".into(),
+            url: "https://ci.test/1".into(),
+        },
+        by: APPROVER,
+    };
+    let d = decide(
+        &in_state(State::AwaitingApproval),
+        &failed,
+        now(),
+        &rules(RevertMode::Merge),
+    );
+    assert!(d.change.is_none());
+    assert!(
+        !d.commands
+            .iter()
+            .any(|c| matches!(c, Command::Merge { .. }))
+    );
+    assert!(
+        matches!(&d.commands[0], Command::Notify { html } if html.contains("build") && html.contains("https://ci.test/1"))
     );
 }
 

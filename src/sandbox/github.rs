@@ -97,6 +97,29 @@ struct Repo {
     commit_counter: u64,
     /// The world's time for merged_at and the other timestamps.
     clock: Option<Clock>,
+    /// CI on each commit, as GitHub reports it: check runs and commit statuses.
+    check_runs: HashMap<String, Vec<CheckRun>>,
+    statuses: HashMap<String, Vec<CommitStatus>>,
+}
+
+/// A check run (GitHub Actions and other apps).
+#[derive(Debug, Clone)]
+pub struct CheckRun {
+    pub name: String,
+    /// "queued", "in_progress" or "completed".
+    pub status: String,
+    /// Set once completed: "success", "failure", "neutral", "cancelled", "skipped", "timed_out", "action_required".
+    pub conclusion: Option<String>,
+    pub html_url: String,
+}
+
+/// A commit status (older CI, Vercel, Netlify previews).
+#[derive(Debug, Clone)]
+pub struct CommitStatus {
+    pub context: String,
+    /// "pending", "success", "failure" or "error".
+    pub state: String,
+    pub target_url: Option<String>,
 }
 
 /// A pull request's state as GitHub shows it (the twin's own, not the adapter's).
@@ -137,6 +160,8 @@ impl GitHubTwin {
             write_requests: 0,
             commit_counter: 0,
             clock: None,
+            check_runs: HashMap::new(),
+            statuses: HashMap::new(),
         };
         let tree = files
             .iter()
@@ -153,6 +178,22 @@ impl GitHubTwin {
         let server = Server::start(router).await?;
         lock(&state).api_url = server.url();
         Ok(GitHubTwin { server, state })
+    }
+
+    /// CI reports a check run on commit `sha` (replacing one of the same name).
+    pub fn set_check_run(&self, sha: &str, run: CheckRun) {
+        let mut state = self.state();
+        let runs = state.check_runs.entry(sha.to_string()).or_default();
+        runs.retain(|r| r.name != run.name);
+        runs.push(run);
+    }
+
+    /// CI reports a commit status on `sha` (replacing one of the same context).
+    pub fn set_status(&self, sha: &str, status: CommitStatus) {
+        let mut state = self.state();
+        let list = state.statuses.entry(sha.to_string()).or_default();
+        list.retain(|s| s.context != status.context);
+        list.push(status);
     }
 
     /// Timestamps (merged_at, closed_at, commit dates) from `clock`.
@@ -582,6 +623,8 @@ impl Repo {
                 true => reply(200, &self.commit_json(sha)),
                 false => not_found(),
             },
+            ("GET", ["commits", sha, "check-runs"]) => self.check_runs_json(sha),
+            ("GET", ["commits", sha, "status"]) => self.combined_status_json(sha),
             ("GET", ["contents", path @ ..]) => self.get_contents(&path.join("/"), query),
             ("GET", ["pulls"]) => self.list_pulls(query),
             ("POST", ["pulls"]) => self.create_pull(&body),
@@ -624,6 +667,46 @@ impl Repo {
             },
             _ => not_found(),
         }
+    }
+
+    /// `GET /commits/{sha}/check-runs`.
+    fn check_runs_json(&self, sha: &str) -> Response {
+        let runs = self.check_runs.get(sha).cloned().unwrap_or_default();
+        let list: Vec<Value> = runs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                json!({
+                    "id": i + 1, "head_sha": sha, "name": r.name, "status": r.status,
+                    "conclusion": r.conclusion, "html_url": r.html_url,
+                })
+            })
+            .collect();
+        reply(200, &json!({"total_count": list.len(), "check_runs": list}))
+    }
+
+    /// `GET /commits/{sha}/status`: with no statuses GitHub says "pending"
+    /// with total_count 0, which means "no CI here", not "wait".
+    fn combined_status_json(&self, sha: &str) -> Response {
+        let list = self.statuses.get(sha).cloned().unwrap_or_default();
+        let state = if list
+            .iter()
+            .any(|s| s.state == "failure" || s.state == "error")
+        {
+            "failure"
+        } else if list.is_empty() || list.iter().any(|s| s.state == "pending") {
+            "pending"
+        } else {
+            "success"
+        };
+        let statuses: Vec<Value> = list
+            .iter()
+            .map(|s| json!({"context": s.context, "state": s.state, "target_url": s.target_url, "description": null}))
+            .collect();
+        reply(
+            200,
+            &json!({"state": state, "sha": sha, "total_count": statuses.len(), "statuses": statuses}),
+        )
     }
 
     fn take_fault(&mut self, method: &str, path: &str) -> Option<u16> {
