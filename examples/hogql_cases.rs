@@ -1,12 +1,23 @@
-//! Prints, as JSON, the funnel query funnelfix sends for the first funnel of
-//! config/funnelfix.example.toml over its lookback window, for
-//! tests/hogql/bench.py: `cargo run --example hogql_cases > cases.json`.
+//! Prints, as JSON, every funnel query funnelfix sends for the first funnel of
+//! config/funnelfix.example.toml, for tests/hogql/bench.py:
+//! `cargo run --example hogql_cases > cases.json`.
+//!
+//! Three queries: the lookback query of `funnelfix funnel` and the propose
+//! pass (every step), and the monitor's two (the watched step and the next):
+//! the baseline window before a merge, and the entrants after it at the end
+//! of the observation window, when that query covers the most days. The
+//! watched step is the second ("Viewed pricing"). `now` is fixed, 2026-03-30
+//! 10:17 UTC, so a benchmark table generated once keeps matching the
+//! queries; `--now <RFC 3339 time>` moves it.
 
-use chrono::Utc;
-use funnelfix::config;
+use chrono::{DateTime, Utc};
+use funnelfix::config::{self, StepConfig};
 use funnelfix::funnel::EntryRange;
 use funnelfix::funnel::hogql::funnel_query;
-use serde_json::json;
+use serde_json::{Value, json};
+
+/// The hour after a merge that the watch skips (the deploy settling).
+const SETTLE_HOURS: i64 = 1;
 
 fn main() {
     let text = include_str!("../config/funnelfix.example.toml");
@@ -16,20 +27,60 @@ fn main() {
         }
         std::process::exit(1)
     });
-    let funnel = &config.funnels[0];
-    let now = Utc::now();
-    let lookback = chrono::Duration::from_std(config.thresholds.lookback).expect("lookback");
-    let range = EntryRange {
-        from: now - lookback,
-        to: now,
+    let args: Vec<String> = std::env::args().collect();
+    let now: DateTime<Utc> = match args.iter().position(|a| a == "--now") {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                eprintln!("--now takes an RFC 3339 time, such as 2026-03-30T10:17:00Z");
+                std::process::exit(2)
+            }),
+        None => "2026-03-30T10:17:00Z".parse().expect("a time"),
     };
-    let q = funnel_query(&funnel.steps, funnel.conversion_window, range, now).expect("query");
-    let case = json!({
-        "name": funnel.name,
-        "query": q.query,
-        "values": q.values,
-        "window_secs": funnel.conversion_window.as_secs(),
-        "steps": funnel.steps.iter().map(|s| json!({"event": s.event, "filters": s.filters})).collect::<Vec<_>>(),
-    });
-    println!("{}", serde_json::to_string_pretty(&[case]).expect("json"));
+    let funnel = &config.funnels[0];
+    let t = &config.thresholds;
+    let days = |d: std::time::Duration| chrono::Duration::from_std(d).expect("a duration");
+    let window = funnel.conversion_window;
+    let watched = &funnel.steps[1..=2];
+    // The merge whose observation window (and conversion window) ends now.
+    let merge = now - days(t.observation) - days(window) - chrono::Duration::hours(SETTLE_HOURS);
+
+    let case = |name: &str, steps: &[StepConfig], range: EntryRange| -> Value {
+        let q = funnel_query(steps, window, range, now).expect("query");
+        json!({
+            "name": name,
+            "query": q.query,
+            "values": q.values,
+            "window_secs": window.as_secs(),
+            "steps": steps.iter().map(|s| json!({"event": s.event, "filters": s.filters})).collect::<Vec<_>>(),
+        })
+    };
+    let cases = [
+        case(
+            "lookback: every step, 28 days",
+            &funnel.steps,
+            EntryRange {
+                from: now - days(t.lookback),
+                to: now,
+            },
+        ),
+        case(
+            "baseline: the watched step, 28 days before the merge",
+            watched,
+            EntryRange {
+                from: merge - days(t.baseline),
+                to: merge,
+            },
+        ),
+        case(
+            "watch: the watched step, 14 days after the merge",
+            watched,
+            EntryRange {
+                from: merge + chrono::Duration::hours(SETTLE_HOURS),
+                to: merge + chrono::Duration::hours(SETTLE_HOURS) + days(t.observation),
+            },
+        ),
+    ];
+    println!("{}", serde_json::to_string_pretty(&cases).expect("json"));
 }
