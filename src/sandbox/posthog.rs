@@ -11,7 +11,7 @@
 //! from the query text, so a query that means something else gives different
 //! counts and the tests notice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -20,19 +20,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike};
 use serde_json::{Map, Value, json};
 
 use crate::sandbox::Server;
-
-/// One captured event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Event {
-    pub person_id: String,
-    pub event: String,
-    pub timestamp: DateTime<Utc>,
-    pub properties: BTreeMap<String, String>,
-}
+pub use crate::sandbox::events::Event;
+use crate::sandbox::events::EventLog;
 
 /// An annotation as funnelfix created it.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,9 +46,7 @@ struct Fault {
 struct Twin {
     project: String,
     key: String,
-    /// Events by person, each list in arrival order.
-    people: HashMap<String, Vec<Event>>,
-    events: usize,
+    log: EventLog,
     annotations: Vec<Annotation>,
     faults: Vec<Fault>,
     delay: Option<Duration>,
@@ -93,14 +84,19 @@ impl PostHogTwin {
 
     pub fn push_events(&self, events: Vec<Event>) {
         let mut twin = lock(&self.state);
-        twin.events += events.len();
-        for e in events {
-            twin.people.entry(e.person_id.clone()).or_default().push(e);
+        for e in &events {
+            twin.log.push_event(e);
         }
     }
 
+    /// Works on the events table directly (the simulated site writes its
+    /// visitors' events this way, without building an [`Event`] each).
+    pub fn with_log<R>(&self, f: impl FnOnce(&mut EventLog) -> R) -> R {
+        f(&mut lock(&self.state).log)
+    }
+
     pub fn event_count(&self) -> usize {
-        lock(&self.state).events
+        lock(&self.state).log.len()
     }
 
     pub fn annotations(&self) -> Vec<Annotation> {
@@ -333,26 +329,44 @@ fn read_query(body: &Value) -> Result<Asked, String> {
 fn answer(twin: &Twin, body: &Value) -> Result<Value, String> {
     let asked = read_query(body)?;
     let n = asked.steps.len();
-    let matches = |e: &Event, step: usize| {
-        let (event, filters) = &asked.steps[step];
-        e.event == *event
-            && filters
-                .iter()
-                .all(|(k, v)| e.properties.get(k).is_some_and(|p| p == v))
+    let log = &twin.log;
+    // Which steps each stored event matches, by event id and property set.
+    let ids: Vec<Option<u32>> = asked.steps.iter().map(|(e, _)| log.find_event(e)).collect();
+    let mut events: Vec<u32> = ids.iter().flatten().copied().collect();
+    events.sort_unstable();
+    events.dedup();
+    let mut masks: HashMap<(u32, u32), u32> = HashMap::new();
+    let mut mask = |event: u32, props: u32| -> u32 {
+        *masks.entry((event, props)).or_insert_with(|| {
+            let props = log.props(props);
+            (0..n)
+                .filter(|&i| {
+                    ids[i] == Some(event)
+                        && asked.steps[i]
+                            .1
+                            .iter()
+                            .all(|(k, v)| props.get(k).is_some_and(|p| p == v))
+                })
+                .fold(0, |m, i| m | 1 << i)
+        })
     };
+    // Each person's events that match a step: (whole seconds, ms, steps).
+    let mut people: HashMap<u32, Vec<(i64, i64, u32)>> = HashMap::new();
+    for (event, row) in log.scan(&events, asked.from * 1000, asked.until * 1000 + 999) {
+        let m = mask(event, row.props);
+        if m != 0 {
+            people
+                .entry(row.person)
+                .or_default()
+                .push((row.ms.div_euclid(1000), row.ms, m));
+        }
+    }
     // rows[weekday] = [entrants, reached_2, ..., reached_n]
     let mut rows = [(); 7].map(|_| vec![0u64; n]);
-    for events in twin.people.values() {
-        let mut mine: Vec<&Event> = events
-            .iter()
-            .filter(|e| {
-                let t = e.timestamp.timestamp();
-                t >= asked.from && t <= asked.until
-            })
-            .collect();
-        mine.sort_by_key(|e| e.timestamp);
+    for mut mine in people.into_values() {
+        mine.sort_by_key(|e| e.1);
         let starts: Vec<usize> = (0..mine.len())
-            .filter(|&i| matches(mine[i], 0) && mine[i].timestamp.timestamp() < asked.to)
+            .filter(|&i| mine[i].2 & 1 != 0 && mine[i].0 < asked.to)
             .collect();
         let Some(&first) = starts.first() else {
             continue;
@@ -361,19 +375,22 @@ fn answer(twin: &Twin, body: &Value) -> Result<Value, String> {
         // next match each time is never worse.
         let mut level = 0;
         for &s in &starts {
-            let t0 = mine[s].timestamp.timestamp();
+            let t0 = mine[s].0;
             let mut reached = 1;
             for e in &mine[s + 1..] {
-                if reached == n || e.timestamp.timestamp() > t0 + asked.window_secs {
+                if reached == n || e.0 > t0 + asked.window_secs {
                     break;
                 }
-                if matches(e, reached) {
+                if e.2 & (1 << reached) != 0 {
                     reached += 1;
                 }
             }
             level = level.max(reached);
         }
-        let day = mine[first].timestamp.weekday().num_days_from_monday() as usize;
+        let day = DateTime::from_timestamp(mine[first].0, 0)
+            .unwrap_or_default()
+            .weekday()
+            .num_days_from_monday() as usize;
         for count in rows[day].iter_mut().take(level) {
             *count += 1;
         }
