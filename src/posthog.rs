@@ -18,7 +18,7 @@ use tracing::{debug, instrument};
 
 use crate::config::StepConfig;
 use crate::funnel::hogql::{self, HogQlQuery};
-use crate::funnel::{ByWeekday, EntryRange};
+use crate::funnel::{ByDay, ByWeekday, EntryRange};
 use crate::retry::RetryPolicy;
 
 /// Why PostHog gave no answer. Each Display is one line naming what to fix.
@@ -87,9 +87,29 @@ impl PostHog {
         })
     }
 
-    /// Funnel counts per weekday of entry for people entering in `range`
-    /// (right-censored at `now - window`). One query.
+    /// Funnel counts per UTC date of entry for entries in `range`
+    /// (right-censored at `now - window`, the range the result carries).
+    /// One query.
     #[instrument(skip_all, fields(steps = steps.len()))]
+    pub async fn funnel_days(
+        &self,
+        steps: &[StepConfig],
+        window: Duration,
+        range: EntryRange,
+        now: DateTime<Utc>,
+    ) -> Result<ByDay, PostHogError> {
+        let query =
+            hogql::funnel_query(steps, window, range, now).map_err(PostHogError::Malformed)?;
+        let reply = self.query(&query).await?;
+        let results = reply
+            .get("results")
+            .ok_or_else(|| PostHogError::Malformed("no `results` in the reply".into()))?;
+        let counted = hogql::censored(range, window, now);
+        hogql::parse_days(steps.len(), counted, results).map_err(PostHogError::Malformed)
+    }
+
+    /// Funnel counts per weekday of entry for entries in `range`
+    /// (right-censored at `now - window`). One query.
     pub async fn funnel_counts(
         &self,
         steps: &[StepConfig],
@@ -97,13 +117,8 @@ impl PostHog {
         range: EntryRange,
         now: DateTime<Utc>,
     ) -> Result<ByWeekday, PostHogError> {
-        let query =
-            hogql::funnel_query(steps, window, range, now).map_err(PostHogError::Malformed)?;
-        let reply = self.query(&query).await?;
-        let results = reply
-            .get("results")
-            .ok_or_else(|| PostHogError::Malformed("no `results` in the reply".into()))?;
-        hogql::parse_rows(steps.len(), results).map_err(PostHogError::Malformed)
+        let days = self.funnel_days(steps, window, range, now).await?;
+        Ok(days.by_weekday(steps.len()))
     }
 
     /// Runs one HogQL query, fresh (`force_blocking`: otherwise PostHog may

@@ -23,10 +23,10 @@ pub async fn funnel_report(
         to: now,
     };
     let counts = posthog
-        .funnel_counts(&funnel.steps, funnel.conversion_window, range, now)
+        .funnel_days(&funnel.steps, funnel.conversion_window, range, now)
         .await
         .with_context(|| format!("funnel {:?}", funnel.name))?
-        .total();
+        .total(funnel.steps.len());
     let excluded = match store {
         Some(store) => busy_steps(store, config, funnel, now)?,
         None => Vec::new(),

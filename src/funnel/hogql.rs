@@ -1,30 +1,51 @@
-//! The one HogQL query per funnel.
+//! The one HogQL query per funnel, and what it counts.
 //!
-//! What it counts, exactly: a person *enters* when they have at least one
-//! first-step event in the entry range `[from, to)`. Their *level* is the
-//! longest ordered chain of steps they completed starting from a first-step
-//! event in that range, each later step no later than `window` after the
-//! chain's first event (ClickHouse `windowFunnel`, as PostHog's own funnels).
-//! Rows are grouped by the UTC weekday of the person's first entry, and give
-//! the number of entrants and of entrants reaching each further step.
+//! The estimand, one for every rate funnelfix shows or judges (the funnel
+//! table, the proposal, the PR, the chat, the watch and the verdict):
 //!
-//! Right-censoring: `to` is clamped to `now - window`, so only entrants whose
-//! whole conversion window has elapsed are counted.
+//! - an *entry* at step `i` is a person's first step-`i` event of a UTC day;
+//!   entries are counted on the date they fall in, if they fall in the entry
+//!   range `[from, to)` (a person's earlier event of the same day, before
+//!   `from`, makes that day's entry fall before the range: it is not counted);
+//! - the entry *converted* if the same person has a step-`i + 1` event at or
+//!   after it and no later than the conversion window after it;
+//! - right-censoring: `to` is clamped to `now - window`, so an entry is only
+//!   counted once its whole conversion window has passed.
 //!
-//! Every value from the config (event names, property values, times) is a
-//! `{placeholder}` in `values`. Property *names* cannot be placeholders in
-//! HogQL, so they are spliced only after [`is_property_name`] accepted them.
-//! The window is a number of seconds computed here, spliced because
-//! `windowFunnel`'s parameter must be a literal.
+//! Each entry is one unit whose outcome depends only on the window after it,
+//! so the expected rate does not depend on how long the entry range is: a
+//! person who comes back on five days is five entries, in a 2-day range and
+//! in a 28-day one alike. (Counting people once over the whole range instead
+//! gives returning visitors more chances in a long range than in a short one,
+//! and reads a harmless change as a drop.) Steps are counted independently:
+//! an entry at the pricing page counts whether or not the person came from
+//! the home page that day.
+//!
+//! Times are whole seconds (`toUnixTimestamp`), dates are UTC. Rows come per
+//! date of entry (days since 1970-01-01) with, per step, the entries and,
+//! but for the last step, the conversions: `[day, entries_0, converted_0,
+//! entries_1, converted_1, ..., entries_{n-1}]`.
+//!
+//! Cost: besides the time range, the query reads only the funnel's own event
+//! names (`event IN (...)`): PostHog's events table is sorted by date and
+//! then event, so this skips most of a project's data.
+//!
+//! Every value from the config (event names, property values, times, the
+//! window) is a `{placeholder}` in `values`. Property *names* cannot be
+//! placeholders in HogQL, so they are spliced only after
+//! [`is_property_name`] accepted them.
 
 use std::fmt::Write;
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde_json::{Map, Value, json};
 
-use super::{ByWeekday, EntryRange, FunnelCounts};
+use super::{ByDay, DayCounts, EntryRange, FunnelCounts};
 use crate::config::{StepConfig, is_property_name};
+
+/// Seconds in a day: entries are per UTC date.
+pub const DAY: i64 = 86_400;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct HogQlQuery {
@@ -62,7 +83,12 @@ fn step_condition(
         let _ = write!(cond, " AND properties.{prop} = {{{key}}}");
         values.insert(key, json!(value));
     }
-    Ok(format!("({cond})"))
+    Ok(cond)
+}
+
+/// Midnight UTC that starts `date`, as a Unix time.
+pub fn day_start(date: NaiveDate) -> i64 {
+    date.and_time(chrono::NaiveTime::MIN).and_utc().timestamp()
 }
 
 pub fn funnel_query(
@@ -71,7 +97,8 @@ pub fn funnel_query(
     range: EntryRange,
     now: DateTime<Utc>,
 ) -> Result<HogQlQuery, String> {
-    if steps.len() < 2 {
+    let n = steps.len();
+    if n < 2 {
         return Err("a funnel query needs at least two steps".into());
     }
     let range = censored(range, window, now);
@@ -81,51 +108,112 @@ pub fn funnel_query(
         .enumerate()
         .map(|(i, s)| step_condition(i, s, &mut values))
         .collect::<Result<Vec<_>, _>>()?;
-    values.insert("date_from".into(), json!(range.from.timestamp()));
-    values.insert("date_to".into(), json!(range.to.timestamp()));
-    let window_secs = window.as_secs().max(1);
-    values.insert(
-        "date_until".into(),
-        json!(range.to.timestamp() + window_secs as i64),
-    );
-    // The first step only counts when it happens inside the entry range.
-    let entry = format!(
-        "{} AND timestamp < fromUnixTimestamp({{date_to}})",
-        conditions[0]
-    );
-    let mut chain = vec![format!("({entry})")];
-    chain.extend(conditions[1..].iter().cloned());
-    let reached: String = (1..steps.len())
-        .map(|k| format!(",\n    countIf(level >= {}) AS reached_{k}", k + 1))
+    // Each event name once, by the placeholder of its first step.
+    let mut names: Vec<(&str, String)> = Vec::new();
+    for (i, s) in steps.iter().enumerate() {
+        if !names.iter().any(|(e, _)| *e == s.event) {
+            names.push((&s.event, format!("{{s{i}_event}}")));
+        }
+    }
+    let from = range.from.timestamp();
+    let to = range.to.timestamp();
+    let window_secs = window.as_secs().max(1) as i64;
+    values.insert("date_from".into(), json!(from));
+    values.insert("date_to".into(), json!(to));
+    // The first event of the entry range's first day decides whether that
+    // day's entry falls in the range, so reading starts at midnight.
+    values.insert("date_read".into(), json!(from.div_euclid(DAY) * DAY));
+    values.insert("date_until".into(), json!(to + window_secs));
+    values.insert("window".into(), json!(window_secs));
+
+    let flags: String = conditions
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!(",\n            {c} AS s{i}"))
         .collect();
+    let times: String = (0..n)
+        .map(|i| format!(",\n        arraySort(groupArrayIf(t, s{i})) AS t{i}"))
+        .collect();
+    // Per step, its entries: the first time of each date, in the range.
+    let entries: String = (0..n)
+        .map(|i| {
+            format!(
+                ",\n        arrayFilter((x, k) -> (k = 1 OR intDiv(x, {DAY}) != intDiv(t{i}[k - 1], {DAY})) \
+                 AND x >= {{date_from}} AND x < {{date_to}}, t{i}, arrayEnumerate(t{i})) AS e{i}"
+            )
+        })
+        .collect();
+    // Each entry as (step, time, converted).
+    let units: Vec<String> = (0..n)
+        .map(|i| {
+            let converted = if i + 1 < n {
+                format!(
+                    "arrayExists(y -> y >= x AND y <= x + {{window}}, t{})",
+                    i + 1
+                )
+            } else {
+                "0".to_string()
+            };
+            format!("arrayMap(x -> tuple({i}, x, {converted}), e{i})")
+        })
+        .collect();
+    let counts: String = (0..n)
+        .map(|i| {
+            let mut c = format!(",\n    countIf(entry.1 = {i}) AS entries_{i}");
+            if i + 1 < n {
+                let _ = write!(
+                    c,
+                    ",\n    countIf(entry.1 = {i} AND entry.3 = 1) AS converted_{i}"
+                );
+            }
+            c
+        })
+        .collect();
+    let events: Vec<&str> = names.iter().map(|(_, p)| p.as_str()).collect();
+    let any_step: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+    // One row per date the range touches, so nothing is cut off.
+    let dates = to.div_euclid(DAY) - from.div_euclid(DAY) + 1;
     let query = format!(
-        "SELECT\n    toDayOfWeek(toTimeZone(entry_time, 'UTC')) - 1 AS weekday,\n    count() AS entrants{reached}\n\
-         FROM (\n    SELECT\n        person_id,\n        minIf(timestamp, {entry}) AS entry_time,\n        \
-         countIf({entry}) AS entries,\n        \
-         windowFunnel({window_secs})(toDateTime(timestamp), {chain}) AS level\n    \
-         FROM events\n    \
-         WHERE timestamp >= fromUnixTimestamp({{date_from}}) AND timestamp <= fromUnixTimestamp({{date_until}})\n    \
-         GROUP BY person_id\n    HAVING entries > 0\n)\nGROUP BY weekday\nORDER BY weekday\nLIMIT 7",
-        chain = chain.join(", "),
+        "SELECT\n    intDiv(entry.2, {DAY}) AS day{counts}\n\
+         FROM (\n    \
+         SELECT\n        arrayJoin(arrayConcat(\n            {units}\n        )) AS entry\n    \
+         FROM (\n        \
+         SELECT\n            person_id{times}{entries}\n        \
+         FROM (\n            \
+         SELECT\n                person_id,\n                toUnixTimestamp(timestamp) AS t{flags}\n            \
+         FROM events\n            \
+         WHERE timestamp >= fromUnixTimestamp({{date_read}}) AND timestamp <= fromUnixTimestamp({{date_until}})\n                \
+         AND event IN ({events})\n                \
+         AND ({any_step})\n        )\n        \
+         GROUP BY person_id\n    )\n)\n\
+         GROUP BY day\nORDER BY day\nLIMIT {dates}",
+        units = units.join(",\n            "),
+        times = times.replace("\n        ", "\n            "),
+        entries = entries.replace("\n        ", "\n            "),
+        flags = flags.replace("\n            ", "\n                "),
+        events = events.join(", "),
+        any_step = any_step.join(" OR "),
     );
     Ok(HogQlQuery { query, values })
 }
 
-/// Rows `[weekday, entrants, reached_1, ...]` into counts per weekday.
-pub fn parse_rows(steps: usize, results: &Value) -> Result<ByWeekday, String> {
+/// Rows `[day, entries_0, converted_0, ..., entries_{n-1}]` of a funnel of
+/// `steps` steps into counts per date of entry; `range` is the censored
+/// entry range the query counted.
+pub fn parse_days(steps: usize, range: EntryRange, results: &Value) -> Result<ByDay, String> {
     let rows = results
         .as_array()
         .ok_or_else(|| "the reply has no results list".to_string())?;
-    let mut out = ByWeekday::default_for(steps);
+    let columns = 2 * steps;
+    let mut days: Vec<DayCounts> = Vec::with_capacity(rows.len());
     for row in rows {
         let cells = row
             .as_array()
             .ok_or_else(|| format!("a result row is not a list: {row}"))?;
-        if cells.len() != steps + 1 {
+        if cells.len() != columns {
             return Err(format!(
-                "a result row has {} columns, expected {}",
-                cells.len(),
-                steps + 1
+                "a result row has {} columns, expected {columns}",
+                cells.len()
             ));
         }
         let number = |v: &Value| -> Result<u64, String> {
@@ -133,20 +221,37 @@ pub fn parse_rows(steps: usize, results: &Value) -> Result<ByWeekday, String> {
                 .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
                 .ok_or_else(|| format!("not a count: {v}"))
         };
-        let day = number(&cells[0])? as usize;
-        if day > 6 {
-            return Err(format!("weekday {day} is out of range"));
+        let day = number(&cells[0])?;
+        let date = i64::try_from(day)
+            .ok()
+            .and_then(|d| DateTime::from_timestamp(d.checked_mul(DAY)?, 0))
+            .map(|t| t.date_naive())
+            .ok_or_else(|| format!("day {day} is out of range"))?;
+        let (first, last) = (range.from.date_naive(), range.to.date_naive());
+        if date < first || date > last {
+            return Err(format!(
+                "day {date} is outside the entry range {first} to {last}"
+            ));
         }
-        let reached = cells[1..]
+        if days.iter().any(|d| d.date == date) {
+            return Err(format!("day {date} appears twice"));
+        }
+        let counts = cells[1..]
             .iter()
             .map(number)
             .collect::<Result<Vec<_>, _>>()?;
-        out.days[day] = FunnelCounts { reached };
+        let entries: Vec<u64> = counts.iter().step_by(2).copied().collect();
+        let converted: Vec<u64> = counts.iter().skip(1).step_by(2).copied().collect();
+        days.push(DayCounts {
+            date,
+            counts: FunnelCounts { entries, converted },
+        });
     }
-    Ok(out)
+    days.sort_by_key(|d| d.date);
+    Ok(ByDay { range, days })
 }
 
-/// The UTC weekday index used in the rows (0 = Monday).
+/// The UTC weekday index of [`super::ByWeekday`] (0 = Monday).
 pub fn weekday(t: DateTime<Utc>) -> usize {
     t.weekday().num_days_from_monday() as usize
 }
@@ -198,7 +303,13 @@ mod tests {
             json!(t("2026-03-09T00:00:00Z").timestamp())
         );
         assert!(q.query.contains("properties.$pathname = {s0_p0}"));
-        assert!(q.query.contains("windowFunnel(86400)"));
+        assert_eq!(q.values["window"], json!(86400));
+        // Only the funnel's events are read, from midnight of the first day.
+        assert!(q.query.contains("AND event IN ({s0_event}, {s1_event})"));
+        assert_eq!(
+            q.values["date_read"],
+            json!(t("2026-03-01T00:00:00Z").timestamp())
+        );
 
         let bad = [
             step("Home", "$pageview", &[("a) OR (1", "x")]),
@@ -232,15 +343,85 @@ mod tests {
     }
 
     #[test]
-    fn rows_become_counts_per_weekday() {
-        let rows = json!([[0, 10, 5, 2], [4, "7", "3", "1"]]);
-        let by = parse_rows(3, &rows).expect("rows");
-        assert_eq!(by.days[0].reached, vec![10, 5, 2]);
-        assert_eq!(by.days[4].reached, vec![7, 3, 1]);
-        assert_eq!(by.days[1].reached, vec![0, 0, 0]);
-        assert_eq!(by.total().reached, vec![17, 8, 3]);
-        assert!(parse_rows(3, &json!([[9, 1, 1, 1]])).is_err());
-        assert!(parse_rows(3, &json!([[0, 1]])).is_err());
-        assert!(parse_rows(3, &json!({"x": 1})).is_err());
+    fn each_event_name_is_read_once_and_the_range_starts_at_midnight() {
+        let steps = [
+            step("Home", "$pageview", &[("$pathname", "/")]),
+            step("Pricing", "$pageview", &[("$pathname", "/pricing")]),
+            step("Done", "signup_completed", &[]),
+        ];
+        let q = funnel_query(
+            &steps,
+            Duration::from_secs(3600),
+            EntryRange {
+                from: t("2026-03-01T09:30:00Z"),
+                to: t("2026-03-29T09:30:00Z"),
+            },
+            t("2026-03-29T09:30:00Z"),
+        )
+        .expect("query");
+        assert!(
+            q.query.contains("AND event IN ({s0_event}, {s2_event})"),
+            "{}",
+            q.query
+        );
+        assert_eq!(
+            q.values["date_read"],
+            json!(t("2026-03-01T00:00:00Z").timestamp())
+        );
+        assert_eq!(
+            q.values["date_until"],
+            json!(t("2026-03-29T09:30:00Z").timestamp())
+        );
+        // One row per date the range touches: 1 to 29 March.
+        assert!(q.query.ends_with("LIMIT 29"), "{}", q.query);
+        // Every step's entries, every step but the last's conversions.
+        for column in [
+            "entries_0",
+            "converted_0",
+            "entries_1",
+            "converted_1",
+            "entries_2",
+        ] {
+            assert!(q.query.contains(&format!("AS {column}")), "{column}");
+        }
+        assert!(!q.query.contains("converted_2"));
+    }
+
+    #[test]
+    fn rows_become_counts_per_date() {
+        let range = EntryRange {
+            from: t("2026-03-02T10:00:00Z"),
+            to: t("2026-03-09T10:00:00Z"),
+        };
+        let monday = t("2026-03-02T00:00:00Z").timestamp() / DAY;
+        let rows = json!([
+            [monday + 4, "7", "3", "4", "1", "2"],
+            [monday, 10, 5, 6, 2, 1]
+        ]);
+        let by = parse_days(3, range, &rows).expect("rows");
+        assert_eq!(by.days[0].date, range.from.date_naive());
+        assert_eq!(by.days[0].counts.entries, vec![10, 6, 1]);
+        assert_eq!(by.days[0].counts.converted, vec![5, 2]);
+        assert_eq!(by.days[1].counts.entries, vec![7, 4, 2]);
+        let week = by.by_weekday(3);
+        assert_eq!(week.days[4].entries, vec![7, 4, 2]);
+        assert_eq!(week.days[1], FunnelCounts::empty(3));
+        let total = by.total(3);
+        assert_eq!(total.entries, vec![17, 10, 3]);
+        assert_eq!(total.converted, vec![8, 3]);
+        assert_eq!(total.transition(1), (10, 3));
+        // Dates outside the range, twice the same date, wrong shapes.
+        assert!(parse_days(3, range, &json!([[monday - 1, 1, 1, 1, 1, 1]])).is_err());
+        assert!(parse_days(3, range, &json!([[monday + 8, 1, 1, 1, 1, 1]])).is_err());
+        assert!(
+            parse_days(
+                3,
+                range,
+                &json!([[monday, 1, 1, 1, 1, 1], [monday, 1, 1, 1, 1, 1]])
+            )
+            .is_err()
+        );
+        assert!(parse_days(3, range, &json!([[monday, 1, 1, 1]])).is_err());
+        assert!(parse_days(3, range, &json!({"x": 1})).is_err());
     }
 }

@@ -35,15 +35,10 @@ pub fn step_rates(
 ) -> Vec<StepRate> {
     (0..funnel.steps.len().saturating_sub(1))
         .map(|i| {
-            let entrants = counts.reached.get(i).copied().unwrap_or(0);
-            // A person counted at step i+1 also reached step i; clamp so a
-            // malformed reply can never give a rate above 1.
-            let converted = counts
-                .reached
-                .get(i + 1)
-                .copied()
-                .unwrap_or(0)
-                .min(entrants);
+            let (entrants, converted) = counts.transition(i);
+            // Conversions are a subset of the entries; clamp so a malformed
+            // reply can never give a rate above 1.
+            let converted = converted.min(entrants);
             let rate = if entrants == 0 {
                 0.0
             } else {
@@ -76,12 +71,10 @@ pub fn report(
     excluded: &[(usize, String)],
 ) -> FunnelReport {
     let steps = step_rates(funnel, counts, thresholds.min_visitors);
-    let first = counts.reached.first().copied().unwrap_or(0);
-    let last = counts.reached.last().copied().unwrap_or(0);
-    let overall = if first == 0 {
+    let overall = if steps.is_empty() {
         0.0
     } else {
-        last as f64 / first as f64
+        steps.iter().map(|s| s.rate).product()
     };
 
     let mut skipped: Vec<String> = Vec::new();
@@ -151,7 +144,7 @@ fn skip_reason(
     }
     if !s.judged {
         return Some(format!(
-            "{} entrants, fewer than min_visitors = {}",
+            "{} entries, fewer than min_visitors = {}",
             s.entrants, t.min_visitors
         ));
     }
@@ -176,7 +169,7 @@ pub fn expected_conversions(s: &StepRate, t: &Thresholds) -> f64 {
 fn reason(selection: Selection, s: &StepRate, candidates: &[&StepRate]) -> String {
     let others = candidates.len().saturating_sub(1);
     let rate = format!(
-        "{:.1}% of {} entrants go on to {:?} (95% interval {:.1}%–{:.1}%)",
+        "{:.1}% of {} entries go on to {:?} (95% interval {:.1}%–{:.1}%)",
         s.rate * 100.0,
         s.entrants,
         s.next_name,
@@ -241,9 +234,12 @@ mod tests {
         }
     }
 
+    /// Entries at each step, each step's conversions being the next
+    /// step's entries (as when every entry is a new person's).
     fn counts(reached: &[u64]) -> FunnelCounts {
         FunnelCounts {
-            reached: reached.to_vec(),
+            entries: reached.to_vec(),
+            converted: reached[1..].to_vec(),
         }
     }
 

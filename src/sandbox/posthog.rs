@@ -2,16 +2,16 @@
 //! PostHog's error shapes, fault injection, and annotations.
 //!
 //! It holds an event log and answers funnelfix's funnel queries by counting
-//! that log itself, a second implementation of the same definition (see
-//! [`crate::funnel::hogql`]): a person enters with a first-step event in
-//! `[date_from, date_to)`; their level is the longest ordered chain of steps
-//! starting at such an event, every later step within the window (whole
-//! seconds, like `windowFunnel` over `toDateTime`). It reads the step
-//! conditions from the request's `values` and the property names and window
-//! from the query text, so a query that means something else gives different
-//! counts and the tests notice.
+//! that log itself ([`count_entries`]), a second implementation of the same
+//! definition (see [`crate::funnel::hogql`]): per step, each person's first
+//! step event of a UTC day in `[date_from, date_to)` is an entry, converted
+//! when the person's next-step event follows within the window, in whole
+//! seconds. It reads the step conditions and the window from the request's
+//! `values`, the property names and the `event IN (...)` prefilter from the
+//! query text, so a query that means something else gives different counts
+//! and the tests notice.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use chrono::{DateTime, Datelike};
+use chrono::DateTime;
 use serde_json::{Map, Value, json};
 
 use crate::sandbox::Server;
@@ -259,12 +259,18 @@ async fn annotate(
 }
 
 /// The funnel a query asks about, read back from its text and values.
-struct Asked {
-    steps: Vec<(String, Vec<(String, String)>)>,
-    window_secs: i64,
-    from: i64,
-    to: i64,
-    until: i64,
+#[derive(Debug, Clone, PartialEq)]
+pub struct Asked {
+    /// Per step: the event name and its property filters (name, value).
+    pub steps: Vec<(String, Vec<(String, String)>)>,
+    pub window_secs: i64,
+    /// Entries in `[from, to)` count; events in `[read, until]` are read.
+    pub from: i64,
+    pub to: i64,
+    pub read: i64,
+    pub until: i64,
+    /// The event names of `event IN (...)`, when the query has that filter.
+    pub events: Option<Vec<String>>,
 }
 
 fn read_query(body: &Value) -> Result<Asked, String> {
@@ -311,28 +317,52 @@ fn read_query(body: &Value) -> Result<Asked, String> {
     if steps.len() < 2 {
         return Err("not a funnel query".into());
     }
-    let window = text
-        .split("windowFunnel(")
-        .nth(1)
-        .and_then(|r| r.split(')').next())
-        .and_then(|n| n.parse().ok())
-        .ok_or("no windowFunnel(window) in the query")?;
+    // Names in `event IN ({a}, {b})`, from the values.
+    let events = match text.split_once("event IN (") {
+        None => None,
+        Some((_, rest)) => Some(
+            rest.split(')')
+                .next()
+                .unwrap_or("")
+                .split(',')
+                .map(|p| {
+                    let name = p.trim().trim_start_matches('{').trim_end_matches('}');
+                    string(name).ok_or_else(|| format!("event IN takes {p:?}, not a string value"))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
     Ok(Asked {
         steps,
-        window_secs: window,
+        window_secs: int("window")?,
         from: int("date_from")?,
         to: int("date_to")?,
+        read: int("date_read")?,
         until: int("date_until")?,
+        events,
     })
 }
 
-fn answer(twin: &Twin, body: &Value) -> Result<Value, String> {
-    let asked = read_query(body)?;
+/// The estimand of [`crate::funnel::hogql`], counted from the log: per UTC
+/// day of entry (days since 1970-01-01), `[entries_0, converted_0, ...,
+/// entries_{n-1}]`. An entry at step i is a person's first step-i event of
+/// a day (over the events read); it counts if it falls in `[from, to)`, and
+/// converted if the person has a step-i+1 event at or after it, at most the
+/// window later. Whole seconds, as `toUnixTimestamp`.
+pub fn count_entries(log: &EventLog, asked: &Asked) -> BTreeMap<i64, Vec<u64>> {
     let n = asked.steps.len();
-    let log = &twin.log;
-    // Which steps each stored event matches, by event id and property set.
     let ids: Vec<Option<u32>> = asked.steps.iter().map(|(e, _)| log.find_event(e)).collect();
-    let mut events: Vec<u32> = ids.iter().flatten().copied().collect();
+    let mut events: Vec<u32> = ids
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|&id| {
+            asked
+                .events
+                .as_ref()
+                .is_none_or(|names| names.iter().any(|name| name == log.event_name(id)))
+        })
+        .collect();
     events.sort_unstable();
     events.dedup();
     let mut masks: HashMap<(u32, u32), u32> = HashMap::new();
@@ -350,63 +380,70 @@ fn answer(twin: &Twin, body: &Value) -> Result<Value, String> {
                 .fold(0, |m, i| m | 1 << i)
         })
     };
-    // Each person's events that match a step: (whole seconds, ms, steps).
-    let mut people: HashMap<u32, Vec<(i64, i64, u32)>> = HashMap::new();
-    for (event, row) in log.scan(&events, asked.from * 1000, asked.until * 1000 + 999) {
+    // Each person's step times, per step, in whole seconds.
+    let mut people: HashMap<u32, Vec<Vec<i64>>> = HashMap::new();
+    for (event, row) in log.scan(&events, asked.read * 1000, asked.until * 1000 + 999) {
         let m = mask(event, row.props);
-        if m != 0 {
-            people
-                .entry(row.person)
-                .or_default()
-                .push((row.ms.div_euclid(1000), row.ms, m));
+        if m == 0 {
+            continue;
+        }
+        let times = people
+            .entry(row.person)
+            .or_insert_with(|| vec![Vec::new(); n]);
+        for (i, t) in times.iter_mut().enumerate() {
+            if m & (1 << i) != 0 {
+                t.push(row.ms.div_euclid(1000));
+            }
         }
     }
-    // rows[weekday] = [entrants, reached_2, ..., reached_n]
-    let mut rows = [(); 7].map(|_| vec![0u64; n]);
-    for mut mine in people.into_values() {
-        mine.sort_by_key(|e| e.1);
-        let starts: Vec<usize> = (0..mine.len())
-            .filter(|&i| mine[i].2 & 1 != 0 && mine[i].0 < asked.to)
-            .collect();
-        let Some(&first) = starts.first() else {
-            continue;
-        };
-        // Longest chain from any start: for one start, taking the earliest
-        // next match each time is never worse.
-        let mut level = 0;
-        for &s in &starts {
-            let t0 = mine[s].0;
-            let mut reached = 1;
-            for e in &mine[s + 1..] {
-                if reached == n || e.0 > t0 + asked.window_secs {
-                    break;
+    let mut rows: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
+    for mut times in people.into_values() {
+        for t in &mut times {
+            t.sort_unstable();
+        }
+        for i in 0..n {
+            let mut last_day = None;
+            for &x in &times[i] {
+                let day = x.div_euclid(86_400);
+                if last_day == Some(day) {
+                    continue;
                 }
-                if e.2 & (1 << reached) != 0 {
-                    reached += 1;
+                last_day = Some(day);
+                if x < asked.from || x >= asked.to {
+                    continue;
+                }
+                let row = rows.entry(day).or_insert_with(|| vec![0; 2 * n - 1]);
+                row[2 * i] += 1;
+                if let Some(next) = times.get(i + 1) {
+                    let first = next.partition_point(|&y| y < x);
+                    if next.get(first).is_some_and(|&y| y <= x + asked.window_secs) {
+                        row[2 * i + 1] += 1;
+                    }
                 }
             }
-            level = level.max(reached);
-        }
-        let day = DateTime::from_timestamp(mine[first].0, 0)
-            .unwrap_or_default()
-            .weekday()
-            .num_days_from_monday() as usize;
-        for count in rows[day].iter_mut().take(level) {
-            *count += 1;
         }
     }
-    let results: Vec<Value> = rows
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r[0] > 0)
+    rows
+}
+
+fn answer(twin: &Twin, body: &Value) -> Result<Value, String> {
+    let asked = read_query(body)?;
+    let n = asked.steps.len();
+    let results: Vec<Value> = count_entries(&twin.log, &asked)
+        .into_iter()
         .map(|(day, r)| {
             let mut row = vec![json!(day)];
             row.extend(r.iter().map(|c| json!(c)));
             Value::Array(row)
         })
         .collect();
-    let mut columns = vec!["weekday".to_string(), "entrants".to_string()];
-    columns.extend((1..n).map(|k| format!("reached_{k}")));
+    let mut columns = vec!["day".to_string()];
+    for i in 0..n {
+        columns.push(format!("entries_{i}"));
+        if i + 1 < n {
+            columns.push(format!("converted_{i}"));
+        }
+    }
     let types: Vec<Value> = columns.iter().map(|c| json!([c, "UInt64"])).collect();
     Ok(json!({
         "cache_key": "sandbox",
