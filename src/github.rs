@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::config::MergeMethod;
 use crate::experiment::ExperimentId;
-use crate::retry::RetryPolicy;
+use crate::retry::{Attempt, GaveUp, RetryPolicy};
 
 /// `funnelfix/<funnel>/<step-slug>-<id>`: deterministic, so a restart finds what it made.
 pub fn branch_name(prefix: &str, funnel: &str, step: &str, id: ExperimentId) -> String {
@@ -547,47 +547,60 @@ impl GitHub {
         what: &str,
     ) -> anyhow::Result<Answer> {
         let max = self.retry.max_attempts.max(1);
-        let mut attempt = 1;
-        loop {
-            let sent = tokio::time::timeout(self.retry.timeout, self.send_once(method, uri, body));
-            let wait = match sent.await {
-                Ok(Ok(mut answer)) => {
-                    answer.attempts = attempt;
-                    match retry_wait(&answer, method.resend(), unix_now()) {
-                        Some(asked) if attempt < max => {
-                            tracing::info!(
-                                status = answer.status,
-                                attempt,
-                                "GitHub asked to try again"
-                            );
-                            asked
+        let resend = method.resend();
+        let outcome = self
+            .retry
+            .run("GitHub", |attempt| async move {
+                let sent =
+                    tokio::time::timeout(self.retry.timeout, self.send_once(method, uri, body));
+                match sent.await {
+                    Ok(Ok(mut answer)) => {
+                        answer.attempts = attempt;
+                        match retry_wait(&answer, resend, unix_now()) {
+                            Some(asked) => Attempt::Again {
+                                error: Unanswered::Asked(answer),
+                                asked,
+                            },
+                            None => Attempt::Done(answer),
                         }
-                        _ => return Ok(answer),
                     }
+                    // Only a request that is safe to repeat is sent again.
+                    Ok(Err(e)) if resend == Resend::Idempotent => Attempt::Again {
+                        error: Unanswered::Unreachable(e),
+                        asked: None,
+                    },
+                    Ok(Err(e)) => Attempt::Fail(Unanswered::Unreachable(e)),
+                    Err(_) if resend == Resend::Idempotent => Attempt::Again {
+                        error: Unanswered::Timeout,
+                        asked: None,
+                    },
+                    Err(_) => Attempt::Fail(Unanswered::Timeout),
                 }
-                Ok(Err(error)) if method.resend() == Resend::Idempotent && attempt < max => {
-                    tracing::info!(error = %error, attempt, "GitHub unreachable, trying again");
-                    None
-                }
-                Ok(Err(error)) => {
-                    // The causes name the real trouble (refused, DNS, TLS): keep them.
-                    return Err(anyhow::Error::new(error).context(format!(
-                        "could not reach GitHub while {what} (try {attempt} of {max})"
-                    )));
-                }
-                Err(_) if method.resend() == Resend::Idempotent && attempt < max => {
-                    tracing::info!(attempt, "GitHub timed out, trying again");
-                    None
-                }
-                Err(_) => {
-                    return Err(anyhow!(
-                        "GitHub did not answer within {} while {what} (try {attempt} of {max})",
-                        humantime::format_duration(self.retry.timeout)
-                    ));
-                }
-            };
-            tokio::time::sleep(self.retry.delay(attempt, wait)).await;
-            attempt += 1;
+            })
+            .await;
+        match outcome {
+            Ok(answer) => Ok(answer),
+            // The last answer is described by the caller, who knows what it meant.
+            Err(GaveUp {
+                error: Unanswered::Asked(answer),
+                ..
+            }) => Ok(answer),
+            // The causes name the real trouble (refused, DNS, TLS): keep them.
+            Err(GaveUp {
+                error: Unanswered::Unreachable(e),
+                attempts,
+                ..
+            }) => Err(anyhow::Error::new(e).context(format!(
+                "could not reach GitHub while {what} (try {attempts} of {max})"
+            ))),
+            Err(GaveUp {
+                error: Unanswered::Timeout,
+                attempts,
+                ..
+            }) => Err(anyhow!(
+                "GitHub did not answer within {} while {what} (try {attempts} of {max})",
+                humantime::format_duration(self.retry.timeout)
+            )),
         }
     }
 
@@ -700,6 +713,25 @@ impl Answer {
 }
 
 /// `Some(asked wait)` when the request should be sent again.
+/// Why one request to GitHub gave no usable answer.
+#[derive(Debug)]
+enum Unanswered {
+    /// GitHub answered and asked (or its answer invites) another try.
+    Asked(Answer),
+    Unreachable(octocrab::Error),
+    Timeout,
+}
+
+impl std::fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unanswered::Asked(a) => write!(f, "GitHub answered {}", a.status),
+            Unanswered::Unreachable(e) => write!(f, "GitHub unreachable: {e}"),
+            Unanswered::Timeout => f.write_str("GitHub did not answer in time"),
+        }
+    }
+}
+
 fn retry_wait(answer: &Answer, resend: Resend, now: u64) -> Option<Option<Duration>> {
     if answer.rate_limited() {
         // GitHub refused before doing anything, so even a POST is safe to send again.

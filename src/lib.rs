@@ -7,6 +7,12 @@
 //! - [`funnel`]: pure: the HogQL query, step rates, intervals, the worst step.
 //! - [`stats`]: pure: the always-valid revert test.
 //! - [`proposal`]: the prompt, and the LLM's edits parsed, checked and applied.
+//! - [`experiment`]: pure: an experiment's states and its time windows.
+//! - [`lifecycle`]: pure: what each event does to an experiment, and what
+//!   must be done next.
+//! - [`driver`]: runs the lifecycle's commands and feeds their results back.
+//! - [`app`]: the propose pass, the monitor pass, the chat's commands.
+//! - [`daemon`]: the schedules, the heartbeat and the Telegram poller.
 //! - [`chart`]: the funnel chart sent to Telegram, drawn in-process.
 //! - [`posthog`], [`github`], [`telegram`], [`llm`]: one adapter per service.
 //! - [`retry`]: the retry policy the adapters share.

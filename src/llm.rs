@@ -13,7 +13,7 @@ use reqwest::header::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::retry::RetryPolicy;
+use crate::retry::{Attempt, RetryPolicy};
 
 /// Who says a message in the conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +75,9 @@ pub enum LlmError {
     Malformed(String),
     #[error("the LLM API did not answer after {attempts} tries; last: {last}")]
     Exhausted { attempts: u32, last: String },
+    /// One try failed in a way another may not.
+    #[error("the LLM API is unavailable: {0}")]
+    Unavailable(String),
     #[error("could not set up the HTTP client for the LLM API: {0}")]
     Setup(String),
 }
@@ -143,22 +146,30 @@ impl Llm {
             "messages": messages,
             "response_format": {"type": "json_object"},
         });
-        let attempts = self.retry.max_attempts.max(1);
-        let mut last = String::new();
-        for attempt in 1..=attempts {
-            match self.try_once(&body).await {
-                Ok(content) => return Ok(content),
-                Err(TryError::Fatal(e)) => return Err(e),
-                Err(TryError::Transient { reason, asked }) => {
-                    tracing::warn!(attempt, %reason, "LLM request failed");
-                    if attempt < attempts {
-                        tokio::time::sleep(self.retry.delay(attempt, asked)).await;
+        let body = &body;
+        let outcome = self
+            .retry
+            .run("LLM", |attempt| async move {
+                match self.try_once(body).await {
+                    Ok(content) => Attempt::Done(content),
+                    Err(TryError::Fatal(e)) => Attempt::Fail(e),
+                    Err(TryError::Transient { reason, asked }) => {
+                        tracing::warn!(attempt, %reason, "LLM request failed");
+                        Attempt::Again {
+                            error: LlmError::Unavailable(reason),
+                            asked,
+                        }
                     }
-                    last = reason;
                 }
-            }
-        }
-        Err(LlmError::Exhausted { attempts, last })
+            })
+            .await;
+        outcome.map_err(|gave_up| match gave_up.error {
+            LlmError::Unavailable(last) => LlmError::Exhausted {
+                attempts: gave_up.attempts,
+                last,
+            },
+            other => other,
+        })
     }
 
     async fn try_once(&self, body: &serde_json::Value) -> Result<String, TryError> {

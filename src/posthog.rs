@@ -14,12 +14,12 @@ use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tracing::{debug, instrument};
+use tracing::instrument;
 
 use crate::config::StepConfig;
 use crate::funnel::hogql::{self, HogQlQuery};
 use crate::funnel::{ByDay, ByWeekday, EntryRange};
-use crate::retry::RetryPolicy;
+use crate::retry::{Attempt, RetryPolicy};
 
 /// Why PostHog gave no answer. Each Display is one line naming what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,6 +44,9 @@ pub enum PostHogError {
     Malformed(String),
     #[error("PostHog did not answer after {attempts} tries; last: {last}")]
     Exhausted { attempts: u32, last: String },
+    /// One try failed in a way another may not (a 429, a 5xx, the network).
+    #[error("PostHog is unavailable: {0}")]
+    Unavailable(String),
     #[error("could not set up the HTTP client for PostHog: {0}")]
     Setup(String),
 }
@@ -129,48 +132,60 @@ impl PostHog {
             "query": {"kind": "HogQLQuery", "query": q.query, "values": q.values},
             "refresh": "force_blocking",
         });
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let sent = self
-                .http
-                .post(&url)
-                .bearer_auth(self.key.expose_secret())
-                .json(&body)
-                .send()
-                .await;
-            let (last, asked) = match sent {
-                Ok(resp) if resp.status().is_success() => {
-                    let text = resp
-                        .text()
-                        .await
-                        .map_err(|e| PostHogError::Malformed(e.without_url().to_string()))?;
-                    return serde_json::from_str(&text)
-                        .map_err(|e| PostHogError::Malformed(format!("not JSON ({e})")));
-                }
-                Ok(resp) => {
-                    let status = resp.status();
-                    let detail = error_detail(resp).await;
-                    match status {
-                        StatusCode::TOO_MANY_REQUESTS => {
-                            (format!("429 {detail}"), expected_available_in(&detail))
-                        }
-                        s if s.is_server_error() => (format!("{} {detail}", s.as_u16()), None),
-                        s => return Err(self.refusal(s, detail)),
+        let outcome = self
+            .retry
+            .run("PostHog", |_| async {
+                let sent = self
+                    .http
+                    .post(&url)
+                    .bearer_auth(self.key.expose_secret())
+                    .json(&body)
+                    .send()
+                    .await;
+                let resp = match sent {
+                    Ok(resp) => resp,
+                    Err(e) => {
+                        return Attempt::Again {
+                            error: PostHogError::Unavailable(e.without_url().to_string()),
+                            asked: None,
+                        };
                     }
+                };
+                let status = resp.status();
+                if status.is_success() {
+                    return match resp.text().await {
+                        Ok(text) => match serde_json::from_str(&text) {
+                            Ok(value) => Attempt::Done(value),
+                            Err(e) => {
+                                Attempt::Fail(PostHogError::Malformed(format!("not JSON ({e})")))
+                            }
+                        },
+                        Err(e) => {
+                            Attempt::Fail(PostHogError::Malformed(e.without_url().to_string()))
+                        }
+                    };
                 }
-                Err(e) => (e.without_url().to_string(), None),
-            };
-            if attempt >= self.retry.max_attempts {
-                return Err(PostHogError::Exhausted {
-                    attempts: attempt,
-                    last,
-                });
-            }
-            let wait = self.retry.delay(attempt, asked);
-            debug!(attempt, ?wait, %last, "PostHog query failed; trying again");
-            tokio::time::sleep(wait).await;
-        }
+                let detail = error_detail(resp).await;
+                let again = |last: String, asked| Attempt::Again {
+                    error: PostHogError::Unavailable(last),
+                    asked,
+                };
+                match status {
+                    StatusCode::TOO_MANY_REQUESTS => {
+                        again(format!("429 {detail}"), expected_available_in(&detail))
+                    }
+                    s if s.is_server_error() => again(format!("{} {detail}", s.as_u16()), None),
+                    s => Attempt::Fail(self.refusal(s, detail)),
+                }
+            })
+            .await;
+        outcome.map_err(|gave_up| match gave_up.error {
+            PostHogError::Unavailable(last) => PostHogError::Exhausted {
+                attempts: gave_up.attempts,
+                last,
+            },
+            other => other,
+        })
     }
 
     fn refusal(&self, status: StatusCode, detail: String) -> PostHogError {

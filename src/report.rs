@@ -1,6 +1,7 @@
 //! The funnel report as `funnelfix funnel` and the propose pass see it:
-//! counts over the lookback window from PostHog, steps in cooldown from the
-//! state database, rates and the choice from the pure core.
+//! counts over the lookback window from PostHog (per date of entry, so the
+//! choice can see each step's recent pace), steps in cooldown from the state
+//! database, rates and the choice from the pure core.
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -22,21 +23,15 @@ pub async fn funnel_report(
         from: now - experiment::chrono_duration(config.thresholds.lookback),
         to: now,
     };
-    let counts = posthog
+    let days = posthog
         .funnel_days(&funnel.steps, funnel.conversion_window, range, now)
         .await
-        .with_context(|| format!("funnel {:?}", funnel.name))?
-        .total(funnel.steps.len());
+        .with_context(|| format!("funnel {:?}", funnel.name))?;
     let excluded = match store {
         Some(store) => busy_steps(store, config, funnel, now)?,
         None => Vec::new(),
     };
-    Ok(rates::report(
-        funnel,
-        &counts,
-        &config.thresholds,
-        &excluded,
-    ))
+    Ok(rates::report(funnel, &days, &config.thresholds, &excluded))
 }
 
 /// Steps with an experiment still open or in its cooldown, with the reason.

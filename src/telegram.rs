@@ -21,9 +21,9 @@ use teloxide::types::{
     InputFile, MessageId, ParseMode, UpdateKind,
 };
 use teloxide::{ApiError, Bot, RequestError};
-use tracing::{debug, instrument};
+use tracing::instrument;
 
-use crate::retry::RetryPolicy;
+use crate::retry::{Attempt, RetryPolicy};
 
 /// Telegram's limits: message text and photo caption, in characters.
 const MAX_TEXT: usize = 4096;
@@ -232,25 +232,34 @@ impl Telegram {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, RequestError>>,
     {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let (last, asked) = match request().await {
-                Ok(v) => return Ok(v),
-                Err(RequestError::RetryAfter(secs)) => (
-                    format!("flood control, retry after {} s", secs.seconds()),
-                    Some(Duration::from_secs(secs.seconds() as u64)),
-                ),
-                Err(RequestError::Network(e)) => (format!("network: {}", network_reason(&e)), None),
-                Err(e) => return Err(self.describe(method, e)),
-            };
-            if attempt >= self.retry.max_attempts {
-                anyhow::bail!("Telegram {method} failed after {attempt} tries; last: {last}");
+        let outcome = self
+            .retry
+            .run("Telegram", |_| async {
+                match request().await {
+                    Ok(v) => Attempt::Done(v),
+                    Err(RequestError::RetryAfter(secs)) => Attempt::Again {
+                        error: anyhow::anyhow!("flood control, retry after {} s", secs.seconds()),
+                        asked: Some(Duration::from_secs(secs.seconds() as u64)),
+                    },
+                    Err(RequestError::Network(e)) => Attempt::Again {
+                        error: anyhow::anyhow!("network: {}", network_reason(&e)),
+                        asked: None,
+                    },
+                    Err(e) => Attempt::Fail(self.describe(method, e)),
+                }
+            })
+            .await;
+        outcome.map_err(|gave_up| {
+            if gave_up.exhausted {
+                anyhow::anyhow!(
+                    "Telegram {method} failed after {} tries; last: {}",
+                    gave_up.attempts,
+                    gave_up.error
+                )
+            } else {
+                gave_up.error
             }
-            let wait = self.retry.delay(attempt, asked);
-            debug!(method, attempt, ?wait, %last, "Telegram request failed; trying again");
-            tokio::time::sleep(wait).await;
-        }
+        })
     }
 
     fn describe(&self, method: &str, e: RequestError) -> anyhow::Error {

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DurationRound, Utc};
-use funnelfix::github::PrState;
+use funnelfix::sandbox::github::PullState;
 use funnelfix::sandbox::llm::Reply;
 use funnelfix::sandbox::world::{self, APPROVER, CHAT_ID, World};
 
@@ -268,7 +268,7 @@ async fn the_daemon_merges_an_approval_refuses_a_twin_and_stops_on_sigterm() {
             .github
             .pulls()
             .first()
-            .is_some_and(|p| p.state == PrState::Merged)
+            .is_some_and(|p| p.state == PullState::Merged)
     })
     .await;
     assert!(merged, "the approval merged the PR");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use funnelfix::clock::Clock;
-use funnelfix::github::PrState;
+use funnelfix::sandbox::github::PullState;
 use funnelfix::sandbox::llm::Reply;
 use funnelfix::sandbox::world::{self, APPROVER, CHAT_ID, World};
 
@@ -137,7 +137,7 @@ fn told_kept(w: &World) -> bool {
         .any(|m| m.text.contains("is over: kept"))
 }
 
-fn first_pull(state: PrState) -> impl FnMut(&World) -> bool {
+fn first_pull(state: PullState) -> impl FnMut(&World) -> bool {
     move |w| w.github.pulls().first().is_some_and(|p| p.state == state)
 }
 
@@ -184,7 +184,7 @@ fn revert_landed(w: &World) -> bool {
     w.github
         .pulls()
         .iter()
-        .any(|p| p.title.starts_with("Revert") && p.state == PrState::Merged)
+        .any(|p| p.title.starts_with("Revert") && p.state == PullState::Merged)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -306,7 +306,7 @@ async fn rejected_and_unauthorized_taps() {
     assert!(refused);
     sim.tap("Reject", APPROVER);
     let closed = sim
-        .until(Duration::from_secs(20), first_pull(PrState::Closed))
+        .until(Duration::from_secs(20), first_pull(PullState::Closed))
         .await;
     stop(daemon);
     assert!(closed, "rejected: the PR is closed");
@@ -336,7 +336,7 @@ async fn an_unanswered_proposal_expires() {
         .await;
     stop(daemon);
     assert!(expired);
-    assert_eq!(sim.world.github.pulls()[0].state, PrState::Closed);
+    assert_eq!(sim.world.github.pulls()[0].state, PullState::Closed);
     assert_eq!(sim.world.github.merge_requests(), 0);
 }
 
@@ -373,7 +373,7 @@ async fn service_faults_delay_but_never_corrupt() {
     sim.world.github.fail_next("/merge", 502, 1);
     sim.tap("Approve", APPROVER);
     let merged = sim
-        .until(Duration::from_secs(30), first_pull(PrState::Merged))
+        .until(Duration::from_secs(30), first_pull(PullState::Merged))
         .await;
     assert!(merged, "merged after the 502");
     sim.world.posthog.fail_next(429, 2);
@@ -425,7 +425,7 @@ async fn a_tap_telegram_will_not_answer_still_merges() {
         .set_callback_answer_window(Duration::ZERO);
     sim.tap("Approve", APPROVER);
     let merged = sim
-        .until(Duration::from_secs(30), first_pull(PrState::Merged))
+        .until(Duration::from_secs(30), first_pull(PullState::Merged))
         .await;
     stop(daemon);
     assert!(merged, "the approval merged");

@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use funnelfix::config::{FunnelConfig, Selection, StepConfig};
 use funnelfix::sandbox::events::EventLog;
-use funnelfix::sandbox::posthog::{Asked, count_entries};
+use funnelfix::sandbox::posthog::{Asked, Filter, count_entries};
 use funnelfix::sandbox::site::{Behaviour, Site};
 
 const DAY: i64 = 86_400;
@@ -50,11 +50,15 @@ fn funnel() -> FunnelConfig {
 }
 
 /// Pricing → Started signup, the demo's weak step.
-fn steps() -> Vec<(String, Vec<(String, String)>)> {
+fn steps() -> Vec<(String, Vec<Filter>)> {
     vec![
         (
             "$pageview".into(),
-            vec![("$pathname".into(), "/pricing".into())],
+            vec![Filter {
+                name: "$pathname".into(),
+                value: "/pricing".into(),
+                only: vec!["$pageview".into()],
+            }],
         ),
         ("signup_started".into(), vec![]),
     ]

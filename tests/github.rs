@@ -401,7 +401,10 @@ async fn close_and_delete_branch() {
         ctx.gh.pull_request(pr.number).await.unwrap().state,
         PrState::Closed
     );
-    assert_eq!(ctx.twin.pulls()[0].state, PrState::Closed);
+    assert_eq!(
+        ctx.twin.pulls()[0].state,
+        funnelfix::sandbox::github::PullState::Closed
+    );
 
     ctx.gh.delete_branch("funnelfix/step-2").await.unwrap();
     assert_eq!(ctx.twin.branches(), vec!["main".to_string()]);

@@ -81,6 +81,20 @@ fn every_query_parses_in_hogql_and_counts_right_on_clickhouse() {
         ),
         step("Paid", "order paid", &[("plan", "it's \"pro\"")]),
     ];
+    // One property read by two events, another by one; an event in two steps.
+    let shop = [
+        step(
+            "Cart",
+            "$pageview",
+            &[("$pathname", "/cart"), ("$host", "shop.example.com")],
+        ),
+        step(
+            "Checkout",
+            "checkout started",
+            &[("$host", "shop.example.com")],
+        ),
+        step("Thanks", "$pageview", &[("$pathname", "/thanks")]),
+    ];
     let day = Duration::from_secs(86_400);
     let now = t("2026-03-30T10:17:00Z");
     let merge = t("2026-03-20T15:00:00Z");
@@ -124,6 +138,16 @@ fn every_query_parses_in_hogql_and_counts_right_on_clickhouse() {
             Duration::from_secs(1800),
             EntryRange {
                 from: now - chrono::Duration::days(9),
+                to: now,
+            },
+            now,
+        ),
+        case(
+            "3 steps, a property shared by two events",
+            &shop,
+            Duration::from_secs(2 * 3600),
+            EntryRange {
+                from: now - chrono::Duration::days(7),
                 to: now,
             },
             now,

@@ -103,7 +103,7 @@ async fn a_tap_too_old_to_answer_still_merges() {
     let e = ctx.experiment();
     assert_eq!(e.state, State::Merged);
     assert_eq!(e.decided_by, Some(APPROVER));
-    assert_eq!(ctx.world.github.pulls()[0].state, PrState::Merged);
+    assert_eq!(ctx.world.github.pulls()[0].state, PullState::Merged);
     assert!(
         ctx.world.telegram.callback_answers().is_empty(),
         "Telegram refused the answer"
@@ -308,7 +308,7 @@ async fn a_crash_after_any_command_changes_nothing_the_world_sees() {
         assert_eq!(e.state, State::Reverted, "crash after command {n}");
         let pulls = ctx.world.github.pulls();
         assert_eq!(pulls.len(), 2, "crash after command {n}: {pulls:?}");
-        assert!(pulls.iter().all(|p| p.state == PrState::Merged));
+        assert!(pulls.iter().all(|p| p.state == PullState::Merged));
         assert_eq!(ctx.world.github.merge_requests(), 2, "crash after {n}");
         let messages = ctx.world.telegram.messages();
         let proposals = messages

@@ -262,3 +262,50 @@ async fn annotations_are_created() {
     assert_eq!(a[0].date_marker, "2026-03-11T09:00:00Z");
     assert_eq!(a[0].scope, "project");
 }
+
+#[tokio::test]
+async fn counts_come_per_date_of_entry_for_the_funnels_events_only() {
+    let twin = PostHogTwin::start("7", KEY).await.expect("twin");
+    twin.push_events(vec![
+        ev("a", "$pageview", Some("/"), "2026-03-02T10:00:00Z"),
+        ev("a", "$autocapture", Some("/"), "2026-03-02T10:01:00Z"),
+        ev("a", "$pageview", Some("/pricing"), "2026-03-02T10:05:00Z"),
+        ev("b", "$pageview", Some("/"), "2026-03-05T23:59:59Z"),
+        ev("b", "$pageleave", Some("/"), "2026-03-06T00:00:30Z"),
+        ev("b", "$pageview", Some("/pricing"), "2026-03-06T00:01:00Z"),
+        ev("b", "signup_completed", None, "2026-03-06T00:02:00Z"),
+        ev("c", "$pageview", Some("/"), "2026-03-05T08:00:00Z"),
+        ev("d", "$autocapture", Some("/"), "2026-03-05T08:00:00Z"),
+    ]);
+    let ph = client(&twin, KEY);
+    // Asked on 9 March 12:00 with a one-day window: entries until 8 March 12:00.
+    let by = ph
+        .funnel_days(&steps(), DAY, range(), t("2026-03-09T12:00:00Z"))
+        .await
+        .expect("counts");
+    assert_eq!(by.range.from, t("2026-03-02T00:00:00Z"));
+    assert_eq!(by.range.to, t("2026-03-08T12:00:00Z"));
+    let days: Vec<(String, FunnelCounts)> = by
+        .days
+        .iter()
+        .map(|d| (d.date.to_string(), d.counts.clone()))
+        .collect();
+    assert_eq!(
+        days,
+        [
+            ("2026-03-02".to_string(), counts([1, 1, 0], [1, 0])),
+            ("2026-03-05".to_string(), counts([2, 0, 0], [1, 0])),
+            ("2026-03-06".to_string(), counts([0, 1, 1], [0, 1])),
+        ],
+        "an entry counts on its own date, converted the day after or not"
+    );
+    assert_eq!(twin.query_count(), 1);
+    let text = twin.queries()[0]["query"]["query"]
+        .as_str()
+        .expect("text")
+        .to_string();
+    assert!(
+        text.contains("AND event IN ({s0_event}, {s2_event})"),
+        "{text}"
+    );
+}

@@ -69,7 +69,7 @@ async fn approve_merges_the_proposed_head_and_a_double_tap_acts_once() {
     assert_eq!(e.state, State::Merged);
     assert_eq!(e.decided_by, Some(APPROVER));
     let pulls = ctx.world.github.pulls();
-    assert_eq!(pulls[0].state, PrState::Merged);
+    assert_eq!(pulls[0].state, PullState::Merged);
     assert_eq!(ctx.world.github.merge_requests(), 1, "one merge call");
     assert_eq!(ctx.world.github.merged_head(pulls[0].number), Some(head));
     assert!(
@@ -93,7 +93,7 @@ async fn reject_closes_the_pr_and_deletes_its_branch() {
     let branch = ctx.experiment().branch.expect("branch");
     ctx.press("Reject", APPROVER, CHAT_ID).await;
     assert_eq!(ctx.experiment().state, State::Rejected);
-    assert_eq!(ctx.world.github.pulls()[0].state, PrState::Closed);
+    assert_eq!(ctx.world.github.pulls()[0].state, PullState::Closed);
     assert_eq!(
         ctx.world
             .github
@@ -141,7 +141,7 @@ async fn an_unanswered_proposal_expires() {
     assert_eq!(ctx.experiment().state, State::AwaitingApproval);
     ctx.run_for(2 * HOUR, HOUR).await;
     assert_eq!(ctx.experiment().state, State::Expired);
-    assert_eq!(ctx.world.github.pulls()[0].state, PrState::Closed);
+    assert_eq!(ctx.world.github.pulls()[0].state, PullState::Closed);
     assert!(ctx.messages().iter().any(|m| m.contains("got no answer")));
 }
 
@@ -168,7 +168,7 @@ async fn an_approval_after_the_timeout_merges_nothing() {
     );
     ctx.monitor().await;
     assert_eq!(ctx.experiment().state, State::Expired);
-    assert_eq!(ctx.world.github.pulls()[0].state, PrState::Closed);
+    assert_eq!(ctx.world.github.pulls()[0].state, PullState::Closed);
 }
 
 #[tokio::test]
@@ -184,7 +184,7 @@ async fn a_moved_branch_is_not_merged() {
         .push_to_branch(&branch, "site/pricing.html", "<p>someone else's page</p>\n");
     ctx.press("Approve", APPROVER, CHAT_ID).await;
     assert_eq!(ctx.experiment().state, State::AwaitingApproval);
-    assert_eq!(ctx.world.github.pulls()[0].state, PrState::Open);
+    assert_eq!(ctx.world.github.pulls()[0].state, PullState::Open);
     assert!(ctx.messages().iter().any(|m| m.contains("moved")));
 }
 
@@ -296,7 +296,7 @@ async fn a_harmful_change_is_reverted_and_the_page_restored() {
         .filter(|p| p.title.starts_with("Revert"))
         .collect();
     assert_eq!(reverts.len(), 1);
-    assert_eq!(reverts[0].state, PrState::Merged);
+    assert_eq!(reverts[0].state, PullState::Merged);
     assert!(
         ctx.world.posthog.annotations().len() >= 2,
         "merge and revert are annotated"
@@ -368,7 +368,7 @@ async fn an_interrupted_revert_finishes_once() {
         .filter(|p| p.title.starts_with("Revert"))
         .collect();
     assert_eq!(reverts.len(), 1, "one revert PR");
-    assert_eq!(reverts[0].state, PrState::Merged);
+    assert_eq!(reverts[0].state, PullState::Merged);
     assert_eq!(
         ctx.world
             .github
@@ -513,7 +513,7 @@ async fn service_faults_delay_but_never_corrupt() {
     ctx.world.github.fail_next("/merge", 502, 1);
     ctx.press("Approve", APPROVER, CHAT_ID).await;
     assert_eq!(ctx.experiment().state, State::Merged);
-    assert_eq!(ctx.world.github.pulls()[0].state, PrState::Merged);
+    assert_eq!(ctx.world.github.pulls()[0].state, PullState::Merged);
     assert_eq!(ctx.world.github.merge_requests(), 2);
 
     // The monitor rides out PostHog throttling.

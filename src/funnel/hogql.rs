@@ -63,27 +63,69 @@ pub fn censored(range: EntryRange, window: Duration, now: DateTime<Utc>) -> Entr
     }
 }
 
-/// The condition a step's events meet, with its values' placeholders.
-fn step_condition(
-    i: usize,
-    step: &StepConfig,
+/// The inner SELECT's columns: each filtered property read once per row as
+/// `f<k>` (and only from the events whose steps filter on it), then each
+/// step's condition as `s<i>`, its property comparisons first so each reads
+/// the extracted column rather than extracting again. Also returns each
+/// event name's placeholder, once per name.
+fn step_columns(
+    steps: &[StepConfig],
     values: &mut Map<String, Value>,
-) -> Result<String, String> {
-    let key = format!("s{i}_event");
-    let mut cond = format!("event = {{{key}}}");
-    values.insert(key, json!(step.event));
-    for (j, (prop, value)) in step.filters.iter().enumerate() {
-        if !is_property_name(prop) {
-            return Err(format!(
-                "property name {prop:?} of step {:?} is not allowed",
-                step.name
-            ));
+) -> Result<(String, Vec<String>), String> {
+    // Each event name once, by the placeholder of its first step.
+    let mut event_of: Vec<(&str, String)> = Vec::new();
+    for (i, s) in steps.iter().enumerate() {
+        let key = format!("s{i}_event");
+        if !event_of.iter().any(|(e, _)| *e == s.event) {
+            event_of.push((&s.event, format!("{{{key}}}")));
         }
-        let key = format!("s{i}_p{j}");
-        let _ = write!(cond, " AND properties.{prop} = {{{key}}}");
-        values.insert(key, json!(value));
+        values.insert(key, json!(s.event));
     }
-    Ok(cond)
+    let placeholder = |event: &str| {
+        event_of
+            .iter()
+            .find(|(e, _)| *e == event)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default()
+    };
+    let mut props: Vec<(&str, Vec<String>)> = Vec::new();
+    for s in steps {
+        for prop in s.filters.keys() {
+            if !is_property_name(prop) {
+                return Err(format!(
+                    "property name {prop:?} of step {:?} is not allowed",
+                    s.name
+                ));
+            }
+            let event = placeholder(&s.event);
+            match props.iter_mut().find(|(p, _)| p == prop) {
+                Some((_, events)) if events.contains(&event) => {}
+                Some((_, events)) => events.push(event),
+                None => props.push((prop, vec![event])),
+            }
+        }
+    }
+    let mut columns = String::new();
+    for (k, (prop, events)) in props.iter().enumerate() {
+        let _ = write!(
+            columns,
+            ",\n                if(event IN ({}), properties.{prop}, '') AS f{k}",
+            events.join(", ")
+        );
+    }
+    for (i, s) in steps.iter().enumerate() {
+        let mut cond: Vec<String> = Vec::new();
+        for (j, (prop, value)) in s.filters.iter().enumerate() {
+            let k = props.iter().position(|(p, _)| p == prop).unwrap_or(0);
+            let key = format!("s{i}_p{j}");
+            cond.push(format!("f{k} = {{{key}}}"));
+            values.insert(key, json!(value));
+        }
+        cond.push(format!("event = {{s{i}_event}}"));
+        let _ = write!(columns, ",\n                {} AS s{i}", cond.join(" AND "));
+    }
+    let events = event_of.into_iter().map(|(_, p)| p).collect();
+    Ok((columns, events))
 }
 
 /// Midnight UTC that starts `date`, as a Unix time.
@@ -103,18 +145,7 @@ pub fn funnel_query(
     }
     let range = censored(range, window, now);
     let mut values = Map::new();
-    let conditions = steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| step_condition(i, s, &mut values))
-        .collect::<Result<Vec<_>, _>>()?;
-    // Each event name once, by the placeholder of its first step.
-    let mut names: Vec<(&str, String)> = Vec::new();
-    for (i, s) in steps.iter().enumerate() {
-        if !names.iter().any(|(e, _)| *e == s.event) {
-            names.push((&s.event, format!("{{s{i}_event}}")));
-        }
-    }
+    let (columns, events) = step_columns(steps, &mut values)?;
     let from = range.from.timestamp();
     let to = range.to.timestamp();
     let window_secs = window.as_secs().max(1) as i64;
@@ -126,11 +157,6 @@ pub fn funnel_query(
     values.insert("date_until".into(), json!(to + window_secs));
     values.insert("window".into(), json!(window_secs));
 
-    let flags: String = conditions
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!(",\n            {c} AS s{i}"))
-        .collect();
     let times: String = (0..n)
         .map(|i| format!(",\n        arraySort(groupArrayIf(t, s{i})) AS t{i}"))
         .collect();
@@ -169,7 +195,6 @@ pub fn funnel_query(
             c
         })
         .collect();
-    let events: Vec<&str> = names.iter().map(|(_, p)| p.as_str()).collect();
     let any_step: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
     // One row per date the range touches, so nothing is cut off.
     let dates = to.div_euclid(DAY) - from.div_euclid(DAY) + 1;
@@ -180,7 +205,7 @@ pub fn funnel_query(
          FROM (\n        \
          SELECT\n            person_id{times}{entries}\n        \
          FROM (\n            \
-         SELECT\n                person_id,\n                toUnixTimestamp(timestamp) AS t{flags}\n            \
+         SELECT\n                person_id,\n                toUnixTimestamp(timestamp) AS t{columns}\n            \
          FROM events\n            \
          WHERE timestamp >= fromUnixTimestamp({{date_read}}) AND timestamp <= fromUnixTimestamp({{date_until}})\n                \
          AND event IN ({events})\n                \
@@ -190,7 +215,6 @@ pub fn funnel_query(
         units = units.join(",\n            "),
         times = times.replace("\n        ", "\n            "),
         entries = entries.replace("\n        ", "\n            "),
-        flags = flags.replace("\n            ", "\n                "),
         events = events.join(", "),
         any_step = any_step.join(" OR "),
     );
@@ -302,7 +326,11 @@ mod tests {
             q.values["date_to"],
             json!(t("2026-03-09T00:00:00Z").timestamp())
         );
-        assert!(q.query.contains("properties.$pathname = {s0_p0}"));
+        assert!(
+            q.query
+                .contains("if(event IN ({s0_event}), properties.$pathname, '') AS f0")
+        );
+        assert!(q.query.contains("f0 = {s0_p0} AND event = {s0_event}"));
         assert_eq!(q.values["window"], json!(86400));
         // Only the funnel's events are read, from midnight of the first day.
         assert!(q.query.contains("AND event IN ({s0_event}, {s1_event})"));
@@ -342,6 +370,71 @@ mod tests {
         assert_eq!(r.from, r.to);
     }
 
+    #[test]
+    fn only_the_funnels_events_are_read() {
+        let steps = [
+            step("Home", "$pageview", &[("$pathname", "/")]),
+            step("Pricing", "$pageview", &[("$pathname", "/pricing")]),
+            step("Started", "signup_started", &[]),
+            step("Done", "signup_completed", &[]),
+        ];
+        let q = funnel_query(
+            &steps,
+            Duration::from_secs(86400),
+            EntryRange {
+                from: t("2026-03-01T09:30:00Z"),
+                to: t("2026-03-29T09:30:00Z"),
+            },
+            t("2026-03-29T09:30:00Z"),
+        )
+        .expect("query");
+        // Each event name once, as a placeholder.
+        assert!(
+            q.query
+                .contains("AND event IN ({s0_event}, {s2_event}, {s3_event})"),
+            "{}",
+            q.query
+        );
+        // Each property read once per row, from the events that filter on it.
+        assert_eq!(q.query.matches("properties.").count(), 1, "{}", q.query);
+        assert!(
+            q.query
+                .contains("f0 = {s1_p0} AND event = {s1_event} AS s1")
+        );
+        // Censored to 28 March 09:30: 1 to 28 March is 28 dates, all returned.
+        assert!(q.query.ends_with("LIMIT 28"), "{}", q.query);
+
+        let steps = [
+            step(
+                "Cart",
+                "$pageview",
+                &[("$host", "shop"), ("$pathname", "/cart")],
+            ),
+            step("Paid", "order paid", &[("$host", "pay"), ("plan", "pro")]),
+            step("Thanks", "$pageview", &[("$pathname", "/thanks")]),
+        ];
+        let q = funnel_query(
+            &steps,
+            Duration::from_secs(1800),
+            EntryRange {
+                from: t("2026-03-01T00:00:00Z"),
+                to: t("2026-03-02T00:00:00Z"),
+            },
+            t("2026-03-05T00:00:00Z"),
+        )
+        .expect("query");
+        for column in [
+            "if(event IN ({s0_event}, {s1_event}), properties.$host, '') AS f0,",
+            "if(event IN ({s0_event}), properties.$pathname, '') AS f1,",
+            "if(event IN ({s1_event}), properties.plan, '') AS f2,",
+            "f0 = {s0_p0} AND f1 = {s0_p1} AND event = {s0_event} AS s0,",
+            "f0 = {s1_p0} AND f2 = {s1_p1} AND event = {s1_event} AS s1,",
+            "f1 = {s2_p0} AND event = {s2_event} AS s2\n",
+            "AND event IN ({s0_event}, {s1_event})\n",
+        ] {
+            assert!(q.query.contains(column), "{column}\n{}", q.query);
+        }
+    }
     #[test]
     fn each_event_name_is_read_once_and_the_range_starts_at_midnight() {
         let steps = [
@@ -406,7 +499,7 @@ mod tests {
         let week = by.by_weekday(3);
         assert_eq!(week.days[4].entries, vec![7, 4, 2]);
         assert_eq!(week.days[1], FunnelCounts::empty(3));
-        let total = by.total(3);
+        let total = by.total();
         assert_eq!(total.entries, vec![17, 10, 3]);
         assert_eq!(total.converted, vec![8, 3]);
         assert_eq!(total.transition(1), (10, 3));

@@ -121,8 +121,14 @@ pub struct ByDay {
 }
 
 impl ByDay {
-    /// The counts of all dates, for a funnel of `steps` steps.
-    pub fn total(&self, steps: usize) -> FunnelCounts {
+    /// The counts of all dates.
+    pub fn total(&self) -> FunnelCounts {
+        let steps = self
+            .days
+            .iter()
+            .map(|d| d.counts.entries.len())
+            .max()
+            .unwrap_or(0);
         let mut out = FunnelCounts::empty(steps);
         for d in &self.days {
             out.add(&d.counts);

@@ -22,7 +22,6 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::Server;
-use crate::github::PrState;
 
 const DOCS: &str = "https://docs.github.com/rest";
 /// GitHub's answer to a tree entry with both, or neither, of `sha` and `content`.
@@ -39,7 +38,7 @@ pub struct TwinPull {
     pub head: String,
     pub head_sha: String,
     pub base: String,
-    pub state: PrState,
+    pub state: PullState,
     pub labels: Vec<String>,
     pub comments: Vec<String>,
     pub merge_commit_sha: Option<String>,
@@ -98,6 +97,14 @@ struct Repo {
     commit_counter: u64,
     /// The world's time for merged_at and the other timestamps.
     clock: Option<Clock>,
+}
+
+/// A pull request's state as GitHub shows it (the twin's own, not the adapter's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullState {
+    Open,
+    Closed,
+    Merged,
 }
 
 /// Where the twin reads the time (a simulated world moves its own clock).
@@ -249,7 +256,7 @@ impl GitHubTwin {
             return sha.clone();
         }
         assert!(
-            pull.public.state == PrState::Open,
+            pull.public.state == PullState::Open,
             "pull request #{number} is closed: a person cannot merge it"
         );
         let title = format!("{} (#{number})", pull.public.title);
@@ -261,9 +268,9 @@ impl GitHubTwin {
         let mut state = self.state();
         let now = state.now();
         if let Some(pull) = state.pull_mut(number)
-            && pull.public.state == PrState::Open
+            && pull.public.state == PullState::Open
         {
-            pull.public.state = PrState::Closed;
+            pull.public.state = PullState::Closed;
             pull.closed_at = Some(now.clone());
             pull.updated_at = now;
         }
@@ -361,7 +368,7 @@ impl Repo {
         self.refs.insert(branch.to_string(), sha.to_string());
         let now = self.now();
         for pull in &mut self.pulls {
-            if pull.public.head == branch && pull.public.state == PrState::Open {
+            if pull.public.head == branch && pull.public.state == PullState::Open {
                 pull.public.head_sha = sha.to_string();
                 pull.updated_at = now.clone();
             }
@@ -375,8 +382,8 @@ impl Repo {
         }
         let now = self.now();
         for pull in &mut self.pulls {
-            if pull.public.head == branch && pull.public.state == PrState::Open {
-                pull.public.state = PrState::Closed;
+            if pull.public.head == branch && pull.public.state == PullState::Open {
+                pull.public.state = PullState::Closed;
                 pull.closed_at = Some(now.clone());
                 pull.updated_at = now.clone();
             }
@@ -469,7 +476,7 @@ impl Repo {
         self.move_branch(&base_branch, &sha);
         let now = self.now();
         if let Some(pull) = self.pull_mut(number) {
-            pull.public.state = PrState::Merged;
+            pull.public.state = PullState::Merged;
             pull.public.merge_commit_sha = Some(sha.clone());
             pull.merged_head = Some(head);
             pull.merged_at = Some(now.clone());
@@ -591,7 +598,7 @@ impl Repo {
                 None => not_found(),
             },
             ("GET", ["pulls", n, "merge"]) => match number(n).and_then(|n| self.pull(n)) {
-                Some(pull) if pull.public.state == PrState::Merged => no_content(),
+                Some(pull) if pull.public.state == PullState::Merged => no_content(),
                 _ => not_found(),
             },
             ("GET", ["issues", n, "labels"]) => match number(n).and_then(|n| self.pull(n)) {
@@ -859,8 +866,8 @@ impl Repo {
             .iter()
             .filter(|p| match state {
                 "all" => true,
-                "closed" => p.public.state != PrState::Open,
-                _ => p.public.state == PrState::Open,
+                "closed" => p.public.state != PullState::Open,
+                _ => p.public.state == PullState::Open,
             })
             .filter(|p| match head {
                 Some((owner, branch)) => {
@@ -907,7 +914,7 @@ impl Repo {
         };
         let label = format!("{}:{branch}", self.owner);
         if self.pulls.iter().any(|p| {
-            p.public.head == branch && p.public.base == base && p.public.state == PrState::Open
+            p.public.head == branch && p.public.base == base && p.public.state == PullState::Open
         }) {
             let message = format!("A pull request already exists for {label}.");
             return invalid(
@@ -936,7 +943,7 @@ impl Repo {
                 head: branch.to_string(),
                 head_sha,
                 base: base.to_string(),
-                state: PrState::Open,
+                state: PullState::Open,
                 labels: Vec::new(),
                 comments: Vec::new(),
                 merge_commit_sha: None,
@@ -968,15 +975,15 @@ impl Repo {
             pull.public.body = text.to_string();
         }
         match (body["state"].as_str(), pull.public.state) {
-            (Some("closed"), PrState::Open) => {
-                pull.public.state = PrState::Closed;
+            (Some("closed"), PullState::Open) => {
+                pull.public.state = PullState::Closed;
                 pull.closed_at = Some(now.clone());
             }
-            (Some("open"), PrState::Closed) if reopen_possible => {
-                pull.public.state = PrState::Open;
+            (Some("open"), PullState::Closed) if reopen_possible => {
+                pull.public.state = PullState::Open;
                 pull.closed_at = None;
             }
-            (Some("open"), PrState::Closed | PrState::Merged) => {
+            (Some("open"), PullState::Closed | PullState::Merged) => {
                 return invalid(
                     json!([{"resource": "PullRequest", "code": "custom", "field": "state", "message": "state cannot be changed. The pull request cannot be reopened."}]),
                 );
@@ -998,7 +1005,7 @@ impl Repo {
                 json!([{"resource": "PullRequest", "field": "merge_method", "code": "invalid"}]),
             );
         }
-        if pull.public.state != PrState::Open {
+        if pull.public.state != PullState::Open {
             return error(405, "Pull Request is not mergeable");
         }
         if body["sha"]
@@ -1246,7 +1253,7 @@ impl Repo {
     fn pull_json(&self, pull: &Pull, full: bool) -> Value {
         let p = &pull.public;
         let n = p.number;
-        let open = p.state == PrState::Open;
+        let open = p.state == PullState::Open;
         let base_sha = self.refs.get(&p.base).cloned().unwrap_or_default();
         // While open, GitHub fills merge_commit_sha with a test merge.
         let merge_commit_sha = match &p.merge_commit_sha {
@@ -1303,9 +1310,9 @@ impl Repo {
                 None => "unknown",
             };
             let extra = json!({
-                "merged": p.state == PrState::Merged, "mergeable": mergeable,
+                "merged": p.state == PullState::Merged, "mergeable": mergeable,
                 "rebaseable": mergeable, "mergeable_state": state,
-                "merged_by": (p.state == PrState::Merged).then(|| self.user_json(&self.owner)),
+                "merged_by": (p.state == PullState::Merged).then(|| self.user_json(&self.owner)),
                 "comments": p.comments.len(), "review_comments": 0,
                 "maintainer_can_modify": false, "commits": 1,
                 "additions": 1, "deletions": 1, "changed_files": 1,

@@ -7,9 +7,10 @@
 //! step event of a UTC day in `[date_from, date_to)` is an entry, converted
 //! when the person's next-step event follows within the window, in whole
 //! seconds. It reads the step conditions and the window from the request's
-//! `values`, the property names and the `event IN (...)` prefilter from the
-//! query text, so a query that means something else gives different counts
-//! and the tests notice.
+//! `values`, and from the query text the property each filter compares (with
+//! the events it is read from) and the `event IN (...)` prefilter, so a
+//! query that means something else gives different counts and the tests
+//! notice.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -258,11 +259,20 @@ async fn annotate(
         .into_response()
 }
 
+/// A step's property filter: `name` equals `value`, where the property is
+/// read only from events named in `only` (and is empty on others).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    pub name: String,
+    pub value: String,
+    pub only: Vec<String>,
+}
+
 /// The funnel a query asks about, read back from its text and values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Asked {
-    /// Per step: the event name and its property filters (name, value).
-    pub steps: Vec<(String, Vec<(String, String)>)>,
+    /// Per step: the event name and its property filters.
+    pub steps: Vec<(String, Vec<Filter>)>,
     pub window_secs: i64,
     /// Entries in `[from, to)` count; events in `[read, until]` are read.
     pub from: i64,
@@ -298,6 +308,15 @@ fn read_query(body: &Value) -> Result<Asked, String> {
             .and_then(Value::as_i64)
             .ok_or_else(|| format!("value {k} missing or not a number"))
     };
+    // Names in `event IN ({a}, {b})`, from the values.
+    let names = |list: &str| -> Result<Vec<String>, String> {
+        list.split(',')
+            .map(|p| {
+                let name = p.trim().trim_start_matches('{').trim_end_matches('}');
+                string(name).ok_or_else(|| format!("event IN takes {p:?}, not a string value"))
+            })
+            .collect()
+    };
     let mut steps = Vec::new();
     while let Some(event) = string(&format!("s{}_event", steps.len())) {
         let i = steps.len();
@@ -305,32 +324,36 @@ fn read_query(body: &Value) -> Result<Asked, String> {
         while let Some(value) = string(&format!("s{i}_p{}", filters.len())) {
             let needle = format!(" = {{s{i}_p{}}}", filters.len());
             let at = text.find(&needle).ok_or("filter placeholder not used")?;
-            let name = text[..at]
-                .rsplit("properties.")
+            let operand = text[..at]
+                .rsplit([' ', '\n', '('])
                 .next()
-                .ok_or("filter without a property")?
-                .to_string();
-            filters.push((name, value));
+                .ok_or("filter without an operand")?;
+            // `f<k>`: `if(event IN (...), properties.<name>, '') AS f<k>`.
+            let definition = format!(", '') AS {operand},");
+            let def = text
+                .find(&definition)
+                .ok_or_else(|| format!("{operand} is not defined"))?;
+            let (head, name) = text[..def]
+                .rsplit_once(", properties.")
+                .ok_or("a property column without a property")?;
+            let (_, list) = head
+                .rsplit_once("if(event IN (")
+                .ok_or("a property column without its events")?;
+            let only = names(list.trim_end_matches(')'))?;
+            filters.push(Filter {
+                name: name.to_string(),
+                value,
+                only,
+            });
         }
         steps.push((event, filters));
     }
     if steps.len() < 2 {
         return Err("not a funnel query".into());
     }
-    // Names in `event IN ({a}, {b})`, from the values.
-    let events = match text.split_once("event IN (") {
+    let events = match text.split_once("AND event IN (") {
         None => None,
-        Some((_, rest)) => Some(
-            rest.split(')')
-                .next()
-                .unwrap_or("")
-                .split(',')
-                .map(|p| {
-                    let name = p.trim().trim_start_matches('{').trim_end_matches('}');
-                    string(name).ok_or_else(|| format!("event IN takes {p:?}, not a string value"))
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
+        Some((_, rest)) => Some(names(rest.split(')').next().unwrap_or(""))?),
     };
     Ok(Asked {
         steps,
@@ -369,13 +392,17 @@ pub fn count_entries(log: &EventLog, asked: &Asked) -> BTreeMap<i64, Vec<u64>> {
     let mut mask = |event: u32, props: u32| -> u32 {
         *masks.entry((event, props)).or_insert_with(|| {
             let props = log.props(props);
+            let name = log.event_name(event);
             (0..n)
                 .filter(|&i| {
                     ids[i] == Some(event)
-                        && asked.steps[i]
-                            .1
-                            .iter()
-                            .all(|(k, v)| props.get(k).is_some_and(|p| p == v))
+                        && asked.steps[i].1.iter().all(|f| {
+                            if f.only.iter().any(|o| o == name) {
+                                props.get(&f.name).is_some_and(|p| *p == f.value)
+                            } else {
+                                f.value.is_empty()
+                            }
+                        })
                 })
                 .fold(0, |m, i| m | 1 << i)
         })

@@ -7,7 +7,7 @@ pub use std::time::Duration;
 pub use chrono::{DateTime, Utc};
 pub use funnelfix::app::{App, ProposeOutcome};
 pub use funnelfix::experiment::State;
-pub use funnelfix::github::PrState;
+pub use funnelfix::sandbox::github::PullState;
 pub use funnelfix::sandbox::llm::Reply;
 pub use funnelfix::sandbox::world::{self, APPROVER, CHAT_ID, World};
 pub use funnelfix::store::Experiment;
