@@ -124,6 +124,8 @@ pub struct Site {
     next_person: u64,
     /// Recent funnel visits (start ms, person), oldest first, for returns.
     recent: VecDeque<(i64, u32)>,
+    visits: u64,
+    returning_visits: u64,
 }
 
 /// Returning visitors come back to a visit of at most this many days ago.
@@ -244,6 +246,8 @@ impl Site {
             rng: SmallRng::seed_from_u64(seed),
             next_person: 0,
             recent: VecDeque::new(),
+            visits: 0,
+            returning_visits: 0,
         }
     }
 
@@ -258,6 +262,12 @@ impl Site {
     pub fn with_behaviour(mut self, behaviour: Behaviour) -> Site {
         self.behaviour = behaviour;
         self
+    }
+
+    /// Funnel visits so far, and how many of them were by people who had
+    /// come before.
+    pub fn visits(&self) -> (u64, u64) {
+        (self.visits, self.returning_visits)
     }
 
     /// The funnel the site's visitors walk.
@@ -408,6 +418,8 @@ impl Site {
             self.new_person(log)
         };
         self.recent.push_back((start, person));
+        self.visits += 1;
+        self.returning_visits += u64::from(returning);
         person
     }
 
@@ -644,6 +656,10 @@ mod tests {
             returning > 0.15,
             "{returning:.3} of pricing visitors came on several days"
         );
+        // Half the funnel visits are by people who came before.
+        let (visits, returning) = site.visits();
+        let share = returning as f64 / visits as f64;
+        assert!((0.47..0.53).contains(&share), "{share:.3} returning visits");
         // Delays from a pricing view to the next signup start of the person.
         let mut delays: Vec<i64> = Vec::new();
         for ((person, _), ts) in &entrants {
