@@ -1,5 +1,5 @@
-//! The funnel chart sent to Telegram: a bar per step with how many reached
-//! it, the rate to the next step under each gap, and the step funnelfix
+//! The funnel chart sent to Telegram: a bar per step with its entries (a
+//! person's first visit of a day to the step), the rate to the next step under each gap, and the step funnelfix
 //! works on in another colour. Drawn in-process with an embedded font, so it
 //! renders the same in a bare container; pure: same report, same pixels.
 
@@ -43,7 +43,7 @@ pub fn funnel_chart(report: &FunnelReport) -> Result<Vec<u8>> {
 fn draw(report: &FunnelReport, pixels: &mut [u8]) -> Result<()> {
     let root = BitMapBackend::with_buffer(pixels, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let reached = &report.counts.reached;
+    let reached = &report.counts.entries;
     let names: Vec<&str> = report
         .steps
         .iter()
@@ -56,7 +56,11 @@ fn draw(report: &FunnelReport, pixels: &mut [u8]) -> Result<()> {
     let err = |e: DrawingAreaErrorKind<_>| anyhow::anyhow!("{e}");
 
     root.draw(&Text::new(
-        format!("Funnel {}: overall {}", report.funnel, pct(report.overall)),
+        format!(
+            "Funnel {}: daily entries per step; overall {} (product of the step rates)",
+            report.funnel,
+            pct(report.overall)
+        ),
         (20, 14),
         font(22.0, &INK),
     ))
@@ -178,7 +182,8 @@ mod tests {
         FunnelReport {
             funnel: "signup".into(),
             counts: FunnelCounts {
-                reached: vec![5000, 2250, 560, 336],
+                entries: vec![5000, 2250, 560, 336],
+                converted: vec![2250, 560, 336],
             },
             steps: vec![
                 step(0, "Visited homepage", "Viewed pricing", 5000, 2250),
@@ -244,7 +249,7 @@ mod tests {
     #[test]
     fn an_empty_funnel_still_draws() {
         let mut r = sample();
-        r.counts.reached = vec![0, 0, 0, 0];
+        r.counts = FunnelCounts::empty(4);
         r.choice = None;
         assert!(funnel_chart(&r).is_ok());
     }

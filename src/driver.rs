@@ -327,8 +327,10 @@ impl App {
         Ok(Event::ProposalSent { message_id })
     }
 
-    /// Counts of the step's entrants from `from` to `to` and their
-    /// conversions to the next step, per weekday, censored at `now`.
+    /// The step's entries from `from` to `to` and their conversions to the
+    /// next step, per weekday, censored at `now`: the same estimand as the
+    /// funnel report's rate of the step (a two-step query counts exactly
+    /// the transition it would count in the whole funnel).
     async fn step_counts(
         &self,
         e: &Experiment,
@@ -348,10 +350,10 @@ impl App {
             )
             .await?;
         Ok(std::array::from_fn(|d| {
-            let c = &by_day.days[d];
+            let (entrants, conversions) = by_day.days[d].transition(0);
             Counts {
-                entrants: c.reached.first().copied().unwrap_or(0),
-                conversions: c.reached.get(1).copied().unwrap_or(0),
+                entrants,
+                conversions,
             }
         }))
     }

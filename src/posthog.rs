@@ -90,7 +90,7 @@ impl PostHog {
         })
     }
 
-    /// Funnel counts per UTC date of entry for people entering in `range`
+    /// Funnel counts per UTC date of entry for entries in `range`
     /// (right-censored at `now - window`, the range the result carries).
     /// One query.
     #[instrument(skip_all, fields(steps = steps.len()))]
@@ -111,7 +111,7 @@ impl PostHog {
         hogql::parse_days(steps.len(), counted, results).map_err(PostHogError::Malformed)
     }
 
-    /// Funnel counts per weekday of entry for people entering in `range`
+    /// Funnel counts per weekday of entry for entries in `range`
     /// (right-censored at `now - window`). One query.
     pub async fn funnel_counts(
         &self,

@@ -482,7 +482,7 @@ fn placeholder_values(input: &PromptInput) -> BTreeMap<&'static str, String> {
 
 fn funnel_table(report: &FunnelReport, chosen: usize) -> String {
     let mut table = String::from(
-        "| step | entrants | reached next | rate | 95% interval |\n|---|---:|---:|---:|---|\n",
+        "| step | entries | went on | rate | 95% interval |\n|---|---:|---:|---:|---|\n",
     );
     for (i, s) in report.steps.iter().enumerate() {
         let mut note = String::new();
@@ -490,7 +490,7 @@ fn funnel_table(report: &FunnelReport, chosen: usize) -> String {
             note.push_str(" ← this step");
         }
         if !s.judged {
-            note.push_str(" (too few entrants to judge)");
+            note.push_str(" (too few entries to judge)");
         }
         let _ = writeln!(
             table,
@@ -507,7 +507,7 @@ fn funnel_table(report: &FunnelReport, chosen: usize) -> String {
     }
     let _ = write!(
         table,
-        "\nOverall, {} of the funnel's first step reach its last.",
+        "\nOverall (the product of the step rates): {}.",
         percent(report.overall)
     );
     fence("text", &table)
@@ -681,7 +681,8 @@ mod tests {
         FunnelReport {
             funnel: "signup".into(),
             counts: FunnelCounts {
-                reached: vec![5000, 1500, 150, 60],
+                entries: vec![5000, 1500, 150, 60],
+                converted: vec![1500, 150, 60],
             },
             steps: vec![
                 step(0, "Visited homepage", "Viewed pricing", 5000, 1500),
@@ -971,16 +972,16 @@ mod tests {
         insta::assert_snapshot!(messages[1].content, @r#"
         # Funnel "signup"
 
-        Step-to-step conversion (rate = reached next / entrants; 95% Wilson interval):
+        Step-to-step conversion (an entry is a person's first visit to a step on a day; rate = entries that went on to the next step within the conversion window / entries; 95% Wilson interval):
 
         ```text
-        | step | entrants | reached next | rate | 95% interval |
+        | step | entries | went on | rate | 95% interval |
         |---|---:|---:|---:|---|
         | 1. Visited homepage → Viewed pricing | 5000 | 1500 | 30.0% | 28.0%–32.0% |
         | 2. Viewed pricing → Started signup ← this step | 1500 | 150 | 10.0% | 8.0%–12.0% |
-        | 3. Started signup → Completed signup (too few entrants to judge) | 150 | 60 | 40.0% | 38.0%–42.0% |
+        | 3. Started signup → Completed signup (too few entries to judge) | 150 | 60 | 40.0% | 38.0%–42.0% |
 
-        Overall, 1.2% of the funnel's first step reach its last.
+        Overall (the product of the step rates): 1.2%.
         ```
 
         # The step to improve

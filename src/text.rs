@@ -45,6 +45,9 @@ pub fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// What a rate counts, in one sentence.
+pub const ENTRY_NOTE: &str = "An entry is a person's first visit to a step on a UTC day; it went on if that person reached the next step within the conversion window after it.";
+
 /// The terminal table of `funnelfix funnel`.
 pub fn funnel_table(report: &FunnelReport) -> String {
     let mut out = String::new();
@@ -59,7 +62,7 @@ pub fn funnel_table(report: &FunnelReport) -> String {
     let _ = writeln!(
         out,
         "  {:<width$}  {:>9}  {:>9}  {:>7}  {:>15}",
-        "step", "entrants", "reached", "rate", "95% interval"
+        "step", "entries", "went on", "rate", "95% interval"
     );
     for (i, s) in report.steps.iter().enumerate() {
         let chosen = report.choice.as_ref().is_some_and(|c| c.step == i);
@@ -75,7 +78,11 @@ pub fn funnel_table(report: &FunnelReport) -> String {
             format!("{}–{}", pct(s.low), pct(s.high)),
         );
     }
-    let _ = writeln!(out, "  overall conversion: {}", pct(report.overall));
+    let _ = writeln!(
+        out,
+        "  overall (the product of the step rates): {}\n  {ENTRY_NOTE}",
+        pct(report.overall)
+    );
     match (&report.choice, &report.reason_none) {
         (Some(c), _) => {
             let _ = writeln!(out, "  would work on: {}", c.reason);
@@ -91,7 +98,7 @@ pub fn funnel_table(report: &FunnelReport) -> String {
 /// The markdown table of a funnel, for PR bodies.
 pub fn funnel_markdown(report: &FunnelReport) -> String {
     let mut out = String::from(
-        "| step | entrants | reached next | rate | 95% interval |\n|---|---:|---:|---:|---:|\n",
+        "| step | entries | went on | rate | 95% interval |\n|---|---:|---:|---:|---:|\n",
     );
     for (i, s) in report.steps.iter().enumerate() {
         let chosen = report.choice.as_ref().is_some_and(|c| c.step == i);
@@ -107,14 +114,15 @@ pub fn funnel_markdown(report: &FunnelReport) -> String {
             pct(s.high)
         );
     }
+    let _ = writeln!(out, "\n{}", ENTRY_NOTE.replace("An entry", "An *entry*"));
     out
 }
 
 /// The revert rule in words, with the configured numbers.
 pub fn revert_rule(t: &Thresholds) -> String {
     format!(
-        "After the merge funnelfix watches the people who reach this step in the {} after it, against the {} before it \
-         (weekday-standardised, skipping the deploy hour). It reverts the change at the first look where an \
+        "After the merge funnelfix watches the entries at this step in the {} after it, against the {} before it \
+         (the same rate as above, weekday-standardised, skipping the deploy hour). It reverts the change at the first look where an \
          always-valid test (mSPRT) is confident at {} that the rate fell, the rate is down by at least {} \
          relative, and at least 30 conversions were seen since the merge. Otherwise it keeps the change \
          and reports the measured lift.",
@@ -140,7 +148,7 @@ pub fn pr_body(b: &PrBody<'_>) -> String {
     format!(
         "funnelfix proposes one change to the step **{step} → {next}** of the funnel `{funnel}`.\n\n\
          ## Why this step\n\n\
-         {rate} of {entrants} people went on ({converted} did; 95% interval {low}–{high}).\n\n\
+         {rate} of {entrants} entries at this step went on ({converted} did; 95% interval {low}–{high}).\n\n\
          {table}\n\
          ## Hypothesis\n\n{hypothesis}\n\n\
          ## What changed\n\n```diff\n{diff}\n```\n\n\
@@ -179,7 +187,7 @@ pub fn proposal_message(
     let pr = e.pr_url.as_deref().unwrap_or("");
     format!(
         "<b>funnelfix proposal #{id}</b> · funnel <b>{funnel}</b>\n\
-         Step <b>{step} → {next}</b>: {rate} ({converted}/{entrants}, 95% CI {low}–{high})\n\n\
+         Step <b>{step} → {next}</b>: {rate} ({converted} of {entrants} daily entries went on, 95% CI {low}–{high})\n\n\
          <b>{title}</b>\n{hypothesis}\n\n\
          Change: {summary}\n{excerpt}\
          PR: <a href=\"{pr}\">{pr}</a>\n\n\
@@ -613,7 +621,8 @@ mod tests {
         FunnelReport {
             funnel: "signup".into(),
             counts: FunnelCounts {
-                reached: vec![10000, 4500, 1125, 675],
+                entries: vec![10000, 4500, 1125, 675],
+                converted: vec![4500, 1125, 675],
             },
             steps: vec![
                 step(0, "Visited homepage", "Viewed pricing", 10000, 4500, 0.4402, 0.4598),
@@ -670,11 +679,12 @@ mod tests {
     fn terminal_table() {
         insta::assert_snapshot!(funnel_table(&report()), @"
         funnel signup
-          step                                entrants    reached     rate     95% interval
+          step                                 entries    went on     rate     95% interval
           Visited homepage → Viewed pricing      10000       4500    45.0%      44.0%–46.0%
         ▶ Viewed pricing → Started signup         4500       1125    25.0%      23.7%–26.3%
           Started signup → Completed signup       1125        675    60.0%      57.1%–62.8%
-          overall conversion: 6.8%
+          overall (the product of the step rates): 6.8%
+          An entry is a person's first visit to a step on a UTC day; it went on if that person reached the next step within the conversion window after it.
           would work on: Viewed pricing → Started signup converts 25.0% (95% CI 23.7–26.3%), the lowest upper bound among 3 judged steps
         ");
     }
@@ -690,7 +700,7 @@ mod tests {
         assert!(msg.contains("&lt;b&gt;bold&lt;/b&gt; &amp; clear"));
         insta::assert_snapshot!(msg, @r#"
         <b>funnelfix proposal #3</b> · funnel <b>signup</b>
-        Step <b>Viewed pricing → Started signup</b>: 25.0% (1125/4500, 95% CI 23.7%–26.3%)
+        Step <b>Viewed pricing → Started signup</b>: 25.0% (1125 of 4500 daily entries went on, 95% CI 23.7%–26.3%)
 
         <b>Pricing: &lt;b&gt;bold&lt;/b&gt; &amp; clear CTA</b>
         People do not see a next step.
@@ -719,7 +729,7 @@ mod tests {
         );
         insta::assert_snapshot!(msg, @r#"
         <b>funnelfix proposal #3</b> · funnel <b>signup</b>
-        Step <b>Viewed pricing → Started signup</b>: 25.0% (1125/4500, 95% CI 23.7%–26.3%)
+        Step <b>Viewed pricing → Started signup</b>: 25.0% (1125 of 4500 daily entries went on, 95% CI 23.7%–26.3%)
 
         <b>Pricing: &lt;b&gt;bold&lt;/b&gt; &amp; clear CTA</b>
         People do not see a next step.
@@ -754,13 +764,15 @@ mod tests {
 
         ## Why this step
 
-        25.0% of 4500 people went on (1125 did; 95% interval 23.7%–26.3%).
+        25.0% of 4500 entries at this step went on (1125 did; 95% interval 23.7%–26.3%).
 
-        | step | entrants | reached next | rate | 95% interval |
+        | step | entries | went on | rate | 95% interval |
         |---|---:|---:|---:|---:|
         | Visited homepage → Viewed pricing | 10000 | 4500 | 45.0% | 44.0%–46.0% |
         | **Viewed pricing → Started signup** | 4500 | 1125 | 25.0% | 23.7%–26.3% |
         | Started signup → Completed signup | 1125 | 675 | 60.0% | 57.1%–62.8% |
+
+        An *entry* is a person's first visit to a step on a UTC day; it went on if that person reached the next step within the conversion window after it.
 
         ## Hypothesis
 
@@ -780,7 +792,7 @@ mod tests {
 
         - An approver decides in Telegram: Approve merges exactly this head; Reject closes this PR.
         - Unanswered after 3 days, it is closed.
-        - After the merge funnelfix watches the people who reach this step in the 14 days after it, against the 28 days before it (weekday-standardised, skipping the deploy hour). It reverts the change at the first look where an always-valid test (mSPRT) is confident at 95.0% that the rate fell, the rate is down by at least 10.0% relative, and at least 30 conversions were seen since the merge. Otherwise it keeps the change and reports the measured lift.
+        - After the merge funnelfix watches the entries at this step in the 14 days after it, against the 28 days before it (the same rate as above, weekday-standardised, skipping the deploy hour). It reverts the change at the first look where an always-valid test (mSPRT) is confident at 95.0% that the rate fell, the rate is down by at least 10.0% relative, and at least 30 conversions were seen since the merge. Otherwise it keeps the change and reports the measured lift.
 
         <!-- funnelfix:experiment=3 -->
         "#);
@@ -810,7 +822,7 @@ mod tests {
 
         Conversions since the merge: 412. Λ = 31.40 (threshold 20).
 
-        Rule: After the merge funnelfix watches the people who reach this step in the 14 days after it, against the 28 days before it (weekday-standardised, skipping the deploy hour). It reverts the change at the first look where an always-valid test (mSPRT) is confident at 95.0% that the rate fell, the rate is down by at least 10.0% relative, and at least 30 conversions were seen since the merge. Otherwise it keeps the change and reports the measured lift.
+        Rule: After the merge funnelfix watches the entries at this step in the 14 days after it, against the 28 days before it (the same rate as above, weekday-standardised, skipping the deploy hour). It reverts the change at the first look where an always-valid test (mSPRT) is confident at 95.0% that the rate fell, the rate is down by at least 10.0% relative, and at least 30 conversions were seen since the merge. Otherwise it keeps the change and reports the measured lift.
 
         <!-- funnelfix:experiment=3 -->
         ");

@@ -95,7 +95,10 @@ async fn prints_the_table_and_the_chosen_step() {
         "{stdout}"
     );
     assert!(chosen.contains("600") && chosen.contains("300"), "{chosen}");
-    assert!(stdout.contains("overall conversion: 24.0%"), "{stdout}");
+    assert!(
+        stdout.contains("overall (the product of the step rates): 24.0%"),
+        "{stdout}"
+    );
     assert!(!stdout.contains(KEY) && !String::from_utf8_lossy(&out.stderr).contains(KEY));
     assert_eq!(twin.query_count(), 1, "one query for the one funnel");
 
@@ -107,8 +110,8 @@ async fn prints_the_table_and_the_chosen_step() {
             .expect("joined");
     let reports: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     assert_eq!(
-        reports[0]["counts"]["reached"],
-        serde_json::json!([1000, 600, 300, 240])
+        reports[0]["counts"],
+        serde_json::json!({"entries": [1000, 600, 300, 240], "converted": [600, 300, 240]})
     );
     assert_eq!(reports[0]["choice"]["step"], 1);
 }
@@ -170,8 +173,8 @@ async fn a_new_site_is_judged_at_its_own_pace() {
             .expect("joined");
     let reports: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     assert_eq!(
-        reports[0]["counts"]["reached"],
-        serde_json::json!([300, 250, 20, 15])
+        reports[0]["counts"],
+        serde_json::json!({"entries": [300, 250, 20, 15], "converted": [250, 20, 15]})
     );
     // Pricing → Started: 20 conversions. At the 28-day lookback's average
     // that is 10 in the 14-day observation window, too few to watch (as is

@@ -120,7 +120,8 @@ fn report() -> FunnelReport {
     FunnelReport {
         funnel: "signup".into(),
         counts: FunnelCounts {
-            reached: vec![4000, 1200, 240],
+            entries: vec![4000, 1200, 240],
+            converted: vec![1200, 240],
         },
         steps: vec![
             step(0, "Visited homepage", "Viewed pricing", 4000, 1200),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use funnelfix::config::StepConfig;
-use funnelfix::funnel::EntryRange;
+use funnelfix::funnel::{EntryRange, FunnelCounts};
 use funnelfix::posthog::{PostHog, PostHogError};
 use funnelfix::retry::RetryPolicy;
 use funnelfix::sandbox::posthog::{Event, PostHogTwin};
@@ -70,32 +70,43 @@ fn range() -> EntryRange {
     }
 }
 
+/// Entries at each step and conversions of each transition, as a pair.
+fn counts(entries: [u64; 3], converted: [u64; 2]) -> FunnelCounts {
+    FunnelCounts {
+        entries: entries.to_vec(),
+        converted: converted.to_vec(),
+    }
+}
+
 #[tokio::test]
 async fn counts_equal_a_hand_count_of_the_log() {
     let twin = PostHogTwin::start("7", KEY).await.expect("twin");
     twin.push_events(vec![
-        // a: the whole funnel on Monday → entrant, pricing, signup (weekday 0).
+        // a, Monday: home → pricing → signup within minutes: an entry at
+        // each step, both converted.
         ev("a", "$pageview", Some("/"), "2026-03-02T10:00:00Z"),
         ev("a", "$pageview", Some("/pricing"), "2026-03-02T10:05:00Z"),
         ev("a", "signup_completed", None, "2026-03-02T10:09:00Z"),
-        // b: home, then signup before pricing: ordered, so only level 2 after
-        // the pricing view; no signup after it → reaches pricing only.
+        // b, Tuesday: home → pricing converted; signup came before the
+        // pricing view, so pricing did not convert (signup is still an entry).
         ev("b", "$pageview", Some("/"), "2026-03-03T09:00:00Z"),
         ev("b", "signup_completed", None, "2026-03-03T09:01:00Z"),
         ev("b", "$pageview", Some("/pricing"), "2026-03-03T09:02:00Z"),
-        // c: pricing more than a day after home → entrant only (Tuesday).
+        // c: pricing more than a day after home: home (Tuesday) did not
+        // convert; the pricing view is Wednesday's entry, not converted.
         ev("c", "$pageview", Some("/"), "2026-03-03T08:00:00Z"),
         ev("c", "$pageview", Some("/pricing"), "2026-03-04T08:00:01Z"),
-        // d: entered twice; the second visit converts fully. Counted once,
-        // on the weekday of the first entry (Wednesday).
+        // d comes back: Wednesday's home entry did not convert, Friday's
+        // did, all the way. Two entries at home for one person.
         ev("d", "$pageview", Some("/"), "2026-03-04T12:00:00Z"),
         ev("d", "$pageview", Some("/"), "2026-03-06T12:00:00Z"),
         ev("d", "$pageview", Some("/pricing"), "2026-03-06T12:30:00Z"),
         ev("d", "signup_completed", None, "2026-03-06T13:00:00Z"),
-        // e: entered before the range → not counted.
+        // e: home before the range (not counted); pricing on Monday is an
+        // entry there, not converted.
         ev("e", "$pageview", Some("/"), "2026-03-01T23:59:59Z"),
         ev("e", "$pageview", Some("/pricing"), "2026-03-02T00:10:00Z"),
-        // f: pricing page with another path filter value → entrant only (Sunday).
+        // f, Sunday: another pricing path does not match the step.
         ev("f", "$pageview", Some("/"), "2026-03-08T10:00:00Z"),
         ev(
             "f",
@@ -103,21 +114,37 @@ async fn counts_equal_a_hand_count_of_the_log() {
             Some("/pricing/enterprise"),
             "2026-03-08T10:01:00Z",
         ),
-        // g: entered after the range → not counted.
+        // g: home after the range → not counted.
         ev("g", "$pageview", Some("/"), "2026-03-09T00:00:00Z"),
-        // h: no first step at all.
+        // h, Thursday: a pricing entry without a home view.
         ev("h", "$pageview", Some("/pricing"), "2026-03-05T10:00:00Z"),
+        // i, Thursday: two home views; the entry is the first, and pricing
+        // comes 26 hours after it (14 after the second): not converted.
+        // Friday: pricing entry, not converted.
+        ev("i", "$pageview", Some("/"), "2026-03-05T08:00:00Z"),
+        ev("i", "$pageview", Some("/"), "2026-03-05T20:00:00Z"),
+        ev("i", "$pageview", Some("/pricing"), "2026-03-06T10:00:00Z"),
+        // j, Saturday: two visits, one entry, converted in the second.
+        ev("j", "$pageview", Some("/"), "2026-03-07T09:00:00Z"),
+        ev("j", "$pageview", Some("/"), "2026-03-07T15:00:00Z"),
+        ev("j", "$pageview", Some("/pricing"), "2026-03-07T15:05:00Z"),
+        // Events no step counts.
+        ev("j", "$pageleave", Some("/pricing"), "2026-03-07T15:06:00Z"),
+        ev("k", "$autocapture", Some("/"), "2026-03-04T10:00:00Z"),
     ]);
     let ph = client(&twin, KEY);
     let by = ph
         .funnel_counts(&steps(), DAY, range(), t("2026-03-11T00:00:00Z"))
         .await
         .expect("counts");
-    assert_eq!(by.days[0].reached, vec![1, 1, 1], "Monday: a");
-    assert_eq!(by.days[1].reached, vec![2, 1, 0], "Tuesday: b, c");
-    assert_eq!(by.days[2].reached, vec![1, 1, 1], "Wednesday: d");
-    assert_eq!(by.days[6].reached, vec![1, 0, 0], "Sunday: f");
-    assert_eq!(by.total().reached, vec![5, 3, 2]);
+    assert_eq!(by.days[0], counts([1, 2, 1], [1, 1]), "Monday: a, e");
+    assert_eq!(by.days[1], counts([2, 1, 1], [1, 0]), "Tuesday: b, c");
+    assert_eq!(by.days[2], counts([1, 1, 0], [0, 0]), "Wednesday: d, c");
+    assert_eq!(by.days[3], counts([1, 1, 0], [0, 0]), "Thursday: i, h");
+    assert_eq!(by.days[4], counts([1, 2, 1], [1, 1]), "Friday: d, i");
+    assert_eq!(by.days[5], counts([1, 1, 0], [1, 0]), "Saturday: j");
+    assert_eq!(by.days[6], counts([1, 0, 0], [0, 0]), "Sunday: f");
+    assert_eq!(by.total(), counts([8, 8, 3], [4, 2]));
     assert_eq!(twin.query_count(), 1, "one query per funnel");
 
     // The request carries every value as a placeholder, fresh from ClickHouse.
@@ -141,7 +168,7 @@ async fn entrants_whose_window_has_not_elapsed_are_not_counted() {
         .funnel_counts(&steps(), DAY, range(), t("2026-03-08T12:00:00Z"))
         .await
         .expect("counts");
-    assert_eq!(by.total().reached, vec![1, 0, 0]);
+    assert_eq!(by.total(), counts([1, 0, 0], [0, 0]));
 }
 
 #[tokio::test]
@@ -153,7 +180,7 @@ async fn throttling_is_waited_out() {
         .funnel_counts(&steps(), DAY, range(), t("2026-03-11T00:00:00Z"))
         .await
         .expect("counts after a 429 and a 503");
-    assert_eq!(by.total().reached, vec![0, 0, 0]);
+    assert_eq!(by.total(), counts([0, 0, 0], [0, 0]));
     assert_eq!(twin.query_count(), 3);
 }
 
@@ -258,18 +285,19 @@ async fn counts_come_per_date_of_entry_for_the_funnels_events_only() {
         .expect("counts");
     assert_eq!(by.range.from, t("2026-03-02T00:00:00Z"));
     assert_eq!(by.range.to, t("2026-03-08T12:00:00Z"));
-    let days: Vec<(String, Vec<u64>)> = by
+    let days: Vec<(String, FunnelCounts)> = by
         .days
         .iter()
-        .map(|d| (d.date.to_string(), d.counts.reached.clone()))
+        .map(|d| (d.date.to_string(), d.counts.clone()))
         .collect();
     assert_eq!(
         days,
         [
-            ("2026-03-02".to_string(), vec![1, 1, 0]),
-            ("2026-03-05".to_string(), vec![2, 1, 1]),
+            ("2026-03-02".to_string(), counts([1, 1, 0], [1, 0])),
+            ("2026-03-05".to_string(), counts([2, 0, 0], [1, 0])),
+            ("2026-03-06".to_string(), counts([0, 1, 1], [0, 1])),
         ],
-        "b counts on the date of entry, not of conversion"
+        "an entry counts on its own date, converted the day after or not"
     );
     assert_eq!(twin.query_count(), 1);
     let text = twin.queries()[0]["query"]["query"]

@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use funnelfix::sandbox::site::Effect;
 
 #[tokio::test]
 async fn a_proposal_opens_one_pr_touching_only_the_step_page() {
@@ -669,5 +670,69 @@ async fn with_revert_approve_the_revert_waits_for_a_tap() {
         ctx.world.github.merge_requests(),
         2,
         "the change and its revert"
+    );
+}
+
+/// Text on the pricing page that halves its conversion.
+const HALVING: &str = "<div class=\"modal\">Before you go: fill in this 12-field survey</div>";
+
+/// The assessment stored with the verdict.
+fn assessment(e: &Experiment) -> funnelfix::stats::Assessment {
+    serde_json::from_str(e.assessment.as_deref().expect("assessed")).expect("an assessment")
+}
+
+/// Half the funnel visits are by people who came before, so each person has
+/// more chances to convert in the 28-day baseline than in the first days of
+/// the watch; the watch counts entries, not people, and sees no change.
+#[tokio::test]
+async fn with_half_the_visits_returning_a_neutral_change_is_kept() {
+    let mut ctx = Ctx::new().await;
+    let e = run_experiment(&mut ctx, NEUTRAL).await;
+    let (visits, returning) = ctx.world.site.visits();
+    let share = returning as f64 / visits as f64;
+    assert!((0.47..0.53).contains(&share), "{share:.3} returning");
+    assert_eq!(e.state, State::Kept, "{:?}", e.verdict);
+    let a = assessment(&e);
+    println!(
+        "{share:.3} of visits returning; {}; smallest p {:?}",
+        e.verdict.as_deref().unwrap_or(""),
+        e.p_value
+    );
+    assert!(
+        a.relative_change.abs() < 0.08,
+        "measured {:+.1}%",
+        a.relative_change * 100.0
+    );
+    // Never close to a revert on the way (the smallest always-valid p).
+    assert!(e.p_value.unwrap_or(1.0) > 0.2, "p = {:?}", e.p_value);
+}
+
+#[tokio::test]
+async fn with_half_the_visits_returning_a_halving_change_is_reverted() {
+    let mut ctx = Ctx::new().await;
+    ctx.world.site.effects.push(Effect {
+        marker: "class=\"modal\"".into(),
+        multiplier: 0.5,
+    });
+    let e = run_experiment(&mut ctx, HALVING).await;
+    assert_eq!(e.state, State::Reverted, "{:?}", e.verdict);
+    let a = assessment(&e);
+    let merged = e.merged_at.expect("merged");
+    let days = (ctx.world.now() - merged).num_hours() as f64 / 24.0;
+    println!(
+        "{}; the revert merged within {days:.2} days of the change",
+        e.verdict.as_deref().unwrap_or("")
+    );
+    assert!(
+        (-0.6..-0.35).contains(&a.relative_change),
+        "measured {:+.1}%",
+        a.relative_change * 100.0
+    );
+    assert_eq!(
+        ctx.world
+            .github
+            .file_on_branch("main", "site/pricing.html")
+            .as_deref(),
+        Some(world::PRICING_HTML)
     );
 }

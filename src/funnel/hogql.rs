@@ -1,33 +1,39 @@
-//! The one HogQL query per funnel.
+//! The one HogQL query per funnel, and what it counts.
 //!
-//! What it counts, exactly: a person *enters* when they have at least one
-//! first-step event in the entry range `[from, to)`. Their *level* is the
-//! longest ordered chain of steps they completed starting from a first-step
-//! event in that range, each later step no later than `window` after the
-//! chain's first event (ClickHouse `windowFunnel`, as PostHog's own funnels).
-//! Rows are grouped by the UTC date of the person's first entry (as days since
-//! 1970-01-01), and give the number of entrants and of entrants reaching each
-//! further step; the weekday split the monitor needs and the recent pace the
-//! step choice needs both come from these rows.
+//! The estimand, one for every rate funnelfix shows or judges (the funnel
+//! table, the proposal, the PR, the chat, the watch and the verdict):
+//!
+//! - an *entry* at step `i` is a person's first step-`i` event of a UTC day;
+//!   entries are counted on the date they fall in, if they fall in the entry
+//!   range `[from, to)` (a person's earlier event of the same day, before
+//!   `from`, makes that day's entry fall before the range: it is not counted);
+//! - the entry *converted* if the same person has a step-`i + 1` event at or
+//!   after it and no later than the conversion window after it;
+//! - right-censoring: `to` is clamped to `now - window`, so an entry is only
+//!   counted once its whole conversion window has passed.
+//!
+//! Each entry is one unit whose outcome depends only on the window after it,
+//! so the expected rate does not depend on how long the entry range is: a
+//! person who comes back on five days is five entries, in a 2-day range and
+//! in a 28-day one alike. (Counting people once over the whole range instead
+//! gives returning visitors more chances in a long range than in a short one,
+//! and reads a harmless change as a drop.) Steps are counted independently:
+//! an entry at the pricing page counts whether or not the person came from
+//! the home page that day.
+//!
+//! Times are whole seconds (`toUnixTimestamp`), dates are UTC. Rows come per
+//! date of entry (days since 1970-01-01) with, per step, the entries and,
+//! but for the last step, the conversions: `[day, entries_0, converted_0,
+//! entries_1, converted_1, ..., entries_{n-1}]`.
 //!
 //! Cost: besides the time range, the query reads only the funnel's own event
-//! names (`event IN (...)`). PostHog's events table is sorted by date and
-//! then event, so on a project where the funnel's events are a small share
-//! of all events this skips most of the data. An inner SELECT evaluates each
-//! step's condition once per row (`s0`, `s1`, ...), reading each filtered
-//! property once (`f0`, ...) and only from the events whose steps filter on
-//! it, and keeps only the rows that match a step, so the per-person
-//! aggregation sees nothing else. No count changes: a row that matches no
-//! step plays no part in `windowFunnel`, `minIf` or `countIf`.
+//! names (`event IN (...)`): PostHog's events table is sorted by date and
+//! then event, so this skips most of a project's data.
 //!
-//! Right-censoring: `to` is clamped to `now - window`, so only entrants whose
-//! whole conversion window has elapsed are counted.
-//!
-//! Every value from the config (event names, property values, times) is a
-//! `{placeholder}` in `values`. Property *names* cannot be placeholders in
-//! HogQL, so they are spliced only after [`is_property_name`] accepted them.
-//! The window is a number of seconds computed here, spliced because
-//! `windowFunnel`'s parameter must be a literal.
+//! Every value from the config (event names, property values, times, the
+//! window) is a `{placeholder}` in `values`. Property *names* cannot be
+//! placeholders in HogQL, so they are spliced only after
+//! [`is_property_name`] accepted them.
 
 use std::fmt::Write;
 use std::time::Duration;
@@ -38,8 +44,8 @@ use serde_json::{Map, Value, json};
 use super::{ByDay, DayCounts, EntryRange, FunnelCounts};
 use crate::config::{StepConfig, is_property_name};
 
-/// Seconds in a day: rows are per UTC date.
-const DAY: i64 = 86_400;
+/// Seconds in a day: entries are per UTC date.
+pub const DAY: i64 = 86_400;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct HogQlQuery {
@@ -57,17 +63,15 @@ pub fn censored(range: EntryRange, window: Duration, now: DateTime<Utc>) -> Entr
     }
 }
 
-pub fn funnel_query(
+/// The inner SELECT's columns: each filtered property read once per row as
+/// `f<k>` (and only from the events whose steps filter on it), then each
+/// step's condition as `s<i>`, its property comparisons first so each reads
+/// the extracted column rather than extracting again. Also returns each
+/// event name's placeholder, once per name.
+fn step_columns(
     steps: &[StepConfig],
-    window: Duration,
-    range: EntryRange,
-    now: DateTime<Utc>,
-) -> Result<HogQlQuery, String> {
-    if steps.len() < 2 {
-        return Err("a funnel query needs at least two steps".into());
-    }
-    let range = censored(range, window, now);
-    let mut values = Map::new();
+    values: &mut Map<String, Value>,
+) -> Result<(String, Vec<String>), String> {
     // Each event name once, by the placeholder of its first step.
     let mut event_of: Vec<(&str, String)> = Vec::new();
     for (i, s) in steps.iter().enumerate() {
@@ -84,8 +88,6 @@ pub fn funnel_query(
             .map(|(_, p)| p.clone())
             .unwrap_or_default()
     };
-    // Each property a filter reads, extracted once per row as `f<k>`, and
-    // only from the events whose steps filter on it.
     let mut props: Vec<(&str, Vec<String>)> = Vec::new();
     for s in steps {
         for prop in s.filters.keys() {
@@ -107,12 +109,10 @@ pub fn funnel_query(
     for (k, (prop, events)) in props.iter().enumerate() {
         let _ = write!(
             columns,
-            "\n            if(event IN ({}), properties.{prop}, '') AS f{k},",
+            ",\n                if(event IN ({}), properties.{prop}, '') AS f{k}",
             events.join(", ")
         );
     }
-    // Step i's condition as `s<i>`: the property comparisons first, so each
-    // reads the extracted column rather than extracting again.
     for (i, s) in steps.iter().enumerate() {
         let mut cond: Vec<String> = Vec::new();
         for (j, (prop, value)) in s.filters.iter().enumerate() {
@@ -122,61 +122,122 @@ pub fn funnel_query(
             values.insert(key, json!(value));
         }
         cond.push(format!("event = {{s{i}_event}}"));
-        // The first step only counts when it happens inside the entry range.
-        if i == 0 {
-            cond.push("timestamp < fromUnixTimestamp({date_to})".into());
-        }
-        let _ = write!(columns, "\n            {} AS s{i},", cond.join(" AND "));
+        let _ = write!(columns, ",\n                {} AS s{i}", cond.join(" AND "));
     }
-    let columns = columns.trim_end_matches(',');
-    values.insert("date_from".into(), json!(range.from.timestamp()));
-    values.insert("date_to".into(), json!(range.to.timestamp()));
-    let window_secs = window.as_secs().max(1);
-    values.insert(
-        "date_until".into(),
-        json!(range.to.timestamp() + window_secs as i64),
-    );
-    let chain: Vec<String> = (0..steps.len()).map(|i| format!("s{i}")).collect();
-    let reached: String = (1..steps.len())
-        .map(|k| format!(",\n    countIf(level >= {}) AS reached_{k}", k + 1))
+    let events = event_of.into_iter().map(|(_, p)| p).collect();
+    Ok((columns, events))
+}
+
+/// Midnight UTC that starts `date`, as a Unix time.
+pub fn day_start(date: NaiveDate) -> i64 {
+    date.and_time(chrono::NaiveTime::MIN).and_utc().timestamp()
+}
+
+pub fn funnel_query(
+    steps: &[StepConfig],
+    window: Duration,
+    range: EntryRange,
+    now: DateTime<Utc>,
+) -> Result<HogQlQuery, String> {
+    let n = steps.len();
+    if n < 2 {
+        return Err("a funnel query needs at least two steps".into());
+    }
+    let range = censored(range, window, now);
+    let mut values = Map::new();
+    let (columns, events) = step_columns(steps, &mut values)?;
+    let from = range.from.timestamp();
+    let to = range.to.timestamp();
+    let window_secs = window.as_secs().max(1) as i64;
+    values.insert("date_from".into(), json!(from));
+    values.insert("date_to".into(), json!(to));
+    // The first event of the entry range's first day decides whether that
+    // day's entry falls in the range, so reading starts at midnight.
+    values.insert("date_read".into(), json!(from.div_euclid(DAY) * DAY));
+    values.insert("date_until".into(), json!(to + window_secs));
+    values.insert("window".into(), json!(window_secs));
+
+    let times: String = (0..n)
+        .map(|i| format!(",\n        arraySort(groupArrayIf(t, s{i})) AS t{i}"))
         .collect();
-    let events: Vec<&str> = event_of.iter().map(|(_, p)| p.as_str()).collect();
-    // One row per UTC date the range touches, so nothing is cut off.
-    let dates = range.to.timestamp().div_euclid(DAY) - range.from.timestamp().div_euclid(DAY) + 1;
+    // Per step, its entries: the first time of each date, in the range.
+    let entries: String = (0..n)
+        .map(|i| {
+            format!(
+                ",\n        arrayFilter((x, k) -> (k = 1 OR intDiv(x, {DAY}) != intDiv(t{i}[k - 1], {DAY})) \
+                 AND x >= {{date_from}} AND x < {{date_to}}, t{i}, arrayEnumerate(t{i})) AS e{i}"
+            )
+        })
+        .collect();
+    // Each entry as (step, time, converted).
+    let units: Vec<String> = (0..n)
+        .map(|i| {
+            let converted = if i + 1 < n {
+                format!(
+                    "arrayExists(y -> y >= x AND y <= x + {{window}}, t{})",
+                    i + 1
+                )
+            } else {
+                "0".to_string()
+            };
+            format!("arrayMap(x -> tuple({i}, x, {converted}), e{i})")
+        })
+        .collect();
+    let counts: String = (0..n)
+        .map(|i| {
+            let mut c = format!(",\n    countIf(entry.1 = {i}) AS entries_{i}");
+            if i + 1 < n {
+                let _ = write!(
+                    c,
+                    ",\n    countIf(entry.1 = {i} AND entry.3 = 1) AS converted_{i}"
+                );
+            }
+            c
+        })
+        .collect();
+    let any_step: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+    // One row per date the range touches, so nothing is cut off.
+    let dates = to.div_euclid(DAY) - from.div_euclid(DAY) + 1;
     let query = format!(
-        "SELECT\n    intDiv(toUnixTimestamp(entry_time), {DAY}) AS day,\n    count() AS entrants{reached}\n\
-         FROM (\n    SELECT\n        person_id,\n        minIf(timestamp, s0) AS entry_time,\n        \
-         countIf(s0) AS entries,\n        \
-         windowFunnel({window_secs})(toDateTime(timestamp), {chain}) AS level\n    \
-         FROM (\n        SELECT\n            person_id,\n            timestamp,{columns}\n        \
-         FROM events\n        \
-         WHERE timestamp >= fromUnixTimestamp({{date_from}}) AND timestamp <= fromUnixTimestamp({{date_until}})\n            \
-         AND event IN ({events})\n            \
-         AND ({any_step})\n    )\n    \
-         GROUP BY person_id\n    HAVING entries > 0\n)\nGROUP BY day\nORDER BY day\nLIMIT {dates}",
-        chain = chain.join(", "),
+        "SELECT\n    intDiv(entry.2, {DAY}) AS day{counts}\n\
+         FROM (\n    \
+         SELECT\n        arrayJoin(arrayConcat(\n            {units}\n        )) AS entry\n    \
+         FROM (\n        \
+         SELECT\n            person_id{times}{entries}\n        \
+         FROM (\n            \
+         SELECT\n                person_id,\n                toUnixTimestamp(timestamp) AS t{columns}\n            \
+         FROM events\n            \
+         WHERE timestamp >= fromUnixTimestamp({{date_read}}) AND timestamp <= fromUnixTimestamp({{date_until}})\n                \
+         AND event IN ({events})\n                \
+         AND ({any_step})\n        )\n        \
+         GROUP BY person_id\n    )\n)\n\
+         GROUP BY day\nORDER BY day\nLIMIT {dates}",
+        units = units.join(",\n            "),
+        times = times.replace("\n        ", "\n            "),
+        entries = entries.replace("\n        ", "\n            "),
         events = events.join(", "),
-        any_step = chain.join(" OR "),
+        any_step = any_step.join(" OR "),
     );
     Ok(HogQlQuery { query, values })
 }
 
-/// Rows `[day, entrants, reached_1, ...]` into counts per date of entry;
-/// `range` is the censored entry range the query counted.
+/// Rows `[day, entries_0, converted_0, ..., entries_{n-1}]` of a funnel of
+/// `steps` steps into counts per date of entry; `range` is the censored
+/// entry range the query counted.
 pub fn parse_days(steps: usize, range: EntryRange, results: &Value) -> Result<ByDay, String> {
     let rows = results
         .as_array()
         .ok_or_else(|| "the reply has no results list".to_string())?;
+    let columns = 2 * steps;
     let mut days: Vec<DayCounts> = Vec::with_capacity(rows.len());
     for row in rows {
         let cells = row
             .as_array()
             .ok_or_else(|| format!("a result row is not a list: {row}"))?;
-        if cells.len() != steps + 1 {
+        if cells.len() != columns {
             return Err(format!(
-                "a result row has {} columns, expected {}",
-                cells.len(),
-                steps + 1
+                "a result row has {} columns, expected {columns}",
+                cells.len()
             ));
         }
         let number = |v: &Value| -> Result<u64, String> {
@@ -190,8 +251,7 @@ pub fn parse_days(steps: usize, range: EntryRange, results: &Value) -> Result<By
             .and_then(|d| DateTime::from_timestamp(d.checked_mul(DAY)?, 0))
             .map(|t| t.date_naive())
             .ok_or_else(|| format!("day {day} is out of range"))?;
-        let first = range.from.date_naive();
-        let last = range.to.date_naive();
+        let (first, last) = (range.from.date_naive(), range.to.date_naive());
         if date < first || date > last {
             return Err(format!(
                 "day {date} is outside the entry range {first} to {last}"
@@ -200,22 +260,19 @@ pub fn parse_days(steps: usize, range: EntryRange, results: &Value) -> Result<By
         if days.iter().any(|d| d.date == date) {
             return Err(format!("day {date} appears twice"));
         }
-        let reached = cells[1..]
+        let counts = cells[1..]
             .iter()
             .map(number)
             .collect::<Result<Vec<_>, _>>()?;
+        let entries: Vec<u64> = counts.iter().step_by(2).copied().collect();
+        let converted: Vec<u64> = counts.iter().skip(1).step_by(2).copied().collect();
         days.push(DayCounts {
             date,
-            counts: FunnelCounts { reached },
+            counts: FunnelCounts { entries, converted },
         });
     }
     days.sort_by_key(|d| d.date);
     Ok(ByDay { range, days })
-}
-
-/// Midnight UTC that starts `date`, as a Unix time.
-pub fn day_start(date: NaiveDate) -> i64 {
-    date.and_time(chrono::NaiveTime::MIN).and_utc().timestamp()
 }
 
 /// The UTC weekday index of [`super::ByWeekday`] (0 = Monday).
@@ -274,7 +331,13 @@ mod tests {
                 .contains("if(event IN ({s0_event}), properties.$pathname, '') AS f0")
         );
         assert!(q.query.contains("f0 = {s0_p0} AND event = {s0_event}"));
-        assert!(q.query.contains("windowFunnel(86400)"));
+        assert_eq!(q.values["window"], json!(86400));
+        // Only the funnel's events are read, from midnight of the first day.
+        assert!(q.query.contains("AND event IN ({s0_event}, {s1_event})"));
+        assert_eq!(
+            q.values["date_read"],
+            json!(t("2026-03-01T00:00:00Z").timestamp())
+        );
 
         let bad = [
             step("Home", "$pageview", &[("a) OR (1", "x")]),
@@ -364,7 +427,7 @@ mod tests {
             "if(event IN ({s0_event}, {s1_event}), properties.$host, '') AS f0,",
             "if(event IN ({s0_event}), properties.$pathname, '') AS f1,",
             "if(event IN ({s1_event}), properties.plan, '') AS f2,",
-            "f0 = {s0_p0} AND f1 = {s0_p1} AND event = {s0_event} AND timestamp < fromUnixTimestamp({date_to}) AS s0,",
+            "f0 = {s0_p0} AND f1 = {s0_p1} AND event = {s0_event} AS s0,",
             "f0 = {s1_p0} AND f2 = {s1_p1} AND event = {s1_event} AS s1,",
             "f1 = {s2_p0} AND event = {s2_event} AS s2\n",
             "AND event IN ({s0_event}, {s1_event})\n",
@@ -372,39 +435,86 @@ mod tests {
             assert!(q.query.contains(column), "{column}\n{}", q.query);
         }
     }
-
-    fn range(from: &str, to: &str) -> EntryRange {
-        EntryRange {
-            from: t(from),
-            to: t(to),
+    #[test]
+    fn each_event_name_is_read_once_and_the_range_starts_at_midnight() {
+        let steps = [
+            step("Home", "$pageview", &[("$pathname", "/")]),
+            step("Pricing", "$pageview", &[("$pathname", "/pricing")]),
+            step("Done", "signup_completed", &[]),
+        ];
+        let q = funnel_query(
+            &steps,
+            Duration::from_secs(3600),
+            EntryRange {
+                from: t("2026-03-01T09:30:00Z"),
+                to: t("2026-03-29T09:30:00Z"),
+            },
+            t("2026-03-29T09:30:00Z"),
+        )
+        .expect("query");
+        assert!(
+            q.query.contains("AND event IN ({s0_event}, {s2_event})"),
+            "{}",
+            q.query
+        );
+        assert_eq!(
+            q.values["date_read"],
+            json!(t("2026-03-01T00:00:00Z").timestamp())
+        );
+        assert_eq!(
+            q.values["date_until"],
+            json!(t("2026-03-29T09:30:00Z").timestamp())
+        );
+        // One row per date the range touches: 1 to 29 March.
+        assert!(q.query.ends_with("LIMIT 29"), "{}", q.query);
+        // Every step's entries, every step but the last's conversions.
+        for column in [
+            "entries_0",
+            "converted_0",
+            "entries_1",
+            "converted_1",
+            "entries_2",
+        ] {
+            assert!(q.query.contains(&format!("AS {column}")), "{column}");
         }
+        assert!(!q.query.contains("converted_2"));
     }
 
     #[test]
-    fn rows_become_counts_per_day_and_weekday() {
-        // 20520 = Sunday 8 March 2026, 20523 = Wednesday 11 March.
-        let r = range("2026-03-02T12:00:00Z", "2026-03-12T12:00:00Z");
-        let rows = json!([[20523, "7", "3", "1"], [20520, 10, 5, 2]]);
-        let by = parse_days(3, r, &rows).expect("rows");
-        assert_eq!(by.range, r);
-        let dates: Vec<String> = by.days.iter().map(|d| d.date.to_string()).collect();
-        assert_eq!(dates, ["2026-03-08", "2026-03-11"], "oldest first");
-        assert_eq!(by.days[0].counts.reached, vec![10, 5, 2]);
-        assert_eq!(by.total().reached, vec![17, 8, 3]);
+    fn rows_become_counts_per_date() {
+        let range = EntryRange {
+            from: t("2026-03-02T10:00:00Z"),
+            to: t("2026-03-09T10:00:00Z"),
+        };
+        let monday = t("2026-03-02T00:00:00Z").timestamp() / DAY;
+        let rows = json!([
+            [monday + 4, "7", "3", "4", "1", "2"],
+            [monday, 10, 5, 6, 2, 1]
+        ]);
+        let by = parse_days(3, range, &rows).expect("rows");
+        assert_eq!(by.days[0].date, range.from.date_naive());
+        assert_eq!(by.days[0].counts.entries, vec![10, 6, 1]);
+        assert_eq!(by.days[0].counts.converted, vec![5, 2]);
+        assert_eq!(by.days[1].counts.entries, vec![7, 4, 2]);
         let week = by.by_weekday(3);
-        assert_eq!(week.days[6].reached, vec![10, 5, 2]);
-        assert_eq!(week.days[2].reached, vec![7, 3, 1]);
-        assert_eq!(week.days[0].reached, vec![0, 0, 0]);
-        assert_eq!(week.total().reached, vec![17, 8, 3]);
-        assert_eq!(
-            day_start(by.days[0].date),
-            t("2026-03-08T00:00:00Z").timestamp()
+        assert_eq!(week.days[4].entries, vec![7, 4, 2]);
+        assert_eq!(week.days[1], FunnelCounts::empty(3));
+        let total = by.total();
+        assert_eq!(total.entries, vec![17, 10, 3]);
+        assert_eq!(total.converted, vec![8, 3]);
+        assert_eq!(total.transition(1), (10, 3));
+        // Dates outside the range, twice the same date, wrong shapes.
+        assert!(parse_days(3, range, &json!([[monday - 1, 1, 1, 1, 1, 1]])).is_err());
+        assert!(parse_days(3, range, &json!([[monday + 8, 1, 1, 1, 1, 1]])).is_err());
+        assert!(
+            parse_days(
+                3,
+                range,
+                &json!([[monday, 1, 1, 1, 1, 1], [monday, 1, 1, 1, 1, 1]])
+            )
+            .is_err()
         );
-
-        // A day outside the range, twice the same day, the wrong width.
-        assert!(parse_days(3, r, &json!([[20000, 1, 1, 1]])).is_err());
-        assert!(parse_days(3, r, &json!([[20520, 1, 1, 1], [20520, 1, 1, 1]])).is_err());
-        assert!(parse_days(3, r, &json!([[20520, 1]])).is_err());
-        assert!(parse_days(3, r, &json!({"x": 1})).is_err());
+        assert!(parse_days(3, range, &json!([[monday, 1, 1, 1]])).is_err());
+        assert!(parse_days(3, range, &json!({"x": 1})).is_err());
     }
 }

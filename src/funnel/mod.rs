@@ -2,18 +2,53 @@
 //! rows it returns turned into step counts, step-to-step rates with Wilson
 //! intervals, and the choice of the step to work on.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// People counted by the funnel query: `reached[i]` is how many entrants of the
-/// first step (in the time range) went on to reach step `i` in order, within
-/// the conversion window. `reached[0]` is the number of entrants.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// What the funnel query counts, per step (see [`hogql`] for the exact
+/// definition): `entries[i]` is the number of entries at step `i` (a
+/// person's first step-`i` event of a UTC day), and `converted[i]` how many
+/// of them were followed by the person's step-`i + 1` event within the
+/// conversion window. `converted` has one element less than `entries`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FunnelCounts {
-    pub reached: Vec<u64>,
+    pub entries: Vec<u64>,
+    pub converted: Vec<u64>,
 }
 
-/// One step-to-step transition: of `entrants` who reached step `index`,
-/// `converted` went on to step `index + 1`.
+impl FunnelCounts {
+    /// No entries at any of `steps` steps.
+    pub fn empty(steps: usize) -> FunnelCounts {
+        FunnelCounts {
+            entries: vec![0; steps],
+            converted: vec![0; steps.saturating_sub(1)],
+        }
+    }
+
+    /// Entries and conversions of transition `i` (step i → i + 1).
+    pub fn transition(&self, i: usize) -> (u64, u64) {
+        (
+            self.entries.get(i).copied().unwrap_or(0),
+            self.converted.get(i).copied().unwrap_or(0),
+        )
+    }
+
+    fn add(&mut self, other: &FunnelCounts) {
+        for (v, o) in [
+            (&mut self.entries, &other.entries),
+            (&mut self.converted, &other.converted),
+        ] {
+            if v.len() < o.len() {
+                v.resize(o.len(), 0);
+            }
+            for (total, n) in v.iter_mut().zip(o) {
+                *total += n;
+            }
+        }
+    }
+}
+
+/// One step-to-step transition: of `entrants` entries at step `index`,
+/// `converted` went on to step `index + 1` within the conversion window.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepRate {
     /// Index of the step people leave from (0-based).
@@ -47,7 +82,9 @@ pub struct FunnelReport {
     pub funnel: String,
     pub counts: FunnelCounts,
     pub steps: Vec<StepRate>,
-    /// reached[last] / reached[0].
+    /// The product of the step rates: the share of the first step's
+    /// entries that would reach the last step if every step converted at
+    /// its rate.
     pub overall: f64,
     /// `None` when no step can be judged; `reason_none` then says why.
     pub choice: Option<Choice>,
@@ -59,14 +96,14 @@ pub mod rates;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
-/// People are counted when their first first-step event falls in `[from, to)`.
+/// Entries are counted when they fall in `[from, to)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryRange {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
 }
 
-/// Funnel counts of the people who entered on one UTC date.
+/// Funnel counts of the entries made on one UTC date.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DayCounts {
     pub date: NaiveDate,
@@ -74,8 +111,8 @@ pub struct DayCounts {
 }
 
 /// Funnel counts split by the UTC date of entry, with the entry range they
-/// were counted over (after right-censoring: nobody entering at or after
-/// `range.to` is in them). Dates without entrants are absent.
+/// were counted over (after right-censoring: no entry at or after
+/// `range.to` is in them). Dates without entries are absent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ByDay {
     pub range: EntryRange,
@@ -84,8 +121,19 @@ pub struct ByDay {
 }
 
 impl ByDay {
+    /// The counts of all dates.
     pub fn total(&self) -> FunnelCounts {
-        sum(self.days.iter().map(|d| &d.counts))
+        let steps = self
+            .days
+            .iter()
+            .map(|d| d.counts.entries.len())
+            .max()
+            .unwrap_or(0);
+        let mut out = FunnelCounts::empty(steps);
+        for d in &self.days {
+            out.add(&d.counts);
+        }
+        out
     }
 
     /// The same counts by weekday of entry, for a funnel of `steps` steps.
@@ -93,24 +141,10 @@ impl ByDay {
         let mut out = ByWeekday::default_for(steps);
         for day in &self.days {
             let w = day.date.weekday().num_days_from_monday() as usize;
-            out.days[w] = sum([&out.days[w], &day.counts]);
+            out.days[w].add(&day.counts);
         }
         out
     }
-}
-
-/// Step-wise sums; the result is as long as the longest input.
-fn sum<'a>(counts: impl IntoIterator<Item = &'a FunnelCounts>) -> FunnelCounts {
-    let mut reached: Vec<u64> = Vec::new();
-    for c in counts {
-        if reached.len() < c.reached.len() {
-            reached.resize(c.reached.len(), 0);
-        }
-        for (total, n) in reached.iter_mut().zip(&c.reached) {
-            *total += n;
-        }
-    }
-    FunnelCounts { reached }
 }
 
 /// Funnel counts split by the UTC weekday of entry (0 = Monday).
@@ -123,13 +157,16 @@ impl ByWeekday {
     /// Seven empty days for a funnel of `steps` steps.
     pub fn default_for(steps: usize) -> ByWeekday {
         ByWeekday {
-            days: std::array::from_fn(|_| FunnelCounts {
-                reached: vec![0; steps],
-            }),
+            days: std::array::from_fn(|_| FunnelCounts::empty(steps)),
         }
     }
 
     pub fn total(&self) -> FunnelCounts {
-        sum(&self.days)
+        let steps = self.days.iter().map(|d| d.entries.len()).max().unwrap_or(0);
+        let mut out = FunnelCounts::empty(steps);
+        for d in &self.days {
+            out.add(d);
+        }
+        out
     }
 }

@@ -41,15 +41,10 @@ pub fn step_rates(
 ) -> Vec<StepRate> {
     (0..funnel.steps.len().saturating_sub(1))
         .map(|i| {
-            let entrants = counts.reached.get(i).copied().unwrap_or(0);
-            // A person counted at step i+1 also reached step i; clamp so a
-            // malformed reply can never give a rate above 1.
-            let converted = counts
-                .reached
-                .get(i + 1)
-                .copied()
-                .unwrap_or(0)
-                .min(entrants);
+            let (entrants, converted) = counts.transition(i);
+            // Conversions are a subset of the entries; clamp so a malformed
+            // reply can never give a rate above 1.
+            let converted = converted.min(entrants);
             let rate = if entrants == 0 {
                 0.0
             } else {
@@ -83,14 +78,17 @@ pub fn report(
     thresholds: &Thresholds,
     excluded: &[(usize, String)],
 ) -> FunnelReport {
-    let counts = &days.total();
+    let mut counts = days.total();
+    counts.entries.resize(funnel.steps.len(), 0);
+    counts
+        .converted
+        .resize(funnel.steps.len().saturating_sub(1), 0);
+    let counts = &counts;
     let steps = step_rates(funnel, counts, thresholds.min_visitors);
-    let first = counts.reached.first().copied().unwrap_or(0);
-    let last = counts.reached.last().copied().unwrap_or(0);
-    let overall = if first == 0 {
+    let overall = if steps.is_empty() {
         0.0
     } else {
-        last as f64 / first as f64
+        steps.iter().map(|s| s.rate).product()
     };
 
     let mut skipped: Vec<String> = Vec::new();
@@ -161,7 +159,7 @@ fn skip_reason(
     }
     if !s.judged {
         return Some(format!(
-            "{} entrants, fewer than min_visitors = {}",
+            "{} entries, fewer than min_visitors = {}",
             s.entrants, t.min_visitors
         ));
     }
@@ -189,7 +187,7 @@ pub struct Pace {
     /// The span, ending where the counted entries end, that the pace was
     /// measured over.
     pub over: Duration,
-    /// The first date with entrants at the step, when the step's data
+    /// The first date with entries at the step, when the step's data
     /// starts so late that it limited `over`.
     pub data_from: Option<NaiveDate>,
 }
@@ -205,11 +203,11 @@ impl Pace {
     }
 }
 
-/// The pace of step `step`'s conversions (entrants at the step going on to
+/// The pace of step `step`'s conversions (entries at the step going on to
 /// the next) over the most recent `min(observation, span with data)` of the
 /// counted entry range, applied to `observation`.
 ///
-/// The span with data runs from the first UTC date with entrants at the step
+/// The span with data runs from the first UTC date with entries at the step
 /// (or the range's start) to the range's end, and is never taken shorter
 /// than a day (or the whole range, if that is shorter), so the hour of a
 /// launch or a time-of-day cycle is not extrapolated. Measuring only the
@@ -229,7 +227,7 @@ pub fn pace(days: &ByDay, step: usize, observation: Duration) -> Pace {
     let Some(first) = days
         .days
         .iter()
-        .find(|d| d.counts.reached.get(step).is_some_and(|&n| n > 0))
+        .find(|d| d.counts.entries.get(step).is_some_and(|&n| n > 0))
     else {
         return none;
     };
@@ -249,14 +247,8 @@ pub fn pace(days: &ByDay, step: usize, observation: Duration) -> Pace {
         if end <= start || inside <= 0.0 {
             continue;
         }
-        let entrants = d.counts.reached.get(step).copied().unwrap_or(0);
-        let converted = d
-            .counts
-            .reached
-            .get(step + 1)
-            .copied()
-            .unwrap_or(0)
-            .min(entrants);
+        let (entrants, converted) = d.counts.transition(step);
+        let converted = converted.min(entrants);
         conversions += converted as f64 * inside / (end - start);
     }
     Pace {
@@ -290,7 +282,7 @@ fn span_text(d: Duration) -> String {
 fn reason(selection: Selection, s: &StepRate, candidates: &[&StepRate]) -> String {
     let others = candidates.len().saturating_sub(1);
     let rate = format!(
-        "{:.1}% of {} entrants go on to {:?} (95% interval {:.1}%–{:.1}%)",
+        "{:.1}% of {} entries go on to {:?} (95% interval {:.1}%–{:.1}%)",
         s.rate * 100.0,
         s.entrants,
         s.next_name,
@@ -372,6 +364,15 @@ mod tests {
         }
     }
 
+    /// Entries at each step, each step's conversions being the next
+    /// step's entries (as when every entry is a new person's).
+    fn chain(reached: &[u64]) -> FunnelCounts {
+        FunnelCounts {
+            entries: reached.to_vec(),
+            converted: reached.get(1..).unwrap_or_default().to_vec(),
+        }
+    }
+
     fn by_day(range: EntryRange, days: &[(&str, &[u64])]) -> ByDay {
         ByDay {
             range,
@@ -379,9 +380,7 @@ mod tests {
                 .iter()
                 .map(|(d, reached)| DayCounts {
                     date: date(d),
-                    counts: FunnelCounts {
-                        reached: reached.to_vec(),
-                    },
+                    counts: chain(reached),
                 })
                 .collect(),
         }
@@ -394,12 +393,12 @@ mod tests {
             days: (0..28u64)
                 .map(|d| DayCounts {
                     date: date("2026-03-01") + chrono::Days::new(d),
-                    counts: FunnelCounts {
-                        reached: reached
+                    counts: chain(
+                        &reached
                             .iter()
                             .map(|n| n / 28 + u64::from(d < n % 28))
-                            .collect(),
-                    },
+                            .collect::<Vec<_>>(),
+                    ),
                 })
                 .collect(),
         }
@@ -412,9 +411,7 @@ mod tests {
             days: (0..28u64)
                 .map(|d| DayCounts {
                     date: date("2026-03-01") + chrono::Days::new(d),
-                    counts: FunnelCounts {
-                        reached: per_day(d),
-                    },
+                    counts: chain(&per_day(d)),
                 })
                 .collect(),
         }
@@ -562,7 +559,7 @@ mod tests {
             &thresholds(),
             &[(0, "in cooldown".into())],
         );
-        insta::assert_snapshot!(r.reason_none.expect("no choice"), @"no step can be picked: Home → Pricing: in cooldown; Pricing → Signup: too little traffic to watch a change: at the pace of the last 5 days (the step's data starts 2026-03-24), about 28 conversions expected in 14 days; the revert test needs 30; Signup → Done: 10 entrants, fewer than min_visitors = 200");
+        insta::assert_snapshot!(r.reason_none.expect("no choice"), @"no step can be picked: Home → Pricing: in cooldown; Pricing → Signup: too little traffic to watch a change: at the pace of the last 5 days (the step's data starts 2026-03-24), about 28 conversions expected in 14 days; the revert test needs 30; Signup → Done: 10 entries, fewer than min_visitors = 200");
 
         // A site with a whole lookback of data is paced by the last
         // observation window, and says so.
@@ -572,7 +569,7 @@ mod tests {
             &thresholds(),
             &[(0, "in cooldown".into())],
         );
-        insta::assert_snapshot!(r.reason_none.expect("no choice"), @"no step can be picked: Home → Pricing: in cooldown; Pricing → Signup: too little traffic to watch a change: at the pace of the last 14 days, about 14 conversions expected in 14 days; the revert test needs 30; Signup → Done: 28 entrants, fewer than min_visitors = 200");
+        insta::assert_snapshot!(r.reason_none.expect("no choice"), @"no step can be picked: Home → Pricing: in cooldown; Pricing → Signup: too little traffic to watch a change: at the pace of the last 14 days, about 14 conversions expected in 14 days; the revert test needs 30; Signup → Done: 28 entries, fewer than min_visitors = 200");
     }
 
     #[test]
@@ -623,9 +620,7 @@ mod tests {
                     let c = if d == 0 || d == 28 { 5 } else { 10 };
                     DayCounts {
                         date: date("2026-03-01") + chrono::Days::new(d),
-                        counts: FunnelCounts {
-                            reached: vec![100, c],
-                        },
+                        counts: chain(&[100, c]),
                     }
                 })
                 .collect(),

@@ -3,6 +3,7 @@
 //! keeps state where the real service does. `funnelfix demo` runs against them,
 //! and so do the tests, through the same adapters production uses.
 
+pub mod events;
 pub mod github;
 pub mod llm;
 pub mod posthog;

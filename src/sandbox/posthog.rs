@@ -2,15 +2,15 @@
 //! PostHog's error shapes, fault injection, and annotations.
 //!
 //! It holds an event log and answers funnelfix's funnel queries by counting
-//! that log itself, a second implementation of the same definition (see
-//! [`crate::funnel::hogql`]): a person enters with a first-step event in
-//! `[date_from, date_to)`; their level is the longest ordered chain of steps
-//! starting at such an event, every later step within the window (whole
-//! seconds, like `windowFunnel` over `toDateTime`), counted per UTC date of
-//! entry. It reads the step conditions from the request's `values`, and from
-//! the query text the property each filter compares (with the events it is
-//! read from), the window and the `event IN (...)` prefilter, so a query that
-//! means something else gives different counts and the tests notice.
+//! that log itself ([`count_entries`]), a second implementation of the same
+//! definition (see [`crate::funnel::hogql`]): per step, each person's first
+//! step event of a UTC day in `[date_from, date_to)` is an entry, converted
+//! when the person's next-step event follows within the window, in whole
+//! seconds. It reads the step conditions and the window from the request's
+//! `values`, and from the query text the property each filter compares (with
+//! the events it is read from) and the `event IN (...)` prefilter, so a
+//! query that means something else gives different counts and the tests
+//! notice.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,19 +21,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use serde_json::{Map, Value, json};
 
 use crate::sandbox::Server;
-
-/// One captured event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Event {
-    pub person_id: String,
-    pub event: String,
-    pub timestamp: DateTime<Utc>,
-    pub properties: BTreeMap<String, String>,
-}
+pub use crate::sandbox::events::Event;
+use crate::sandbox::events::EventLog;
 
 /// An annotation as funnelfix created it.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,9 +47,7 @@ struct Fault {
 struct Twin {
     project: String,
     key: String,
-    /// Events by person, each list in arrival order.
-    people: HashMap<String, Vec<Event>>,
-    events: usize,
+    log: EventLog,
     annotations: Vec<Annotation>,
     faults: Vec<Fault>,
     delay: Option<Duration>,
@@ -94,14 +85,19 @@ impl PostHogTwin {
 
     pub fn push_events(&self, events: Vec<Event>) {
         let mut twin = lock(&self.state);
-        twin.events += events.len();
-        for e in events {
-            twin.people.entry(e.person_id.clone()).or_default().push(e);
+        for e in &events {
+            twin.log.push_event(e);
         }
     }
 
+    /// Works on the events table directly (the simulated site writes its
+    /// visitors' events this way, without building an [`Event`] each).
+    pub fn with_log<R>(&self, f: impl FnOnce(&mut EventLog) -> R) -> R {
+        f(&mut lock(&self.state).log)
+    }
+
     pub fn event_count(&self) -> usize {
-        lock(&self.state).events
+        lock(&self.state).log.len()
     }
 
     pub fn annotations(&self) -> Vec<Annotation> {
@@ -265,21 +261,26 @@ async fn annotate(
 
 /// A step's property filter: `name` equals `value`, where the property is
 /// read only from events named in `only` (and is empty on others).
-struct Filter {
-    name: String,
-    value: String,
-    only: Vec<String>,
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    pub name: String,
+    pub value: String,
+    pub only: Vec<String>,
 }
 
 /// The funnel a query asks about, read back from its text and values.
-struct Asked {
-    steps: Vec<(String, Vec<Filter>)>,
-    window_secs: i64,
+#[derive(Debug, Clone, PartialEq)]
+pub struct Asked {
+    /// Per step: the event name and its property filters.
+    pub steps: Vec<(String, Vec<Filter>)>,
+    pub window_secs: i64,
+    /// Entries in `[from, to)` count; events in `[read, until]` are read.
+    pub from: i64,
+    pub to: i64,
+    pub read: i64,
+    pub until: i64,
     /// The event names of `event IN (...)`, when the query has that filter.
-    events: Option<Vec<String>>,
-    from: i64,
-    to: i64,
-    until: i64,
+    pub events: Option<Vec<String>>,
 }
 
 fn read_query(body: &Value) -> Result<Asked, String> {
@@ -350,94 +351,126 @@ fn read_query(body: &Value) -> Result<Asked, String> {
     if steps.len() < 2 {
         return Err("not a funnel query".into());
     }
-    let window = text
-        .split("windowFunnel(")
-        .nth(1)
-        .and_then(|r| r.split(')').next())
-        .and_then(|n| n.parse().ok())
-        .ok_or("no windowFunnel(window) in the query")?;
     let events = match text.split_once("AND event IN (") {
         None => None,
         Some((_, rest)) => Some(names(rest.split(')').next().unwrap_or(""))?),
     };
     Ok(Asked {
         steps,
-        window_secs: window,
-        events,
+        window_secs: int("window")?,
         from: int("date_from")?,
         to: int("date_to")?,
+        read: int("date_read")?,
         until: int("date_until")?,
+        events,
     })
+}
+
+/// The estimand of [`crate::funnel::hogql`], counted from the log: per UTC
+/// day of entry (days since 1970-01-01), `[entries_0, converted_0, ...,
+/// entries_{n-1}]`. An entry at step i is a person's first step-i event of
+/// a day (over the events read); it counts if it falls in `[from, to)`, and
+/// converted if the person has a step-i+1 event at or after it, at most the
+/// window later. Whole seconds, as `toUnixTimestamp`.
+pub fn count_entries(log: &EventLog, asked: &Asked) -> BTreeMap<i64, Vec<u64>> {
+    let n = asked.steps.len();
+    let ids: Vec<Option<u32>> = asked.steps.iter().map(|(e, _)| log.find_event(e)).collect();
+    let mut events: Vec<u32> = ids
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|&id| {
+            asked
+                .events
+                .as_ref()
+                .is_none_or(|names| names.iter().any(|name| name == log.event_name(id)))
+        })
+        .collect();
+    events.sort_unstable();
+    events.dedup();
+    let mut masks: HashMap<(u32, u32), u32> = HashMap::new();
+    let mut mask = |event: u32, props: u32| -> u32 {
+        *masks.entry((event, props)).or_insert_with(|| {
+            let props = log.props(props);
+            let name = log.event_name(event);
+            (0..n)
+                .filter(|&i| {
+                    ids[i] == Some(event)
+                        && asked.steps[i].1.iter().all(|f| {
+                            if f.only.iter().any(|o| o == name) {
+                                props.get(&f.name).is_some_and(|p| *p == f.value)
+                            } else {
+                                f.value.is_empty()
+                            }
+                        })
+                })
+                .fold(0, |m, i| m | 1 << i)
+        })
+    };
+    // Each person's step times, per step, in whole seconds.
+    let mut people: HashMap<u32, Vec<Vec<i64>>> = HashMap::new();
+    for (event, row) in log.scan(&events, asked.read * 1000, asked.until * 1000 + 999) {
+        let m = mask(event, row.props);
+        if m == 0 {
+            continue;
+        }
+        let times = people
+            .entry(row.person)
+            .or_insert_with(|| vec![Vec::new(); n]);
+        for (i, t) in times.iter_mut().enumerate() {
+            if m & (1 << i) != 0 {
+                t.push(row.ms.div_euclid(1000));
+            }
+        }
+    }
+    let mut rows: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
+    for mut times in people.into_values() {
+        for t in &mut times {
+            t.sort_unstable();
+        }
+        for i in 0..n {
+            let mut last_day = None;
+            for &x in &times[i] {
+                let day = x.div_euclid(86_400);
+                if last_day == Some(day) {
+                    continue;
+                }
+                last_day = Some(day);
+                if x < asked.from || x >= asked.to {
+                    continue;
+                }
+                let row = rows.entry(day).or_insert_with(|| vec![0; 2 * n - 1]);
+                row[2 * i] += 1;
+                if let Some(next) = times.get(i + 1) {
+                    let first = next.partition_point(|&y| y < x);
+                    if next.get(first).is_some_and(|&y| y <= x + asked.window_secs) {
+                        row[2 * i + 1] += 1;
+                    }
+                }
+            }
+        }
+    }
+    rows
 }
 
 fn answer(twin: &Twin, body: &Value) -> Result<Value, String> {
     let asked = read_query(body)?;
     let n = asked.steps.len();
-    let matches = |e: &Event, step: usize| {
-        let (event, filters) = &asked.steps[step];
-        e.event == *event
-            && filters.iter().all(|f| {
-                if f.only.contains(&e.event) {
-                    e.properties.get(&f.name).is_some_and(|p| *p == f.value)
-                } else {
-                    f.value.is_empty()
-                }
-            })
-    };
-    // rows[day] = [entrants, reached_2, ..., reached_n], day = UTC days since 1970-01-01
-    let mut rows: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
-    for events in twin.people.values() {
-        let mut mine: Vec<&Event> = events
-            .iter()
-            .filter(|e| {
-                let t = e.timestamp.timestamp();
-                t >= asked.from
-                    && t <= asked.until
-                    && asked
-                        .events
-                        .as_ref()
-                        .is_none_or(|names| names.contains(&e.event))
-            })
-            .collect();
-        mine.sort_by_key(|e| e.timestamp);
-        let starts: Vec<usize> = (0..mine.len())
-            .filter(|&i| matches(mine[i], 0) && mine[i].timestamp.timestamp() < asked.to)
-            .collect();
-        let Some(&first) = starts.first() else {
-            continue;
-        };
-        // Longest chain from any start: for one start, taking the earliest
-        // next match each time is never worse.
-        let mut level = 0;
-        for &s in &starts {
-            let t0 = mine[s].timestamp.timestamp();
-            let mut reached = 1;
-            for e in &mine[s + 1..] {
-                if reached == n || e.timestamp.timestamp() > t0 + asked.window_secs {
-                    break;
-                }
-                if matches(e, reached) {
-                    reached += 1;
-                }
-            }
-            level = level.max(reached);
-        }
-        let day = mine[first].timestamp.timestamp().div_euclid(86_400);
-        let row = rows.entry(day).or_insert_with(|| vec![0; n]);
-        for count in row.iter_mut().take(level) {
-            *count += 1;
-        }
-    }
-    let results: Vec<Value> = rows
-        .iter()
+    let results: Vec<Value> = count_entries(&twin.log, &asked)
+        .into_iter()
         .map(|(day, r)| {
             let mut row = vec![json!(day)];
             row.extend(r.iter().map(|c| json!(c)));
             Value::Array(row)
         })
         .collect();
-    let mut columns = vec!["day".to_string(), "entrants".to_string()];
-    columns.extend((1..n).map(|k| format!("reached_{k}")));
+    let mut columns = vec!["day".to_string()];
+    for i in 0..n {
+        columns.push(format!("entries_{i}"));
+        if i + 1 < n {
+            columns.push(format!("converted_{i}"));
+        }
+    }
     let types: Vec<Value> = columns.iter().map(|c| json!([c, "UInt64"])).collect();
     Ok(json!({
         "cache_key": "sandbox",

@@ -1,17 +1,32 @@
-//! A simulated website for the demo and the scenario tests: visitors walk
-//! the funnel and each step converts at a rate that depends on the page that
-//! is live, i.e. on the files of the step on the GitHub twin's base branch.
-//! A merge (or a revert) therefore changes the data PostHog reports.
+//! A simulated website for the demo, the scenario tests and the benchmarks:
+//! visitors walk the funnel and each step converts at a rate that depends on
+//! the page that is live, i.e. on the files of the step on the GitHub twin's
+//! base branch. A merge (or a revert) therefore changes the data PostHog
+//! reports.
+//!
+//! Visitors behave as on a real site ([`Behaviour`]): a share of the visits
+//! are people who came before (some again the same day, most days or weeks
+//! later), so one person enters a step several times and may convert on a
+//! later visit; the next step follows within minutes in the same session or
+//! hours later in another one, some of it after the conversion window;
+//! traffic follows the weekday and the hour of the day, and may drift slowly;
+//! some visits land on a later step directly; and the funnel's own events are
+//! a minority among page views of other pages, autocaptured clicks and page
+//! leaves. The rate of a transition (`base_rates`, times the page effects) is
+//! the chance that a visit at that step goes on to the next one at all.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
-use chrono::{DateTime, Datelike, Duration, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::config::FunnelConfig;
+#[cfg(test)]
+use crate::sandbox::events::DAY_MS;
+use crate::sandbox::events::{EventLog, Row};
 use crate::sandbox::github::GitHubTwin;
-use crate::sandbox::posthog::{Event, PostHogTwin};
+use crate::sandbox::posthog::PostHogTwin;
 
 /// Text that, when present on a step's page, multiplies that step's rate.
 #[derive(Debug, Clone)]
@@ -20,20 +35,197 @@ pub struct Effect {
     pub multiplier: f64,
 }
 
+/// How visitors behave. [`Behaviour::realistic`] is what the sandbox uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Behaviour {
+    /// Share of funnel visits made by people who visited before.
+    pub returning_share: f64,
+    /// Of the returning visits, the share that come back within a few hours
+    /// (the rest come back days or weeks later).
+    pub same_day_share: f64,
+    /// Share of funnel visits that land directly on the second step.
+    pub direct_share: f64,
+    /// Share of conversions made in a later session rather than the same
+    /// one: uniformly up to 1.2 conversion windows later, so about one in six
+    /// of them arrives after the window has closed.
+    pub later_session_share: f64,
+    /// Traffic by UTC weekday (Monday first), mean 1.
+    pub weekday: [f64; 7],
+    /// Traffic by UTC hour of the day, mean 1.
+    pub hourly: [f64; 24],
+    /// Relative change of every transition's rate per day since the site
+    /// started (0.002 is +0.2% a day); 0 for none.
+    pub drift_per_day: f64,
+    /// Visits that never touch the funnel (blog, docs), per funnel visit.
+    pub browse_only: f64,
+    /// Share of funnel visits that read another page first.
+    pub other_page_first: f64,
+}
+
+/// Traffic by weekday (Monday first): quieter weekends, as most sites have.
+pub const WEEKDAY_TRAFFIC: [f64; 7] = [1.1, 1.15, 1.1, 1.05, 0.95, 0.8, 0.85];
+
+/// Traffic by UTC hour: quiet at night, a peak in the afternoon; mean 1.
+pub fn hourly_traffic() -> [f64; 24] {
+    let raw: [f64; 24] = std::array::from_fn(|h| {
+        let x = (h as f64 - 15.0) / 24.0 * std::f64::consts::TAU;
+        1.0 + 0.8 * x.cos()
+    });
+    let mean = raw.iter().sum::<f64>() / 24.0;
+    raw.map(|v| v / mean)
+}
+
+impl Behaviour {
+    /// Half the visits by returning people, a third of conversions in a
+    /// later session, weekday and hourly patterns, no drift.
+    pub fn realistic() -> Behaviour {
+        Behaviour {
+            returning_share: 0.5,
+            same_day_share: 0.2,
+            direct_share: 0.15,
+            later_session_share: 0.3,
+            weekday: WEEKDAY_TRAFFIC,
+            hourly: hourly_traffic(),
+            drift_per_day: 0.0,
+            browse_only: 0.5,
+            other_page_first: 0.4,
+        }
+    }
+
+    /// Every visit a new person, every next step minutes later in the same
+    /// session, flat traffic, only the funnel's events.
+    pub fn simple() -> Behaviour {
+        Behaviour {
+            returning_share: 0.0,
+            same_day_share: 0.0,
+            direct_share: 0.0,
+            later_session_share: 0.0,
+            weekday: [1.0; 7],
+            hourly: [1.0; 24],
+            drift_per_day: 0.0,
+            browse_only: 0.0,
+            other_page_first: 0.0,
+        }
+    }
+}
+
 pub struct Site {
     funnel: FunnelConfig,
     branch: String,
     /// Base rate of each transition (step i → i + 1).
     pub base_rates: Vec<f64>,
     pub effects: Vec<Effect>,
-    /// Entrants per day, before the weekday profile.
+    /// Funnel visits per day, before the weekday and hourly profiles.
     pub visitors_per_day: f64,
+    pub behaviour: Behaviour,
+    /// Rates drift from here (the start of the first simulated range).
+    origin: Option<DateTime<Utc>>,
     rng: SmallRng,
     next_person: u64,
+    /// Recent funnel visits (start ms, person), oldest first, for returns.
+    recent: VecDeque<(i64, u32)>,
+    visits: u64,
+    returning_visits: u64,
 }
 
-/// Traffic by weekday (Monday first): quieter weekends, as most sites have.
-const WEEKDAY_TRAFFIC: [f64; 7] = [1.1, 1.15, 1.1, 1.05, 0.95, 0.8, 0.85];
+/// Returning visitors come back to a visit of at most this many days ago.
+const RETURN_HORIZON_DAYS: i64 = 28;
+/// A same-day return comes back to a visit of at most this many hours ago.
+const SAME_DAY_HOURS: i64 = 6;
+
+/// Pages outside the funnel.
+const OTHER_PAGES: [&str; 5] = [
+    "/blog/closing-the-books",
+    "/blog/vat",
+    "/docs",
+    "/about",
+    "/changelog",
+];
+
+/// Ids of the events and property sets a visit writes, interned once per
+/// [`Site::record`] call.
+struct Vocabulary {
+    pageview: u32,
+    pageleave: u32,
+    autocapture: u32,
+    /// Per step: its event and property set, and the page it is on (with
+    /// the page leave and click property sets of that page).
+    steps: Vec<StepIds>,
+    /// Per other page: view/leave props, click props.
+    others: Vec<(u32, u32)>,
+}
+
+struct StepIds {
+    event: u32,
+    props: u32,
+    /// The page view to write before the step's own event, when the step
+    /// is not a page view itself.
+    view: Option<u32>,
+    page: u32,
+    click: u32,
+}
+
+fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+impl Vocabulary {
+    fn new(funnel: &FunnelConfig, log: &mut EventLog) -> Vocabulary {
+        let pageview = log.event_id("$pageview");
+        let steps = funnel
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                let path = step.filters.get("$pathname").cloned().unwrap_or_else(|| {
+                    step.files
+                        .first()
+                        .and_then(|f| f.rsplit('/').next())
+                        .map(|f| f.trim_end_matches(".html").replace("index", ""))
+                        .map(|f| format!("/{f}"))
+                        .unwrap_or_else(|| format!("/step-{i}"))
+                });
+                let page = log.props_id(&props(&[("$pathname", &path)]));
+                let click = log.props_id(&props(&[
+                    ("$pathname", &path),
+                    ("$event_type", "click"),
+                    ("$el_text", "Continue"),
+                ]));
+                let event = log.event_id(&step.event);
+                StepIds {
+                    event,
+                    props: log.props_id(&step.filters),
+                    view: (event != pageview).then_some(page),
+                    page,
+                    click,
+                }
+            })
+            .collect();
+        let others = OTHER_PAGES
+            .iter()
+            .map(|path| {
+                (
+                    log.props_id(&props(&[("$pathname", path)])),
+                    log.props_id(&props(&[
+                        ("$pathname", path),
+                        ("$event_type", "click"),
+                        ("$el_text", "Read more"),
+                    ])),
+                )
+            })
+            .collect();
+        Vocabulary {
+            pageview,
+            pageleave: log.event_id("$pageleave"),
+            autocapture: log.event_id("$autocapture"),
+            steps,
+            others,
+        }
+    }
+}
 
 impl Site {
     pub fn new(
@@ -49,8 +241,13 @@ impl Site {
             base_rates,
             effects: Vec::new(),
             visitors_per_day,
+            behaviour: Behaviour::realistic(),
+            origin: None,
             rng: SmallRng::seed_from_u64(seed),
             next_person: 0,
+            recent: VecDeque::new(),
+            visits: 0,
+            returning_visits: 0,
         }
     }
 
@@ -62,21 +259,49 @@ impl Site {
         self
     }
 
+    pub fn with_behaviour(mut self, behaviour: Behaviour) -> Site {
+        self.behaviour = behaviour;
+        self
+    }
+
+    /// Funnel visits so far, and how many of them were by people who had
+    /// come before.
+    pub fn visits(&self) -> (u64, u64) {
+        (self.visits, self.returning_visits)
+    }
+
+    /// The funnel the site's visitors walk.
+    pub fn funnel(&self) -> &FunnelConfig {
+        &self.funnel
+    }
+
     /// The rate of each transition given the pages live now.
     pub fn live_rates(&self, github: &GitHubTwin) -> Vec<f64> {
+        let pages: Vec<String> = self
+            .funnel
+            .steps
+            .iter()
+            .map(|s| {
+                s.files
+                    .iter()
+                    .filter_map(|f| github.file_on_branch(&self.branch, f))
+                    .collect()
+            })
+            .collect();
+        self.rates_for(&pages)
+    }
+
+    /// The rate of each transition when step i's pages read `pages[i]`.
+    pub fn rates_for(&self, pages: &[String]) -> Vec<f64> {
         self.base_rates
             .iter()
             .enumerate()
             .map(|(i, base)| {
-                let pages: String = self.funnel.steps[i]
-                    .files
-                    .iter()
-                    .filter_map(|f| github.file_on_branch(&self.branch, f))
-                    .collect();
+                let page = pages.get(i).map(String::as_str).unwrap_or("");
                 let factor: f64 = self
                     .effects
                     .iter()
-                    .filter(|e| pages.contains(&e.marker))
+                    .filter(|e| page.contains(&e.marker))
                     .map(|e| e.multiplier)
                     .product();
                 (base * factor).clamp(0.0, 1.0)
@@ -84,8 +309,9 @@ impl Site {
             .collect()
     }
 
-    /// Visitors who enter in `[from, to)`, walking the funnel under the pages
-    /// live now; their events go to the PostHog twin.
+    /// Visitors who arrive in `[from, to)`, walking the funnel under the
+    /// pages live now; their events go to the PostHog twin. Returns how
+    /// many events were written.
     pub fn simulate(
         &mut self,
         from: DateTime<Utc>,
@@ -94,60 +320,410 @@ impl Site {
         posthog: &PostHogTwin,
     ) -> usize {
         let rates = self.live_rates(github);
-        let window = Duration::from_std(self.funnel.conversion_window).unwrap_or(Duration::days(1));
-        let mut events = Vec::new();
+        posthog.with_log(|log| self.record(from, to, &rates, log))
+    }
+
+    /// Visitors who arrive in `[from, to)` with transition rates `rates`,
+    /// written to `log`. Returns how many events were written.
+    pub fn record(
+        &mut self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        rates: &[f64],
+        log: &mut EventLog,
+    ) -> usize {
+        let before = log.len();
+        let words = Vocabulary::new(&self.funnel, log);
+        let origin = *self.origin.get_or_insert(from);
+        let window_ms = self.funnel.conversion_window.as_millis().max(1) as f64;
+        let b = self.behaviour.clone();
         let mut t = from;
         while t < to {
-            let slice_end = (t + Duration::hours(1)).min(to);
+            // Hour by hour, on the clock's hours.
+            let next_hour = (t.timestamp().div_euclid(3600) + 1) * 3600;
+            let slice_end = DateTime::from_timestamp(next_hour, 0).unwrap_or(to).min(to);
             let seconds = (slice_end - t).num_milliseconds().max(0) as f64 / 1000.0;
             let per_second = self.visitors_per_day
-                * WEEKDAY_TRAFFIC[t.weekday().num_days_from_monday() as usize]
+                * b.weekday[t.weekday().num_days_from_monday() as usize]
+                * b.hourly[t.hour() as usize]
                 / 86_400.0;
-            let expected = per_second * seconds;
-            // Whole visitors, with the fraction carried by chance.
-            let mut n = expected.floor() as u64;
-            if self.rng.random::<f64>() < expected.fract() {
-                n += 1;
+            let days = (t - origin).num_seconds() as f64 / 86_400.0;
+            let drift = (1.0 + b.drift_per_day * days).max(0.0);
+            let live: Vec<f64> = rates.iter().map(|r| (r * drift).clamp(0.0, 1.0)).collect();
+            let funnel_visits = self.whole(per_second * seconds);
+            let browsing = self.whole(per_second * seconds * b.browse_only);
+            let mut starts: Vec<i64> = (0..funnel_visits)
+                .map(|_| {
+                    t.timestamp_millis() + (self.rng.random::<f64>() * seconds * 1000.0) as i64
+                })
+                .collect();
+            starts.sort_unstable();
+            for start in starts {
+                let person = self.visitor(start, log);
+                self.walk(start, person, window_ms, &live, &words, log);
             }
-            for _ in 0..n {
-                let offset = self.rng.random_range(0.0..seconds.max(0.001));
-                let start = t + Duration::milliseconds((offset * 1000.0) as i64);
-                self.walk(start, window, &rates, &mut events);
+            for _ in 0..browsing {
+                let start =
+                    t.timestamp_millis() + (self.rng.random::<f64>() * seconds * 1000.0) as i64;
+                let person = self.new_person(log);
+                let page = self.rng.random_range(0..words.others.len());
+                self.other_page(start, person, page, &words, log);
             }
             t = slice_end;
         }
-        let count = events.len();
-        posthog.push_events(events);
-        count
+        log.len() - before
     }
 
+    /// `expected` rounded to a whole number, the fraction carried by chance.
+    fn whole(&mut self, expected: f64) -> u64 {
+        let mut n = expected.floor() as u64;
+        if self.rng.random::<f64>() < expected.fract() {
+            n += 1;
+        }
+        n
+    }
+
+    fn new_person(&mut self, log: &mut EventLog) -> u32 {
+        self.next_person += 1;
+        log.person_id(&format!("visitor-{}", self.next_person))
+    }
+
+    /// Who makes a funnel visit starting at `start`: someone who came
+    /// before, or a new person.
+    fn visitor(&mut self, start: i64, log: &mut EventLog) -> u32 {
+        let horizon = start - RETURN_HORIZON_DAYS * 86_400_000;
+        while self.recent.front().is_some_and(|(t, _)| *t < horizon) {
+            self.recent.pop_front();
+        }
+        let (returning_share, same_day_share) = (
+            self.behaviour.returning_share,
+            self.behaviour.same_day_share,
+        );
+        let returning = !self.recent.is_empty() && self.rng.random::<f64>() < returning_share;
+        let person = if returning {
+            let first = if self.rng.random::<f64>() < same_day_share {
+                let since = start - SAME_DAY_HOURS * 3_600_000;
+                self.recent.partition_point(|(t, _)| *t < since)
+            } else {
+                0
+            };
+            if first < self.recent.len() {
+                let i = self.rng.random_range(first..self.recent.len());
+                self.recent[i].1
+            } else {
+                let i = self.rng.random_range(0..self.recent.len());
+                self.recent[i].1
+            }
+        } else {
+            self.new_person(log)
+        };
+        self.recent.push_back((start, person));
+        self.visits += 1;
+        self.returning_visits += u64::from(returning);
+        person
+    }
+
+    /// One funnel visit: the steps it reaches, each followed by the next
+    /// with the step's rate, in the same session or a later one.
     fn walk(
         &mut self,
-        start: DateTime<Utc>,
-        window: Duration,
+        start: i64,
+        person: u32,
+        window_ms: f64,
         rates: &[f64],
-        events: &mut Vec<Event>,
+        words: &Vocabulary,
+        log: &mut EventLog,
     ) {
-        self.next_person += 1;
-        let person = format!("visitor-{}", self.next_person);
+        let (direct_share, later_session_share, other_page_first) = (
+            self.behaviour.direct_share,
+            self.behaviour.later_session_share,
+            self.behaviour.other_page_first,
+        );
         let mut at = start;
-        for (i, step) in self.funnel.steps.iter().enumerate() {
-            if i > 0 {
-                if self.rng.random::<f64>() >= rates[i - 1] {
-                    return;
-                }
-                // The next step follows well inside the conversion window.
-                let gap_ms =
-                    (window.num_milliseconds() as f64 * self.rng.random_range(0.01..0.5)) as i64;
-                at += Duration::milliseconds(gap_ms.max(1));
-            }
-            let properties: BTreeMap<String, String> = step.filters.clone();
-            events.push(Event {
-                person_id: person.clone(),
-                event: step.event.clone(),
-                timestamp: at,
-                properties,
-            });
+        // Some visits read another page first.
+        if self.rng.random::<f64>() < other_page_first {
+            let page = self.rng.random_range(0..words.others.len());
+            at = self.other_page(at, person, page, words, log);
         }
+        let first = if self.funnel.steps.len() > 2 && self.rng.random::<f64>() < direct_share {
+            1
+        } else {
+            0
+        };
+        let mut step = first;
+        loop {
+            at = self.step_page(at, person, step, words, log);
+            if step + 1 >= self.funnel.steps.len() || self.rng.random::<f64>() >= rates[step] {
+                return;
+            }
+            let gap = if self.rng.random::<f64>() < later_session_share {
+                // Another session: ten minutes to 1.2 windows later.
+                600_000.0 + self.rng.random::<f64>() * (1.2 * window_ms - 600_000.0).max(0.0)
+            } else {
+                // The same session: seconds to a few minutes.
+                2_000.0 + self.rng.random::<f64>() * self.rng.random::<f64>() * 300_000.0
+            };
+            at += gap as i64;
+            step += 1;
+        }
+    }
+
+    /// The events of one step: its page view (and its own event, when it is
+    /// not a page view), clicks, and the page leave. Returns when it ended.
+    fn step_page(
+        &mut self,
+        at: i64,
+        person: u32,
+        step: usize,
+        words: &Vocabulary,
+        log: &mut EventLog,
+    ) -> i64 {
+        let ids = &words.steps[step];
+        let mut t = at;
+        if let Some(view) = ids.view {
+            log.push(
+                words.pageview,
+                Row {
+                    ms: t,
+                    person,
+                    props: view,
+                },
+            );
+            t += 1_000 + self.rng.random_range(0..20_000);
+        }
+        log.push(
+            ids.event,
+            Row {
+                ms: t,
+                person,
+                props: ids.props,
+            },
+        );
+        for _ in 0..self.rng.random_range(0..3) {
+            t += 500 + self.rng.random_range(0..15_000);
+            log.push(
+                words.autocapture,
+                Row {
+                    ms: t,
+                    person,
+                    props: ids.click,
+                },
+            );
+        }
+        t += 500 + self.rng.random_range(0..10_000);
+        log.push(
+            words.pageleave,
+            Row {
+                ms: t,
+                person,
+                props: ids.page,
+            },
+        );
+        t
+    }
+
+    /// A page outside the funnel: view, clicks, leave. Returns when it ended.
+    fn other_page(
+        &mut self,
+        at: i64,
+        person: u32,
+        page: usize,
+        words: &Vocabulary,
+        log: &mut EventLog,
+    ) -> i64 {
+        let (props, click) = words.others[page];
+        let mut t = at;
+        log.push(
+            words.pageview,
+            Row {
+                ms: t,
+                person,
+                props,
+            },
+        );
+        for _ in 0..self.rng.random_range(0..4) {
+            t += 1_000 + self.rng.random_range(0..30_000);
+            log.push(
+                words.autocapture,
+                Row {
+                    ms: t,
+                    person,
+                    props: click,
+                },
+            );
+        }
+        t += 1_000 + self.rng.random_range(0..60_000);
+        log.push(
+            words.pageleave,
+            Row {
+                ms: t,
+                person,
+                props,
+            },
+        );
+        t + 1_000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Selection, StepConfig};
+    use std::collections::{HashMap, HashSet};
+
+    pub(crate) fn signup_funnel() -> FunnelConfig {
+        let step = |name: &str, event: &str, path: Option<&str>, files: &[&str]| StepConfig {
+            name: name.into(),
+            event: event.into(),
+            filters: path
+                .map(|p| BTreeMap::from([("$pathname".to_string(), p.to_string())]))
+                .unwrap_or_default(),
+            files: files.iter().map(|f| f.to_string()).collect(),
+        };
+        FunnelConfig {
+            name: "signup".into(),
+            conversion_window: std::time::Duration::from_secs(86_400),
+            selection: Selection::LowestRate,
+            steps: vec![
+                step("Home", "$pageview", Some("/"), &["site/index.html"]),
+                step(
+                    "Pricing",
+                    "$pageview",
+                    Some("/pricing"),
+                    &["site/pricing.html"],
+                ),
+                step("Started", "signup_started", None, &["site/signup.html"]),
+                step("Done", "signup_completed", None, &[]),
+            ],
+        }
+    }
+
+    #[test]
+    fn visitors_behave_as_on_a_real_site() {
+        let mut site = Site::new(signup_funnel(), "main", vec![0.45, 0.25, 0.6], 1000.0, 3);
+        let mut log = EventLog::default();
+        let from: DateTime<Utc> = "2026-03-02T00:00:00Z".parse().expect("time");
+        let rates = site.base_rates.clone();
+        // Written in uneven pieces, as the world's clock moves.
+        let mut t = from;
+        for minutes in [7, 90, 600, 1]
+            .iter()
+            .cycle()
+            .take(4 * 28 * 24 * 60 / 698 + 1)
+        {
+            let next = t + chrono::Duration::minutes(*minutes);
+            site.record(t, next, &rates, &mut log);
+            t = next;
+        }
+        let events: Vec<_> = log.all().map(|(e, r)| log.event(e, r)).collect();
+        let funnel = site.funnel().clone();
+        let step_of = |e: &crate::sandbox::events::Event| {
+            funnel.steps.iter().position(|s| {
+                s.event == e.event
+                    && s.filters
+                        .iter()
+                        .all(|(k, v)| e.properties.get(k) == Some(v))
+            })
+        };
+        let in_funnel = events.iter().filter(|e| step_of(e).is_some()).count();
+        let share = in_funnel as f64 / events.len() as f64;
+        assert!(
+            (0.1..0.25).contains(&share),
+            "funnel events are {share:.3} of all"
+        );
+        for name in ["$autocapture", "$pageleave"] {
+            assert!(events.iter().any(|e| e.event == name), "{name}");
+        }
+
+        // Per person, the days they entered the homepage; per person the
+        // times of each step.
+        let mut times: HashMap<(&str, usize), Vec<i64>> = HashMap::new();
+        for e in &events {
+            if let Some(s) = step_of(e) {
+                times
+                    .entry((e.person_id.as_str(), s))
+                    .or_default()
+                    .push(e.timestamp.timestamp());
+            }
+        }
+        let entrants: Vec<_> = times.iter().filter(|((_, s), _)| *s == 1).collect();
+        let several_days = entrants
+            .iter()
+            .filter(|(_, ts)| ts.iter().map(|t| t / 86_400).collect::<HashSet<_>>().len() > 1)
+            .count();
+        let returning = several_days as f64 / entrants.len() as f64;
+        assert!(
+            returning > 0.15,
+            "{returning:.3} of pricing visitors came on several days"
+        );
+        // Half the funnel visits are by people who came before.
+        let (visits, returning) = site.visits();
+        let share = returning as f64 / visits as f64;
+        assert!((0.47..0.53).contains(&share), "{share:.3} returning visits");
+        // Delays from a pricing view to the next signup start of the person.
+        let mut delays: Vec<i64> = Vec::new();
+        for ((person, _), ts) in &entrants {
+            let Some(next) = times.get(&(person, 2)) else {
+                continue;
+            };
+            for t in *ts {
+                if let Some(d) = next.iter().filter(|n| *n >= t).map(|n| n - t).min() {
+                    delays.push(d);
+                }
+            }
+        }
+        let late =
+            |secs: i64| delays.iter().filter(|d| **d > secs).count() as f64 / delays.len() as f64;
+        assert!(
+            late(3600) > 0.15,
+            "{:.3} of conversions after an hour",
+            late(3600)
+        );
+        assert!(late(86_400) > 0.02, "{:.3} after the window", late(86_400));
+        // Weekday and hour of day.
+        let count = |f: &dyn Fn(&DateTime<Utc>) -> bool| {
+            events
+                .iter()
+                .filter(|e| e.event == "$pageview" && f(&e.timestamp))
+                .count() as f64
+        };
+        let monday = count(&|t| t.weekday() == chrono::Weekday::Mon);
+        let saturday = count(&|t| t.weekday() == chrono::Weekday::Sat);
+        assert!(monday > 1.2 * saturday, "{monday} {saturday}");
+        let afternoon = count(&|t| t.hour() == 15);
+        let night = count(&|t| t.hour() == 3);
+        assert!(afternoon > 3.0 * night, "{afternoon} {night}");
+    }
+
+    #[test]
+    fn a_drift_moves_the_rates_slowly() {
+        let behaviour = Behaviour {
+            drift_per_day: -0.01,
+            ..Behaviour::simple()
+        };
+        let mut site = Site::new(signup_funnel(), "main", vec![0.5, 0.5, 0.5], 2000.0, 5)
+            .with_behaviour(behaviour);
+        let mut log = EventLog::default();
+        let from: DateTime<Utc> = "2026-03-02T00:00:00Z".parse().expect("time");
+        site.record(
+            from,
+            from + chrono::Duration::days(40),
+            &[0.5, 0.5, 0.5],
+            &mut log,
+        );
+        let pageview = log.find_event("$pageview").expect("views");
+        let rate = |day: i64| {
+            let start = from.timestamp_millis() + day * DAY_MS;
+            let rows: Vec<_> = log.scan(&[pageview], start, start + DAY_MS - 1).collect();
+            let on = |path: &str| {
+                rows.iter()
+                    .filter(|(_, r)| log.props(r.props)["$pathname"] == path)
+                    .count()
+            };
+            let (home, pricing) = (on("/"), on("/pricing"));
+            pricing as f64 / home as f64
+        };
+        let (early, late) = (rate(1), rate(38));
+        assert!(early > 0.45 && late < 0.36, "{early:.3} → {late:.3}");
     }
 }

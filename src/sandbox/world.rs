@@ -17,7 +17,7 @@ use crate::retry::RetryPolicy;
 use crate::sandbox::github::GitHubTwin;
 use crate::sandbox::llm::LlmTwin;
 use crate::sandbox::posthog::PostHogTwin;
-use crate::sandbox::site::Site;
+use crate::sandbox::site::{Behaviour, Site};
 use crate::sandbox::telegram::TelegramTwin;
 use crate::store::Store;
 
@@ -130,7 +130,10 @@ impl World {
         let funnel = config.funnels[0].clone();
         // Pricing → signup is the weak step (0.25). On the pricing page, fine
         // print hurts and a clear call to action helps.
+        // Visitors behave as on a real site: half the visits are people
+        // who came before.
         let site = Site::new(funnel, "main", vec![0.45, 0.25, 0.6], 1200.0, 7)
+            .with_behaviour(Behaviour::realistic())
             .with_effect("fine-print", 0.6)
             .with_effect("class=\"cta\"", 1.3);
         let clock = Clock::manual(start);

@@ -6,15 +6,15 @@ JSON from the file named on the command line. For each case it
 2. runs it on ClickHouse (PyPI chdb) over a synthetic events table, after the
    rewrite PostHog itself does (placeholders become literals, properties.x
    becomes JSONExtractString(properties, 'x')),
-3. compares the rows with an independent count in plain Python: ordered steps
-   within the window, one row per person, entrants in [date_from, date_to),
-   grouped by the UTC date of the first entry.
-The events include other events of the same people and of others
-($autocapture, $pageleave, other pages), which the query's `event IN (...)`
-prefilter skips and the reference simply never matches.
+3. compares the rows with an independent computation of the estimand in
+   plain Python (see `reference`) over simulated people who come back on
+   several days, convert late, and send other events around the funnel's
+   ($autocapture, $pageleave, other pages), which the query's `event IN
+   (...)` prefilter skips and the reference simply never matches.
 Exits 1 with the differences when anything disagrees.
 """
 
+import datetime as dt
 import json
 import os
 import random
@@ -43,55 +43,68 @@ def to_clickhouse(query, values):
 
 
 def synthetic_events(case, seed):
-    """People walking the funnel with every awkward case we know of."""
+    """People visiting over weeks, with every awkward case we know of:
+    returning visitors (several visits a day, visits days and weeks apart),
+    next steps seconds to 1.6 windows later (some after the window), step
+    events out of order, wrong filter values, visits on the entry range's
+    first day before it starts, and other events around the funnel's."""
     rng = random.Random(seed)
     steps = case["steps"]
-    frm, until = case["values"]["date_from"], case["values"]["date_until"]
+    v = case["values"]
+    frm, until = v["date_from"], v["date_until"]
     window = case["window_secs"]
     events = []
-    for p in range(case.get("people", 1500)):
+    for p in range(case.get("people", 1200)):
         person = f"person-{p}"
-        t = rng.randint(frm - 3 * 86400, until + 86400)
         used = set()
 
-        def emit(step, when, wrong=False):
+        def emit(event, props, when):
             while when in used:  # whole, distinct seconds per person: no ties
                 when += 1
             used.add(when)
-            s = steps[step]
-            props = dict(s["filters"])
+            events.append((person, event, when, json.dumps(props)))
+
+        def step(k, when, wrong=False):
+            props = dict(steps[k]["filters"])
             if wrong and props:
                 key = next(iter(props))
                 props[key] = props[key] + "/other"
-            events.append((person, s["event"], when, json.dumps(props)))
+            emit(steps[k]["event"], props, when)
+            # Noise on the same page: a page leave and a click.
+            page = {"$pathname": props.get("$pathname", "/x")}
+            emit("$pageleave", page, when + rng.randint(1, 90))
+            if rng.random() < 0.5:
+                emit("$autocapture", dict(page, **{"$event_type": "click"}), when + rng.randint(1, 60))
 
-        for _visit in range(rng.choice([1, 1, 1, 2, 3])):
-            reached = 0
-            emit(0, t)
+        t = rng.randint(frm - 3 * 86400, until + 86400)
+        visits = rng.choice([1, 1, 2, 3, 5, 8])
+        for _visit in range(visits):
+            if rng.random() < 0.3:
+                emit("$pageview", {"$pathname": "/blog"}, t - rng.randint(1, 300))
+            first = rng.choice([0, 0, 0, 1]) if len(steps) > 2 else 0
+            step(first, t)
             at = t
-            for k in range(1, len(steps)):
+            for k in range(first + 1, len(steps)):
                 r = rng.random()
                 if r < 0.35:
                     break
-                gap = rng.randint(1, int(window * (1.6 if r > 0.9 else 0.9)))
+                if r > 0.8:
+                    gap = rng.randint(600, int(window * 1.6) + 600)  # a later session
+                else:
+                    gap = rng.randint(1, max(2, min(window, 900)))
                 at += gap
-                emit(k, at, wrong=r < 0.4 and bool(steps[k]["filters"]))
-                reached = k
+                step(k, at, wrong=r < 0.4 and bool(steps[k]["filters"]))
             if rng.random() < 0.2:
-                # A later step seen before the first: must not count.
-                emit(rng.randrange(1, len(steps)), t - rng.randint(1, 600))
-            t = at + rng.randint(60, 3 * 86400)
-            del reached
+                # A later step seen before the first: never a conversion.
+                step(rng.randrange(1, len(steps)), t - rng.randint(1, 600))
+            # The next visit: the same day, or days to weeks later.
+            t = at + (rng.randint(60, 6 * 3600) if rng.random() < 0.3 else rng.randint(86400, 21 * 86400))
         # What else people do: events no step matches.
         for _ in range(rng.randint(0, 6)):
-            when = rng.randint(frm - 86400, until + 86400)
-            while when in used:
-                when += 1
-            used.add(when)
             name, props = rng.choice(NOISE)
-            events.append((person, name, when, json.dumps(props)))
+            emit(name, props, rng.randint(frm - 86400, until + 86400))
     # People who never touch the funnel.
-    for p in range(case.get("people", 1500) // 5):
+    for p in range(case.get("people", 1200) // 5):
         for _ in range(rng.randint(1, 4)):
             name, props = rng.choice(NOISE)
             events.append((f"other-{p}", name, rng.randint(frm, until), json.dumps(props)))
@@ -109,38 +122,37 @@ NOISE = [
 
 
 def reference(case, events):
-    """Independent count: rows[day] = [entrants, reached_2, ...]."""
+    """The estimand, from its definition over every event of every person:
+    an entry at step i is a person's first step-i event of a UTC day,
+    counted when it falls in [date_from, date_to); it converted when the
+    person has a step-(i+1) event at or after it, at most the window later.
+    Rows: [day, entries_0, converted_0, ..., entries_(n-1)] per day."""
     steps = case["steps"]
     v = case["values"]
-    frm, to, until, window = v["date_from"], v["date_to"], v["date_until"], case["window_secs"]
+    frm, to, window = v["date_from"], v["date_to"], case["window_secs"]
+    n = len(steps)
 
     def matches(e, k):
         props = json.loads(e[3])
         return e[1] == steps[k]["event"] and all(props.get(a) == b for a, b in steps[k]["filters"].items())
 
-    people = {}
+    times = {}  # (person, step) -> sorted times
     for e in events:
-        if frm <= e[2] <= until:
-            people.setdefault(e[0], []).append(e)
+        for k in range(n):
+            if matches(e, k):
+                times.setdefault((e[0], k), []).append(e[2])
     rows = {}
-    for evs in people.values():
-        evs.sort(key=lambda e: e[2])
-        starts = [i for i, e in enumerate(evs) if matches(e, 0) and e[2] < to]
-        if not starts:
-            continue
-        best = 0
-        for s in starts:
-            level, t0 = 1, evs[s][2]
-            for e in evs[s + 1:]:
-                if level == len(steps) or e[2] > t0 + window:
-                    break
-                if matches(e, level):
-                    level += 1
-            best = max(best, level)
-        day = evs[starts[0]][2] // 86400  # the UTC date, as days since 1970-01-01
-        row = rows.setdefault(day, [0] * len(steps))
-        for k in range(best):
-            row[k] += 1
+    for (person, k), ts in times.items():
+        first_of_day = {}
+        for x in sorted(ts):
+            first_of_day.setdefault(x // 86400, x)
+        for day, x in first_of_day.items():
+            if not frm <= x < to:
+                continue
+            row = rows.setdefault(day, [0] * (2 * n - 1))
+            row[2 * k] += 1
+            if k + 1 < n and any(x <= y <= x + window for y in times.get((person, k + 1), [])):
+                row[2 * k + 1] += 1
     return [[d] + rows[d] for d in sorted(rows)]
 
 
@@ -175,12 +187,16 @@ def main(path):
         got = json.loads(str(session.query(to_clickhouse(case["query"], case["values"]), "JSONCompact")))["data"]
         got = [[int(x) for x in row] for row in got]
         want = reference(case, events)
-        entrants = sum(r[1] for r in want)
+        entries = sum(sum(r[1::2]) for r in want)
+        converted = sum(sum(r[2::2]) for r in want)
         if got != want:
             print(f"{case['name']}: ClickHouse {got}\n{' ' * len(case['name'])}  expected   {want}")
             failures += 1
+        elif entries == 0 or converted == 0:
+            print(f"{case['name']}: the simulated events gave no entries or no conversions")
+            failures += 1
         else:
-            print(f"{case['name']}: ok ({len(events)} events, {entrants} entrants, {len(want)} days)")
+            print(f"{case['name']}: ok ({len(events)} events, {entries} entries, {converted} conversions, {len(want)} days)")
     sys.exit(1 if failures else 0)
 
 
