@@ -429,7 +429,12 @@ fn awaiting_approval(e: &Experiment, event: &Event, now: DateTime<Utc>, rules: &
             Decision::to(State::Merged, "merged on GitHub by a person")
                 .set("merged_at", store::time(*at))
                 .set("merge_sha", store::text(sha))
-                .then_all(mark_decided(e, text::DECIDED_MERGED_ON_GITHUB, None, now))
+                .then_all(mark_decided(
+                    e,
+                    text::DECIDED_MERGED_ON_GITHUB,
+                    text::BY_A_PERSON_ON_GITHUB,
+                    now,
+                ))
                 .then(Command::Notify {
                     html: text::human_closed_note(e, true),
                 })
@@ -441,7 +446,12 @@ fn awaiting_approval(e: &Experiment, event: &Event, now: DateTime<Utc>, rules: &
         Event::PrSeen(PrSeen::Closed) => {
             Decision::to(State::Rejected, "closed on GitHub by a person")
                 .set("verdict", store::text("closed on GitHub"))
-                .then_all(mark_decided(e, text::DECIDED_CLOSED_ON_GITHUB, None, now))
+                .then_all(mark_decided(
+                    e,
+                    text::DECIDED_CLOSED_ON_GITHUB,
+                    text::BY_A_PERSON_ON_GITHUB,
+                    now,
+                ))
                 .then(Command::Notify {
                     html: text::human_closed_note(e, false),
                 })
@@ -472,7 +482,12 @@ fn awaiting_approval(e: &Experiment, event: &Event, now: DateTime<Utc>, rules: &
             .set("decided_at", store::time(now))
             .set("merged_at", store::time(*at))
             .set("merge_sha", store::text(sha))
-            .then_all(mark_decided(e, text::DECIDED_APPROVED, Some(*by), now))
+            .then_all(mark_decided(
+                e,
+                text::DECIDED_APPROVED,
+                &text::by_user(*by),
+                now,
+            ))
             .then(Command::Notify {
                 html: text::merged_note(e, sha, &rules.thresholds),
             })
@@ -504,13 +519,23 @@ fn awaiting_approval(e: &Experiment, event: &Event, now: DateTime<Utc>, rules: &
             .set("decided_by", store::int(*by))
             .set("decided_at", store::time(now))
             .set("verdict", store::text("rejected"))
-            .then_all(mark_decided(e, text::DECIDED_REJECTED, Some(*by), now))
+            .then_all(mark_decided(
+                e,
+                text::DECIDED_REJECTED,
+                &text::by_user(*by),
+                now,
+            ))
             .then(Command::Notify {
                 html: text::rejected_note(e),
             }),
         Event::PrClosed { by: None } => Decision::to(State::Expired, "no answer in time")
             .set("verdict", store::text("expired"))
-            .then_all(mark_decided(e, text::DECIDED_EXPIRED, None, now))
+            .then_all(mark_decided(
+                e,
+                text::DECIDED_EXPIRED,
+                text::BY_FUNNELFIX,
+                now,
+            ))
             .then(Command::Notify {
                 html: text::expired_note(e, timeout),
             }),
@@ -665,7 +690,7 @@ fn reverting(e: &Experiment, event: &Event, now: DateTime<Utc>, rules: &Rules) -
             result: MergeResult::Merged { at, .. },
             by,
         } => {
-            let who = by.map_or("funnelfix".to_string(), |u| format!("user {u}"));
+            let who = by.map_or(text::BY_FUNNELFIX.to_string(), text::by_user);
             reverted(e, &verdict, *at, *by, &who)
         }
         Event::RevertMergeDone {
@@ -842,17 +867,11 @@ fn expired(e: &Experiment, now: DateTime<Utc>, timeout: Duration) -> bool {
 }
 
 /// The proposal message loses its buttons and says who decided and when.
-fn mark_decided(e: &Experiment, verb: &str, by: Option<u64>, at: DateTime<Utc>) -> Option<Command> {
+fn mark_decided(e: &Experiment, verb: &str, who: &str, at: DateTime<Utc>) -> Option<Command> {
     let message_id = e.message_id?;
-    let who = by.map_or("funnelfix".to_string(), |u| format!("user {u}"));
-    let who = if verb == text::DECIDED_MERGED_ON_GITHUB || verb == text::DECIDED_CLOSED_ON_GITHUB {
-        text::BY_A_PERSON_ON_GITHUB.to_string()
-    } else {
-        who
-    };
     Some(Command::EditMessage {
         message_id: message_id as i32,
-        html: text::decided_message(&text::proposal_header(e), verb, &who, at),
+        html: text::decided_message(&text::proposal_header(e), verb, who, at),
     })
 }
 

@@ -446,6 +446,12 @@ pub const DECIDED_CLOSED_ON_GITHUB: &str = "Closed on GitHub";
 pub const DECIDED_REVERT_MERGED: &str = "Revert merged";
 pub const DECIDED_REVERT_CLOSED: &str = "Revert PR closed on GitHub";
 pub const BY_A_PERSON_ON_GITHUB: &str = "a person on GitHub";
+pub const BY_FUNNELFIX: &str = "funnelfix";
+
+/// An approver, as the edited message names them.
+pub fn by_user(user: u64) -> String {
+    format!("user {user}")
+}
 
 /// GitHub's own words on a refused merge.
 pub fn github_said(why: &str) -> String {
