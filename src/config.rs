@@ -99,6 +99,16 @@ pub enum MergeMethod {
     Rebase,
 }
 
+/// What funnelfix does with a proposal whose PR head fails its checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailedChecks {
+    /// Leave the PR open for a person; ask once a new head passes.
+    KeepOpen,
+    /// Close the PR and delete its branch.
+    Close,
+}
+
 impl MergeMethod {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -126,6 +136,9 @@ pub struct GithubConfig {
     /// Origins (`https://host`) an edit may link to besides those the page
     /// already uses.
     pub allowed_origins: Vec<String>,
+    /// How long to wait for CI on a new PR head before asking anyway.
+    pub checks_wait: Duration,
+    pub failed_checks: FailedChecks,
 }
 
 impl GithubConfig {
@@ -384,8 +397,20 @@ struct RawGithub {
     /// Default `[]`.
     #[serde(default = "default_allowed_origins")]
     allowed_origins: Spanned<Vec<String>>,
+    /// Default `"15m"`.
+    #[serde(default = "default_checks_wait")]
+    checks_wait: Spanned<String>,
+    /// Default `"keep_open"`.
+    #[serde(default = "default_failed_checks")]
+    failed_checks: FailedChecks,
 }
 
+fn default_checks_wait() -> Spanned<String> {
+    unspanned("15m".into())
+}
+fn default_failed_checks() -> FailedChecks {
+    FailedChecks::KeepOpen
+}
 fn default_github_api() -> Spanned<String> {
     unspanned("https://api.github.com".into())
 }
@@ -957,6 +982,8 @@ impl<'a> Checker<'a> {
                 .into_iter()
                 .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
                 .collect(),
+            checks_wait: self.duration(&g.checks_wait, "github.checks_wait"),
+            failed_checks: g.failed_checks,
         }
     }
 
@@ -1191,12 +1218,12 @@ name = "signup"
 
     #[test]
     fn unknown_key() {
-        insta::assert_snapshot!(problems(&example_with("min_visitors = 200", "min_visits = 200")), @"line 48: thresholds.min_visits: unknown field `min_visits`, expected one of `lookback`, `min_visitors`, `approval_timeout`, `observation`, `baseline`, `max_relative_drop`, `false_revert_rate`, `cooldown`, `revert`");
+        insta::assert_snapshot!(problems(&example_with("min_visitors = 200", "min_visits = 200")), @"line 50: thresholds.min_visits: unknown field `min_visits`, expected one of `lookback`, `min_visitors`, `approval_timeout`, `observation`, `baseline`, `max_relative_drop`, `false_revert_rate`, `cooldown`, `revert`");
     }
 
     #[test]
     fn bad_duration() {
-        insta::assert_snapshot!(problems(&example_with(r#"observation = "14d""#, r#"observation = "two weeks""#)), @r#"line 50: thresholds.observation: "two weeks" is not a duration (expected number at 0); write e.g. "30s", "15m", "72h", "14d""#);
+        insta::assert_snapshot!(problems(&example_with(r#"observation = "14d""#, r#"observation = "two weeks""#)), @r#"line 52: thresholds.observation: "two weeks" is not a duration (expected number at 0); write e.g. "30s", "15m", "72h", "14d""#);
     }
 
     #[test]
@@ -1220,17 +1247,17 @@ name = "signup"
                 .unwrap_or_default(),
             "  [[funnel.step]]\n  name = \"Home\"\n  event = \"$pageview\"\n"
         );
-        insta::assert_snapshot!(problems(&text), @r#"line 57: funnel[0].step: funnel "signup" has 1 step(s); a funnel needs at least two [[funnel.step]]"#);
+        insta::assert_snapshot!(problems(&text), @r#"line 59: funnel[0].step: funnel "signup" has 1 step(s); a funnel needs at least two [[funnel.step]]"#);
     }
 
     #[test]
     fn duplicate_step_names() {
-        insta::assert_snapshot!(problems(&example_with(r#"name = "Started signup""#, r#"name = "Viewed pricing""#)), @r#"line 75: funnel[0].step[2].name: step "Viewed pricing" appears twice in funnel "signup""#);
+        insta::assert_snapshot!(problems(&example_with(r#"name = "Started signup""#, r#"name = "Viewed pricing""#)), @r#"line 77: funnel[0].step[2].name: step "Viewed pricing" appears twice in funnel "signup""#);
     }
 
     #[test]
     fn bad_property_name() {
-        insta::assert_snapshot!(problems(&example_with(r#"filters = { "$pathname" = "/" }"#, r#"filters = { "$path name) OR 1=1 --" = "/" }"#)), @r#"line 65: funnel[0].step[0].filters: property name "$path name) OR 1=1 --" is not allowed: use letters, digits, _ and a leading $ only"#);
+        insta::assert_snapshot!(problems(&example_with(r#"filters = { "$pathname" = "/" }"#, r#"filters = { "$path name) OR 1=1 --" = "/" }"#)), @r#"line 67: funnel[0].step[0].filters: property name "$path name) OR 1=1 --" is not allowed: use letters, digits, _ and a leading $ only"#);
     }
 
     #[test]
@@ -1239,9 +1266,9 @@ name = "signup"
             .replacen("false_revert_rate = 0.05", "false_revert_rate = 1.5", 1)
             .replacen("min_visitors = 200", "min_visitors = -5", 1);
         insta::assert_snapshot!(problems(&text), @"
-        line 48: thresholds.min_visitors: must be at least 1 (got -5)
-        line 52: thresholds.max_relative_drop: must be a fraction above 0 and below 1 (got -0.1)
-        line 53: thresholds.false_revert_rate: must be a fraction above 0 and below 1 (got 1.5)
+        line 50: thresholds.min_visitors: must be at least 1 (got -5)
+        line 54: thresholds.max_relative_drop: must be a fraction above 0 and below 1 (got -0.1)
+        line 55: thresholds.false_revert_rate: must be a fraction above 0 and below 1 (got 1.5)
         ");
     }
 
@@ -1258,8 +1285,8 @@ name = "signup"
         insta::assert_snapshot!(problems(&text), @r#"
         line 12: schedule.monitor: "often" is not a cron expression with seconds (The 'Seconds' field does not support using names. 'often' specified); e.g. "0 */15 * * * *"
         line 22: github.repo: "website" must be "owner/name"
-        line 47: thresholds.lookback: "28 fortnights" is not a duration (unknown time unit "fortnights", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)); write e.g. "30s", "15m", "72h", "14d"
-        line 74: funnel[0].step[2].files: ".github/workflows/ci.yml" is outside github.allowed_paths
+        line 49: thresholds.lookback: "28 fortnights" is not a duration (unknown time unit "fortnights", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)); write e.g. "30s", "15m", "72h", "14d"
+        line 76: funnel[0].step[2].files: ".github/workflows/ci.yml" is outside github.allowed_paths
         "#);
     }
 

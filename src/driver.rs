@@ -33,6 +33,8 @@ impl App {
             approvers: self.config.telegram.approvers.clone(),
             thresholds: self.config.thresholds.clone(),
             conversion_window: funnel.conversion_window,
+            checks_wait: self.config.github.checks_wait,
+            failed_checks: self.config.github.failed_checks,
         })
     }
 
@@ -156,6 +158,19 @@ impl App {
                 let pr = gh.pull_request(pr_number(e)?).await?;
                 Some(Event::PrSeen(seen(&pr, self.clock.now())?))
             }
+            Command::CheckHead => {
+                let pr = gh.pull_request(pr_number(e)?).await?;
+                let report = gh.head_report(&pr.head_sha).await?;
+                Some(Event::HeadChecked {
+                    sha: pr.head_sha,
+                    checks: report.checks,
+                    preview: report.preview,
+                })
+            }
+            Command::LinkPreview { url } => {
+                gh.link_preview(pr_number(e)?, url).await?;
+                None
+            }
             Command::CheckCi { sha, by } => Some(Event::ChecksSeen {
                 sha: sha.clone(),
                 checks: gh.checks(sha).await?,
@@ -168,12 +183,15 @@ impl App {
                     by: *by,
                 })
             }
-            Command::ClosePr { by } => {
+            Command::ClosePr { by, checks_failed } => {
                 gh.close_pr(pr_number(e)?).await?;
                 if let Some(branch) = &e.branch {
                     gh.delete_branch(branch).await?;
                 }
-                Some(Event::PrClosed { by: *by })
+                Some(Event::PrClosed {
+                    by: *by,
+                    checks_failed: *checks_failed,
+                })
             }
             Command::FetchBaseline { from, to } => Some(Event::BaselineFetched {
                 counts: self.step_counts(e, *from, *to, *to).await?,
@@ -302,7 +320,13 @@ impl App {
     async fn ask_approval(&self, e: &Experiment) -> Result<Event> {
         let report = self.report_for(e).await?;
         let summary = text::summarize_diff(e.diff.as_deref().unwrap_or(""));
-        let html = text::proposal_message(e, &report, &summary, &self.config.thresholds);
+        let html = text::proposal_message(
+            e,
+            &report,
+            &summary,
+            &self.config.thresholds,
+            self.config.github.checks_wait,
+        );
         let tg = &self.services.telegram;
         match crate::chart::funnel_chart(&report) {
             Ok(png) => {

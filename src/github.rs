@@ -131,6 +131,62 @@ impl Checks {
     }
 }
 
+/// What an approver should know about a PR head before deciding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadReport {
+    pub checks: Checks,
+    /// A deployment preview of the head.
+    pub preview: Option<String>,
+}
+
+/// Deployments of one head looked at for a preview.
+const PREVIEW_DEPLOYMENTS: usize = 10;
+
+/// Statuses that deploy previews post (their context names the service).
+const PREVIEW_CONTEXTS: &[&str] = &[
+    "vercel",
+    "netlify",
+    "cloudflare",
+    "pages",
+    "preview",
+    "deploy",
+];
+
+/// A successful commit status from a preview deployer, with its URL.
+fn preview_in_statuses(statuses: &[StatusJson]) -> Option<String> {
+    statuses
+        .iter()
+        .filter(|s| s.state == "success")
+        .filter(|s| {
+            let context = s.context.to_ascii_lowercase();
+            PREVIEW_CONTEXTS.iter().any(|c| context.contains(c))
+        })
+        .find_map(|s| s.target_url.clone().filter(|u| is_web_url(u)))
+}
+
+/// Only http(s) links go into a PR or a chat message.
+fn is_web_url(url: &str) -> bool {
+    url.starts_with("https://") || url.starts_with("http://")
+}
+
+#[derive(Deserialize)]
+struct DeploymentJson {
+    id: u64,
+    #[serde(default)]
+    production_environment: bool,
+}
+
+#[derive(Deserialize)]
+struct DeploymentStatusJson {
+    state: String,
+    environment_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PrBodyJson {
+    body: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct CheckRunsJson {
     check_runs: Vec<CheckRunJson>,
@@ -445,6 +501,26 @@ impl GitHub {
     /// What CI says about commit `sha`: its check runs and commit statuses together.
     #[tracing::instrument(skip_all, fields(sha = %sha))]
     pub async fn checks(&self, sha: &str) -> anyhow::Result<Checks> {
+        let (runs, statuses) = self.ci_reports(sha).await?;
+        Ok(Checks::combine(&runs, &statuses))
+    }
+
+    /// CI on commit `sha` and the preview a deployer posted for it, if any:
+    /// what an approver sees before deciding.
+    #[tracing::instrument(skip_all, fields(sha = %sha))]
+    pub async fn head_report(&self, sha: &str) -> anyhow::Result<HeadReport> {
+        let (runs, statuses) = self.ci_reports(sha).await?;
+        let preview = match preview_in_statuses(&statuses) {
+            Some(url) => Some(url),
+            None => self.deployment_preview(sha).await?,
+        };
+        Ok(HeadReport {
+            checks: Checks::combine(&runs, &statuses),
+            preview,
+        })
+    }
+
+    async fn ci_reports(&self, sha: &str) -> anyhow::Result<(Vec<CheckRunJson>, Vec<StatusJson>)> {
         let what = format!("reading the checks of {}", short(sha));
         let answer = self
             .send(
@@ -465,7 +541,55 @@ impl GitHub {
             return Err(self.failure(&answer, &what));
         }
         let status: CombinedStatusJson = answer.json(&what)?;
-        Ok(Checks::combine(&runs.check_runs, &status.statuses))
+        Ok((runs.check_runs, status.statuses))
+    }
+
+    /// The newest successful non-production deployment of `sha` with an
+    /// environment URL (Vercel, Netlify and Cloudflare Pages post these).
+    async fn deployment_preview(&self, sha: &str) -> anyhow::Result<Option<String>> {
+        let what = format!("reading the deployments of {}", short(sha));
+        let route = format!("deployments?sha={sha}&per_page={PREVIEW_DEPLOYMENTS}");
+        let answer = self.send(Method::Get, &route, None, &what).await?;
+        if !answer.ok() {
+            return Err(self.failure(&answer, &what));
+        }
+        let deployments: Vec<DeploymentJson> = answer.json(&what)?;
+        for d in deployments.iter().filter(|d| !d.production_environment) {
+            let route = format!("deployments/{}/statuses?per_page=10", d.id);
+            let answer = self.send(Method::Get, &route, None, &what).await?;
+            if !answer.ok() {
+                return Err(self.failure(&answer, &what));
+            }
+            // Newest first: only the current state of the deployment counts.
+            let statuses: Vec<DeploymentStatusJson> = answer.json(&what)?;
+            if let Some(s) = statuses.first()
+                && s.state == "success"
+                && let Some(url) = s.environment_url.as_deref().filter(|u| is_web_url(u))
+            {
+                return Ok(Some(url.to_string()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Adds a line linking the preview to the PR's description, once.
+    #[tracing::instrument(skip_all, fields(pr = number))]
+    pub async fn link_preview(&self, number: u64, url: &str) -> anyhow::Result<()> {
+        let what = format!("reading pull request #{number}");
+        let answer = self
+            .send(Method::Get, &format!("pulls/{number}"), None, &what)
+            .await?;
+        if !answer.ok() {
+            return Err(self.failure(&answer, &what));
+        }
+        let pr: PrBodyJson = answer.json(&what)?;
+        let body = pr.body.unwrap_or_default();
+        if body.contains(url) {
+            return Ok(());
+        }
+        let body = json!({"body": format!("**Preview:** {url}\n\n{body}")});
+        let what = format!("linking the preview in pull request #{number}");
+        self.update_pr(number, &body, &what).await
     }
 
     /// The pull request whose head is `branch` in this repository: the open
@@ -578,17 +702,15 @@ impl GitHub {
     #[tracing::instrument(skip_all, fields(pr = number))]
     pub async fn close_pr(&self, number: u64) -> anyhow::Result<()> {
         let what = format!("closing pull request #{number}");
-        let body = json!({"state": "closed"});
-        let answer = self
-            .send(
-                Method::Patch,
-                &format!("pulls/{number}"),
-                Some(&body),
-                &what,
-            )
-            .await?;
+        self.update_pr(number, &json!({"state": "closed"}), &what)
+            .await
+    }
+
+    async fn update_pr(&self, number: u64, body: &Value, what: &str) -> anyhow::Result<()> {
+        let route = format!("pulls/{number}");
+        let answer = self.send(Method::Patch, &route, Some(body), what).await?;
         if !answer.ok() {
-            return Err(self.failure(&answer, &what));
+            return Err(self.failure(&answer, what));
         }
         Ok(())
     }

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{RevertMode, Thresholds};
+use crate::config::{FailedChecks, RevertMode, Thresholds};
 use crate::experiment::{self, ExperimentId, State, WatchStep, chrono_duration};
 use crate::github::Checks;
 use crate::stats::{self, Counts, RevertRule, WatchInput};
@@ -26,6 +26,9 @@ pub struct Rules {
     pub approvers: Vec<u64>,
     pub thresholds: Thresholds,
     pub conversion_window: Duration,
+    /// How long CI on a new PR head is waited for before asking anyway.
+    pub checks_wait: Duration,
+    pub failed_checks: FailedChecks,
 }
 
 /// The buttons of the two messages that ask for a decision.
@@ -119,6 +122,12 @@ pub enum Event {
     },
     Tap(Tap),
     PrSeen(PrSeen),
+    /// CI and the preview on the PR's current head, before asking.
+    HeadChecked {
+        sha: String,
+        checks: Checks,
+        preview: Option<String>,
+    },
     /// What CI says about the head an approver asked to merge.
     ChecksSeen {
         sha: String,
@@ -134,6 +143,9 @@ pub enum Event {
     /// (`by` the approver) or when the approval ran out (`by` none).
     PrClosed {
         by: Option<u64>,
+        /// Closed because its checks failed (`failed_checks = "close"`).
+        #[serde(default)]
+        checks_failed: bool,
     },
     BaselineFetched {
         counts: [Counts; 7],
@@ -169,6 +181,7 @@ impl Event {
             Event::ProposalSent { .. } => "proposal_sent",
             Event::Tap(_) => "tap",
             Event::PrSeen(_) => "pr_seen",
+            Event::HeadChecked { .. } => "head_checked",
             Event::ChecksSeen { .. } => "checks_seen",
             Event::MergeDone { .. } => "merge_done",
             Event::PrClosed { .. } => "pr_closed",
@@ -197,6 +210,12 @@ pub enum Command {
     },
     /// → PrSeen
     CheckPr,
+    /// Read the PR's head, its CI and its preview. → HeadChecked
+    CheckHead,
+    /// Link the preview in the PR's description.
+    LinkPreview {
+        url: String,
+    },
     /// Read CI on `sha` before merging it for `by`. → ChecksSeen
     CheckCi {
         sha: String,
@@ -210,6 +229,8 @@ pub enum Command {
     /// Close the PR and delete its branch. → PrClosed
     ClosePr {
         by: Option<u64>,
+        #[serde(default)]
+        checks_failed: bool,
     },
     /// → BaselineFetched
     FetchBaseline {
@@ -258,6 +279,7 @@ impl Command {
         matches!(
             self,
             Command::AnswerTap { .. }
+                | Command::LinkPreview { .. }
                 | Command::EditMessage { .. }
                 | Command::Annotate { .. }
                 | Command::Comment { .. }
@@ -270,6 +292,8 @@ impl Command {
             Command::AskApproval => "ask_approval",
             Command::AnswerTap { .. } => "answer_tap",
             Command::CheckPr => "check_pr",
+            Command::CheckHead => "check_head",
+            Command::LinkPreview { .. } => "link_preview",
             Command::CheckCi { .. } => "check_ci",
             Command::Merge { .. } => "merge",
             Command::ClosePr { .. } => "close_pr",
@@ -402,8 +426,9 @@ fn proposed(e: &Experiment, event: &Event, now: DateTime<Utc>) -> Decision {
             .set("pr_number", store::int(*number))
             .set("pr_url", store::text(url))
             .set("head_sha", store::text(head_sha))
+            .set("head_seen_at", store::time(now))
             .set("asked_at", store::time(now))
-            .then(Command::AskApproval),
+            .then(Command::CheckHead),
         _ => Decision::nothing(),
     }
 }
@@ -417,13 +442,20 @@ fn awaiting_approval(e: &Experiment, event: &Event, now: DateTime<Utc>, rules: &
             Decision::nothing().set("message_id", store::int(*message_id))
         }
         Event::PrSeen(PrSeen::Open) if expired(e, now, timeout) => {
-            Decision::just(Command::ClosePr { by: None })
+            Decision::just(Command::ClosePr {
+                by: None,
+                checks_failed: false,
+            })
         }
-        // The PR is open but the chat never got the proposal: ask again, or
-        // nobody can approve.
-        Event::PrSeen(PrSeen::Open) if e.message_id.is_none() => {
-            Decision::just(Command::AskApproval)
-        }
+        // Not asked yet: CI was still running, or the chat never got the
+        // proposal. Look at the head again; asking follows from there.
+        Event::PrSeen(PrSeen::Open) if e.message_id.is_none() => Decision::just(Command::CheckHead),
+        Event::HeadChecked { .. } if e.message_id.is_some() => Decision::nothing(),
+        Event::HeadChecked {
+            sha,
+            checks,
+            preview,
+        } => head_checked(e, sha, checks, preview.as_deref(), now, rules),
         Event::PrSeen(PrSeen::Open) => Decision::nothing(),
         Event::PrSeen(PrSeen::Merged { at, sha }) => {
             Decision::to(State::Merged, "merged on GitHub by a person")
@@ -514,21 +546,32 @@ fn awaiting_approval(e: &Experiment, event: &Event, now: DateTime<Utc>, rules: &
             .then(Command::Notify {
                 html: text::merge_refused_note(e, why),
             }),
-        Event::PrClosed { by: Some(by) } => Decision::to(State::Rejected, "rejected in Telegram")
-            .by(Some(*by))
-            .set("decided_by", store::int(*by))
-            .set("decided_at", store::time(now))
-            .set("verdict", store::text("rejected"))
-            .then_all(mark_decided(
-                e,
-                text::DECIDED_REJECTED,
-                &text::by_user(*by),
-                now,
-            ))
-            .then(Command::Notify {
-                html: text::rejected_note(e),
-            }),
-        Event::PrClosed { by: None } => Decision::to(State::Expired, "no answer in time")
+        Event::PrClosed {
+            by: None,
+            checks_failed: true,
+        } => {
+            let why = "closed: its checks failed";
+            Decision::to(State::Failed, why)
+                .set("verdict", store::text("checks failed"))
+                .set("failure", store::text(why))
+        }
+        Event::PrClosed { by: Some(by), .. } => {
+            Decision::to(State::Rejected, "rejected in Telegram")
+                .by(Some(*by))
+                .set("decided_by", store::int(*by))
+                .set("decided_at", store::time(now))
+                .set("verdict", store::text("rejected"))
+                .then_all(mark_decided(
+                    e,
+                    text::DECIDED_REJECTED,
+                    &text::by_user(*by),
+                    now,
+                ))
+                .then(Command::Notify {
+                    html: text::rejected_note(e),
+                })
+        }
+        Event::PrClosed { by: None, .. } => Decision::to(State::Expired, "no answer in time")
             .set("verdict", store::text("expired"))
             .then_all(mark_decided(
                 e,
@@ -540,6 +583,66 @@ fn awaiting_approval(e: &Experiment, event: &Event, now: DateTime<Utc>, rules: &
                 html: text::expired_note(e, timeout),
             }),
         _ => Decision::nothing(),
+    }
+}
+
+/// The PR's head as CI and the preview deployer see it, before anyone was
+/// asked: ask once its checks pass (or there are none, or they ran longer
+/// than `checks_wait`); a red head is told once and never offered.
+fn head_checked(
+    e: &Experiment,
+    sha: &str,
+    checks: &Checks,
+    preview: Option<&str>,
+    now: DateTime<Utc>,
+    rules: &Rules,
+) -> Decision {
+    let mut d = Decision::nothing().set("head_checks", json(checks));
+    let mut seen_at = e.head_seen_at.or(e.asked_at).unwrap_or(now);
+    if e.head_sha.as_deref() != Some(sha) {
+        // A person pushed to the branch: its CI is waited for afresh.
+        seen_at = now;
+        d = d
+            .set("head_sha", store::text(sha))
+            .set("head_seen_at", store::time(now));
+    }
+    if let Some(url) = preview
+        && e.preview_url.as_deref() != Some(url)
+    {
+        d = d
+            .set("preview_url", store::text(url))
+            .then(Command::LinkPreview {
+                url: url.to_string(),
+            });
+    }
+    match checks {
+        Checks::Passed | Checks::None => d.then(Command::AskApproval),
+        Checks::Pending { .. } if now - seen_at >= chrono_duration(rules.checks_wait) => {
+            d.then(Command::AskApproval)
+        }
+        // Asked on a later tick.
+        Checks::Pending { .. } => d,
+        Checks::Failed { .. } if e.checks_failed_sha.as_deref() == Some(sha) => d,
+        Checks::Failed { name, url } => {
+            let d = d.set("checks_failed_sha", store::text(sha)).note(
+                "checks_failed",
+                None,
+                format!("check {name} failed on {sha}"),
+            );
+            match rules.failed_checks {
+                FailedChecks::KeepOpen => d.then(Command::Notify {
+                    html: text::red_head_kept_open_note(e, name, url),
+                }),
+                FailedChecks::Close => d
+                    .then(Command::Notify {
+                        html: text::red_head_closed_note(e, name, url),
+                    })
+                    .then(Command::ClosePr {
+                        by: None,
+                        checks_failed: true,
+                    }),
+            }
+        }
     }
 }
 
@@ -855,9 +958,11 @@ fn decide_tap(e: &Experiment, tap: &Tap, now: DateTime<Utc>, rules: &Rules) -> D
             let sha = e.head_sha.clone().unwrap_or_default();
             Decision::just(answer(text::TAP_MERGING)).then(Command::CheckCi { sha, by })
         }
-        (Action::Reject, State::AwaitingApproval) => {
-            Decision::just(answer(text::TAP_CLOSING)).then(Command::ClosePr { by: Some(by) })
-        }
+        (Action::Reject, State::AwaitingApproval) => Decision::just(answer(text::TAP_CLOSING))
+            .then(Command::ClosePr {
+                by: Some(by),
+                checks_failed: false,
+            }),
         (_, state) => Decision::just(answer(&text::tap_already(state, false))),
     }
 }

@@ -106,6 +106,11 @@ const MIGRATIONS: &[&str] = &[
         attempts INTEGER NOT NULL DEFAULT 0,
         last_error TEXT
     );",
+    // 4: what CI and a preview deployer said about the PR head before asking.
+    "ALTER TABLE experiments ADD COLUMN head_seen_at TEXT;
+    ALTER TABLE experiments ADD COLUMN head_checks TEXT;
+    ALTER TABLE experiments ADD COLUMN preview_url TEXT;
+    ALTER TABLE experiments ADD COLUMN checks_failed_sha TEXT;",
 ];
 
 /// Columns an experiment has besides its identity; the only names
@@ -141,6 +146,10 @@ const COLUMNS: &[&str] = &[
     "revert_head_sha",
     "revert_message_id",
     "revert_told",
+    "head_seen_at",
+    "head_checks",
+    "preview_url",
+    "checks_failed_sha",
 ];
 
 /// An experiment as stored.
@@ -193,6 +202,14 @@ pub struct Experiment {
     pub revert_message_id: Option<i64>,
     /// The chat was told the revert waits for a person on GitHub.
     pub revert_told: bool,
+    /// When the current PR head was first seen: CI is waited for from then.
+    pub head_seen_at: Option<DateTime<Utc>>,
+    /// JSON of the checks on the head when the approver was asked.
+    pub head_checks: Option<String>,
+    /// A deployment preview of the head.
+    pub preview_url: Option<String>,
+    /// The head whose failed checks the chat was told about.
+    pub checks_failed_sha: Option<String>,
 }
 
 /// One run of a schedule, as stored.
@@ -879,6 +896,10 @@ fn row_to_experiment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Experiment> {
         revert_head_sha: r.get("revert_head_sha")?,
         revert_message_id: r.get("revert_message_id")?,
         revert_told: r.get::<_, i64>("revert_told")? != 0,
+        head_seen_at: opt_ts(r.get("head_seen_at")?)?,
+        head_checks: r.get("head_checks")?,
+        preview_url: r.get("preview_url")?,
+        checks_failed_sha: r.get("checks_failed_sha")?,
     })
 }
 
@@ -940,6 +961,10 @@ pub(crate) fn sample_experiment() -> Experiment {
         revert_head_sha: None,
         revert_message_id: None,
         revert_told: false,
+        head_seen_at: None,
+        head_checks: None,
+        preview_url: None,
+        checks_failed_sha: None,
     }
 }
 

@@ -4,11 +4,14 @@
 
 use std::fmt::Write;
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, Thresholds};
 use crate::experiment::State;
 use crate::funnel::FunnelReport;
+use crate::github::Checks;
 use crate::stats::Assessment;
 use crate::store::Experiment;
 
@@ -180,6 +183,7 @@ pub fn proposal_message(
     report: &FunnelReport,
     summary: &str,
     thresholds: &Thresholds,
+    checks_wait: Duration,
 ) -> String {
     let s = &report.steps[e.step];
     let title = e.title.as_deref().unwrap_or("");
@@ -190,7 +194,7 @@ pub fn proposal_message(
          Step <b>{step} → {next}</b>: {rate} ({converted} of {entrants} daily entries went on, 95% CI {low}–{high})\n\n\
          <b>{title}</b>\n{hypothesis}\n\n\
          Change: {summary}\n{excerpt}\
-         PR: <a href=\"{pr}\">{pr}</a>\n\n\
+         PR: <a href=\"{pr}\">{pr}</a>\n{head}\n\
          If merged, it is watched for {obs} and reverted if the rate drops by more than {drop} with {conf} confidence.",
         id = e.id,
         funnel = escape(&e.funnel),
@@ -206,6 +210,7 @@ pub fn proposal_message(
         summary = escape(summary),
         excerpt = change_excerpt(e.diff.as_deref().unwrap_or("")),
         pr = escape(pr),
+        head = head_lines(e, checks_wait),
         obs = human_duration(thresholds.observation),
         drop = pct(thresholds.max_relative_drop),
         conf = pct(1.0 - thresholds.false_revert_rate),
@@ -276,13 +281,68 @@ pub fn head_moved_note(e: &Experiment) -> String {
     )
 }
 
-/// Approve was tapped, but CI failed on the head: nothing merged.
-pub fn checks_failed_note(e: &Experiment, check: &str, url: &str) -> String {
-    let link = if url.is_empty() {
+/// " details" linking a check's page, or nothing when it has none.
+fn details_link(url: &str) -> String {
+    if url.is_empty() {
         String::new()
     } else {
         format!(" <a href=\"{}\">details</a>", escape(url))
+    }
+}
+
+/// A new PR's head failed its checks before anyone was asked; the PR stays
+/// open for a person (`failed_checks = "keep_open"`).
+pub fn red_head_kept_open_note(e: &Experiment, check: &str, url: &str) -> String {
+    format!(
+        "⛔ funnelfix proposal #{id}: the check <b>{check}</b> failed on PR #{pr}.{link} It will not be offered for approval while it is red. The PR stays open: push a fix to its branch and funnelfix asks once the checks pass, or close it.",
+        id = e.id,
+        check = escape(check),
+        pr = e.pr_number.unwrap_or_default(),
+        link = details_link(url),
+    )
+}
+
+/// A new PR's head failed its checks; it is closed (`failed_checks = "close"`).
+pub fn red_head_closed_note(e: &Experiment, check: &str, url: &str) -> String {
+    format!(
+        "⛔ funnelfix proposal #{id}: the check <b>{check}</b> failed on PR #{pr}.{link} The PR is closed and its branch deleted; the step can be proposed again.",
+        id = e.id,
+        check = escape(check),
+        pr = e.pr_number.unwrap_or_default(),
+        link = details_link(url),
+    )
+}
+
+/// What CI and the preview say, for the proposal: one line each.
+pub fn head_lines(e: &Experiment, checks_wait: Duration) -> String {
+    let checks = e
+        .head_checks
+        .as_deref()
+        .and_then(|c| serde_json::from_str::<Checks>(c).ok());
+    let mut lines = match checks {
+        Some(Checks::Passed) => "CI: ✅ checks passed\n".to_string(),
+        Some(Checks::None) => "CI: none on this repository\n".to_string(),
+        Some(Checks::Pending { names }) => format!(
+            "CI: ⏳ still running after {} ({}); read again before merging\n",
+            human_duration(checks_wait),
+            escape(&names.join(", "))
+        ),
+        // Never asked on a red head; an older database has no record.
+        Some(Checks::Failed { .. }) | None => String::new(),
     };
+    if let Some(url) = &e.preview_url {
+        let _ = writeln!(
+            lines,
+            "Preview: <a href=\"{url}\">{url}</a>",
+            url = escape(url)
+        );
+    }
+    lines
+}
+
+/// Approve was tapped, but CI failed on the head: nothing merged.
+pub fn checks_failed_note(e: &Experiment, check: &str, url: &str) -> String {
+    let link = details_link(url);
     format!(
         "⛔ Not merged: the check <b>{}</b> failed on PR #{}.{link} Fix it on the branch and tap Approve again, or close the PR.",
         escape(check),
@@ -702,6 +762,7 @@ mod tests {
             &report(),
             "+1 −0 lines in site/pricing.html",
             &thresholds(),
+            Duration::from_secs(900),
         );
         assert!(msg.contains("&lt;b&gt;bold&lt;/b&gt; &amp; clear"));
         insta::assert_snapshot!(msg, @r#"
@@ -732,6 +793,7 @@ mod tests {
             &report(),
             "+1 −1 lines in site/pricing.html",
             &thresholds(),
+            Duration::from_secs(900),
         );
         insta::assert_snapshot!(msg, @r#"
         <b>funnelfix proposal #3</b> · funnel <b>signup</b>
@@ -751,6 +813,56 @@ mod tests {
         let excerpt = change_excerpt(&long);
         assert!(excerpt.contains("… 12 more"), "{excerpt}");
         assert!(excerpt.chars().count() < 1000);
+    }
+
+    #[test]
+    fn the_proposal_shows_ci_and_the_preview() {
+        let e = Experiment {
+            diff: Some(
+                "--- a/site/pricing.html\n+++ b/site/pricing.html\n@@ -5 +5 @@\n-  <a href=\"/signup\">sign up</a>\n+  <a class=\"cta\" href=\"/signup\">Start your free trial</a>\n"
+                    .into(),
+            ),
+            head_checks: Some(r#"{"Pending":{"names":["build","e2e <chrome>"]}}"#.into()),
+            preview_url: Some("https://website-git-funnelfix-acme.vercel.app/?a=1&b=2".into()),
+            ..experiment()
+        };
+        let msg = proposal_message(
+            &e,
+            &report(),
+            "+1 −1 lines in site/pricing.html",
+            &thresholds(),
+            Duration::from_secs(900),
+        );
+        insta::assert_snapshot!(msg, @r#"
+        <b>funnelfix proposal #3</b> · funnel <b>signup</b>
+        Step <b>Viewed pricing → Started signup</b>: 25.0% (1125 of 4500 daily entries went on, 95% CI 23.7%–26.3%)
+
+        <b>Pricing: &lt;b&gt;bold&lt;/b&gt; &amp; clear CTA</b>
+        People do not see a next step.
+
+        Change: +1 −1 lines in site/pricing.html
+        <pre>− &lt;a href="/signup"&gt;sign up&lt;/a&gt;
+        + &lt;a class="cta" href="/signup"&gt;Start your free trial&lt;/a&gt;</pre>
+        PR: <a href="https://github.com/acme/website/pull/12">https://github.com/acme/website/pull/12</a>
+        CI: ⏳ still running after 15 minutes (build, e2e &lt;chrome&gt;); read again before merging
+        Preview: <a href="https://website-git-funnelfix-acme.vercel.app/?a=1&amp;b=2">https://website-git-funnelfix-acme.vercel.app/?a=1&amp;b=2</a>
+
+        If merged, it is watched for 14 days and reverted if the rate drops by more than 10.0% with 95.0% confidence.
+        "#);
+        let passed = Experiment {
+            head_checks: Some(r#""Passed""#.into()),
+            preview_url: None,
+            ..e.clone()
+        };
+        assert!(head_lines(&passed, Duration::ZERO).starts_with("CI: ✅ checks passed\n"));
+        let none = Experiment {
+            head_checks: Some(r#""None""#.into()),
+            ..passed
+        };
+        assert_eq!(
+            head_lines(&none, Duration::ZERO),
+            "CI: none on this repository\n"
+        );
     }
 
     #[test]

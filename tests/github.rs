@@ -6,9 +6,11 @@
 use std::time::{Duration, Instant};
 
 use funnelfix::config::MergeMethod;
-use funnelfix::github::{GitHub, MergeOutcome, PrState, PullRequest};
+use funnelfix::github::{Checks, GitHub, MergeOutcome, PrState, PullRequest};
 use funnelfix::retry::RetryPolicy;
-use funnelfix::sandbox::github::GitHubTwin;
+use funnelfix::sandbox::github::{
+    CommitStatus, Deployment, DeploymentStatus, GitHubTwin, PreviewDeployer,
+};
 use secrecy::SecretString;
 
 const TOKEN: &str = "ghp_twin0123456789abcdefTOKEN";
@@ -763,8 +765,7 @@ async fn an_unreachable_github_is_one_clear_line() {
 
 #[tokio::test]
 async fn checks_combine_check_runs_and_statuses_and_tell_no_ci_from_pending() {
-    use funnelfix::github::Checks;
-    use funnelfix::sandbox::github::{CheckRun, CommitStatus};
+    use funnelfix::sandbox::github::CheckRun;
     let ctx = start().await;
     let pr = ctx.open("funnelfix/checks", "<p>x</p>\n").await;
     let sha = pr.head_sha.clone();
@@ -801,4 +802,100 @@ async fn checks_combine_check_runs_and_statuses_and_tell_no_ci_from_pending() {
             url: "https://legacy.test/1".into()
         }
     );
+}
+
+fn deployment(sha: &str, production: bool, statuses: &[(&str, Option<&str>)]) -> Deployment {
+    Deployment {
+        sha: sha.into(),
+        environment: if production { "Production" } else { "Preview" }.into(),
+        production_environment: production,
+        statuses: statuses
+            .iter()
+            .map(|(state, url)| DeploymentStatus {
+                state: (*state).into(),
+                environment_url: url.map(String::from),
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn the_preview_is_the_newest_ready_non_production_deployment() {
+    let ctx = start().await;
+    let head = ctx
+        .propose(
+            "funnelfix/preview",
+            "<html>\n<body>\n<h1>Pricing for every team</h1>\n</body>\n</html>\n",
+        )
+        .await;
+    let report = ctx.gh.head_report(&head).await.unwrap();
+    assert_eq!((report.checks, report.preview), (Checks::None, None));
+    // Production deployments and deployments still building are no preview.
+    ctx.twin.add_deployment(deployment(
+        &head,
+        true,
+        &[("success", Some("https://acme.example"))],
+    ));
+    let building = ctx
+        .twin
+        .add_deployment(deployment(&head, false, &[("in_progress", None)]));
+    assert_eq!(ctx.gh.head_report(&head).await.unwrap().preview, None);
+    ctx.twin.add_deployment_status(
+        building,
+        DeploymentStatus {
+            state: "success".into(),
+            environment_url: Some("https://pr-1.acme.pages.dev".into()),
+        },
+    );
+    let report = ctx.gh.head_report(&head).await.unwrap();
+    assert_eq!(
+        report.preview.as_deref(),
+        Some("https://pr-1.acme.pages.dev")
+    );
+    // A commit status from a preview service is read first.
+    ctx.twin.set_status(
+        &head,
+        CommitStatus {
+            context: "Vercel – acme-website".into(),
+            state: "success".into(),
+            target_url: Some("https://acme-git-preview.vercel.app".into()),
+        },
+    );
+    let report = ctx.gh.head_report(&head).await.unwrap();
+    assert_eq!(report.checks, Checks::Passed);
+    assert_eq!(
+        report.preview.as_deref(),
+        Some("https://acme-git-preview.vercel.app")
+    );
+}
+
+#[tokio::test]
+async fn a_preview_is_linked_in_the_pr_description_once() {
+    let ctx = start().await;
+    ctx.twin.deploy_previews(PreviewDeployer {
+        domain: "netlify.app".into(),
+        takes: Duration::ZERO,
+    });
+    ctx.propose(
+        "funnelfix/linked",
+        "<html>\n<body>\n<h1>Pricing for every team</h1>\n</body>\n</html>\n",
+    )
+    .await;
+    let pr = ctx
+        .gh
+        .open_pr(
+            "funnelfix/linked",
+            "Clearer pricing",
+            "Why: people stop.",
+            &[],
+        )
+        .await
+        .unwrap();
+    let report = ctx.gh.head_report(&pr.head_sha).await.unwrap();
+    let url = report.preview.expect("the deployer made a preview");
+    assert_eq!(url, "https://funnelfix-linked.netlify.app");
+    ctx.gh.link_preview(pr.number, &url).await.unwrap();
+    ctx.gh.link_preview(pr.number, &url).await.unwrap();
+    let body = ctx.twin.pulls()[0].body.clone();
+    assert_eq!(body, format!("**Preview:** {url}\n\nWhy: people stop."));
 }

@@ -2,12 +2,13 @@
 //! the twins: a person closing the revert PR, a tap Telegram will no longer
 //! answer, a merge noticed late, a revert branch that moved, a PR that could
 //! not be opened, a revert GitHub refuses; and a crash after every command
-//! of a whole lifecycle.
+//! of a whole lifecycle; CI that runs, fails or never ends on the PR head,
+//! and a preview deployment.
 
 mod common;
 
 use common::*;
-use funnelfix::sandbox::github::{CheckRun, CommitStatus};
+use funnelfix::sandbox::github::{CheckRun, CommitStatus, PreviewDeployer, Workflow};
 
 fn revert_approve() -> String {
     world::CONFIG_TEMPLATE.replace(
@@ -377,4 +378,161 @@ async fn a_head_whose_checks_failed_or_still_run_is_not_merged() {
     ctx.press("Approve", APPROVER, CHAT_ID).await;
     assert_eq!(ctx.experiment().state, State::Merged);
     assert_eq!(ctx.world.github.merge_requests(), 1);
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// CI on every push that takes `takes` and fails when a page holds `fails_on`.
+fn workflow(takes: Duration, fails_on: Option<&str>) -> Workflow {
+    Workflow {
+        name: "build".into(),
+        takes,
+        fails_on: fails_on.map(String::from),
+    }
+}
+
+fn proposals(ctx: &Ctx) -> Vec<String> {
+    ctx.messages()
+        .into_iter()
+        .filter(|m| m.contains("funnelfix proposal #") && m.contains("If merged"))
+        .collect()
+}
+
+/// The proposal waits for CI on its head; once green it comes with the
+/// preview linked in the chat and in the PR.
+#[tokio::test]
+async fn the_approver_is_asked_once_ci_passed_with_the_preview_linked() {
+    let mut ctx = Ctx::new().await;
+    ctx.world.github.run_ci_on_push(workflow(12 * MINUTE, None));
+    ctx.world.github.deploy_previews(PreviewDeployer {
+        domain: "preview.acme.test".into(),
+        takes: 5 * MINUTE,
+    });
+    ctx.world
+        .llm
+        .script(vec![Reply::Content(proposal_json("Pricing CTA", HELPFUL))]);
+    ctx.propose().await;
+    assert!(proposals(&ctx).is_empty(), "not asked while CI runs");
+    ctx.run_for(10 * MINUTE, 5 * MINUTE).await;
+    assert!(proposals(&ctx).is_empty(), "still running after 10 minutes");
+    ctx.run_for(5 * MINUTE, 5 * MINUTE).await;
+    let asked = proposals(&ctx);
+    assert_eq!(asked.len(), 1, "asked once CI passed: {asked:?}");
+    let branch = ctx.experiment().branch.expect("branch").replace('/', "-");
+    let preview = format!("https://{branch}.preview.acme.test");
+    assert!(asked[0].contains("CI: ✅ checks passed"), "{}", asked[0]);
+    assert!(
+        asked[0].contains(&format!("Preview: <a href=\"{preview}\">")),
+        "{}",
+        asked[0]
+    );
+    let pr = &ctx.world.github.pulls()[0];
+    assert!(
+        pr.body.contains(&format!("**Preview:** {preview}")),
+        "{}",
+        pr.body
+    );
+    ctx.press("Approve", APPROVER, CHAT_ID).await;
+    assert_eq!(ctx.experiment().state, State::Merged);
+}
+
+/// CI that never finishes delays the question by `checks_wait`, then the
+/// approver is asked with the checks shown as running, and Approve still
+/// merges only once they pass.
+#[tokio::test]
+async fn checks_that_run_too_long_are_shown_running_and_block_the_merge() {
+    let mut ctx = Ctx::new().await;
+    ctx.world.github.run_ci_on_push(workflow(3 * HOUR, None));
+    ctx.world
+        .llm
+        .script(vec![Reply::Content(proposal_json("Pricing CTA", HELPFUL))]);
+    ctx.propose().await;
+    ctx.run_for(20 * MINUTE, 5 * MINUTE).await;
+    let asked = proposals(&ctx);
+    assert_eq!(asked.len(), 1);
+    assert!(
+        asked[0].contains("CI: ⏳ still running after 15 minutes (build)"),
+        "{}",
+        asked[0]
+    );
+    ctx.press("Approve", APPROVER, CHAT_ID).await;
+    assert_eq!(ctx.world.github.merge_requests(), 0);
+    ctx.run_for(3 * HOUR, HOUR).await;
+    ctx.press("Approve", APPROVER, CHAT_ID).await;
+    assert_eq!(ctx.experiment().state, State::Merged);
+}
+
+/// Proposes HELPFUL where CI fails on it, and runs an hour of ticks.
+async fn propose_where_ci_fails(ctx: &mut Ctx) {
+    ctx.world
+        .github
+        .run_ci_on_push(workflow(5 * MINUTE, Some("free trial")));
+    ctx.world
+        .llm
+        .script(vec![Reply::Content(proposal_json("Pricing CTA", HELPFUL))]);
+    ctx.propose().await;
+    ctx.run_for(HOUR, 5 * MINUTE).await;
+}
+
+/// A head whose CI fails is never offered: the chat is told which check
+/// failed; a person pushes a fix and the fixed head is offered and merged.
+#[tokio::test]
+async fn a_red_head_is_never_offered_and_a_fixed_one_is() {
+    let mut ctx = Ctx::new().await;
+    propose_where_ci_fails(&mut ctx).await;
+    assert!(proposals(&ctx).is_empty(), "a red head is not offered");
+    let told: Vec<String> = ctx
+        .messages()
+        .into_iter()
+        .filter(|m| m.contains("<b>build</b> failed"))
+        .collect();
+    assert_eq!(told.len(), 1, "told once, not on every tick: {told:?}");
+    assert!(told[0].contains("/actions/runs/"), "{}", told[0]);
+    assert_eq!(ctx.experiment().state, State::AwaitingApproval);
+    // A person fixes the branch.
+    let e = ctx.experiment();
+    let branch = e.branch.expect("branch");
+    let fixed = ctx.world.github.push_to_branch(
+        &branch,
+        "site/pricing.html",
+        &world::PRICING_HTML.replace("sign up", "Start now"),
+    );
+    ctx.run_for(10 * MINUTE, 5 * MINUTE).await;
+    assert_eq!(proposals(&ctx).len(), 1, "the fixed head is offered");
+    assert_eq!(ctx.experiment().head_sha.as_deref(), Some(fixed.as_str()));
+    ctx.press("Approve", APPROVER, CHAT_ID).await;
+    assert_eq!(ctx.experiment().state, State::Merged);
+    assert!(
+        ctx.world
+            .github
+            .file_on_branch("main", "site/pricing.html")
+            .expect("page")
+            .contains("Start now")
+    );
+}
+
+/// With `failed_checks = "close"` a red PR is closed and the funnel freed.
+#[tokio::test]
+async fn a_red_head_is_closed_when_configured() {
+    let config = world::CONFIG_TEMPLATE.replace(
+        "max_changed_lines = 40",
+        "max_changed_lines = 40\nfailed_checks = \"close\"",
+    );
+    let mut ctx = Ctx::with_config(&config).await;
+    propose_where_ci_fails(&mut ctx).await;
+    let e = ctx.experiment();
+    assert_eq!(e.state, State::Failed, "{:?}", e.failure);
+    assert_eq!(ctx.world.github.pulls()[0].state, PullState::Closed);
+    assert!(
+        !ctx.world
+            .github
+            .branches()
+            .contains(&e.branch.expect("branch"))
+    );
+    assert!(
+        ctx.messages()
+            .iter()
+            .any(|m| m.contains("<b>build</b> failed") && m.contains("PR is closed"))
+    );
+    assert_eq!(ctx.world.github.merge_requests(), 0);
 }

@@ -23,6 +23,8 @@ fn rules(revert: RevertMode) -> Rules {
         approvers: vec![APPROVER],
         thresholds,
         conversion_window: Duration::from_secs(86400),
+        checks_wait: Duration::from_secs(15 * 60),
+        failed_checks: FailedChecks::KeepOpen,
     }
 }
 
@@ -74,6 +76,27 @@ fn tap(action: Action, user: u64, message_id: i32) -> Event {
     })
 }
 
+fn head_checked(sha: &str, checks: Checks, preview: Option<&str>) -> Event {
+    Event::HeadChecked {
+        sha: sha.into(),
+        checks,
+        preview: preview.map(String::from),
+    }
+}
+
+fn red() -> Checks {
+    Checks::Failed {
+        name: "build".into(),
+        url: "https://github.com/acme/website/actions/runs/1".into(),
+    }
+}
+
+fn running() -> Checks {
+    Checks::Pending {
+        names: vec!["build".into()],
+    }
+}
+
 fn events() -> Vec<(&'static str, Event)> {
     let merged = |sha: &str| MergeResult::Merged {
         sha: sha.into(),
@@ -103,6 +126,15 @@ fn events() -> Vec<(&'static str, Event)> {
             }),
         ),
         ("pr seen closed", Event::PrSeen(PrSeen::Closed)),
+        (
+            "head checked: green",
+            head_checked("head1", Checks::Passed, None),
+        ),
+        ("head checked: red", head_checked("head1", red(), None)),
+        (
+            "head checked: running",
+            head_checked("head1", running(), None),
+        ),
         (
             "checks passed",
             Event::ChecksSeen {
@@ -163,9 +195,25 @@ fn events() -> Vec<(&'static str, Event)> {
         ),
         (
             "pr closed by approver",
-            Event::PrClosed { by: Some(APPROVER) },
+            Event::PrClosed {
+                by: Some(APPROVER),
+                checks_failed: false,
+            },
         ),
-        ("pr closed on expiry", Event::PrClosed { by: None }),
+        (
+            "pr closed on expiry",
+            Event::PrClosed {
+                by: None,
+                checks_failed: false,
+            },
+        ),
+        (
+            "pr closed, checks failed",
+            Event::PrClosed {
+                by: None,
+                checks_failed: true,
+            },
+        ),
         (
             "baseline fetched",
             Event::BaselineFetched {
@@ -271,7 +319,14 @@ fn command(c: &Command) -> String {
             Some(by) => format!("merge_revert@{sha} by {by}"),
             None => format!("merge_revert@{sha}"),
         },
-        Command::ClosePr { by: Some(by) } => format!("close_pr by {by}"),
+        Command::ClosePr {
+            by: Some(by),
+            checks_failed: false,
+        } => format!("close_pr by {by}"),
+        Command::ClosePr {
+            checks_failed: true,
+            ..
+        } => "close_pr (checks failed)".to_string(),
         Command::AnswerTap { text, .. } => format!("answer_tap({text:?})"),
         Command::EditMessage { message_id, .. } => format!("edit_message({message_id})"),
         other => other.name().to_string(),
@@ -502,22 +557,159 @@ fn an_open_pr_past_its_timeout_is_closed_as_expired() {
     let rules = rules(RevertMode::Merge);
     let e = in_state(State::AwaitingApproval);
     let d = decide(&e, &Event::PrSeen(PrSeen::Open), late, &rules);
-    assert_eq!(d.commands, [Command::ClosePr { by: None }]);
-    let d = decide(&e, &Event::PrClosed { by: None }, late, &rules);
+    assert_eq!(
+        d.commands,
+        [Command::ClosePr {
+            by: None,
+            checks_failed: false
+        }]
+    );
+    let closed = Event::PrClosed {
+        by: None,
+        checks_failed: false,
+    };
+    let d = decide(&e, &closed, late, &rules);
     assert_eq!(d.change.map(|c| c.to), Some(State::Expired));
 }
 
 #[test]
 fn a_proposal_the_chat_never_got_is_asked_again() {
-    let e = Experiment {
-        message_id: None,
-        ..in_state(State::AwaitingApproval)
-    };
+    let e = not_yet_asked();
+    let rules = rules(RevertMode::Merge);
+    let d = decide(&e, &Event::PrSeen(PrSeen::Open), now(), &rules);
+    assert_eq!(d.commands, [Command::CheckHead]);
     let d = decide(
         &e,
-        &Event::PrSeen(PrSeen::Open),
+        &head_checked("head1", Checks::None, None),
+        now(),
+        &rules,
+    );
+    assert_eq!(d.commands, [Command::AskApproval]);
+}
+
+/// A PR opened at `now()` − 5 minutes whose proposal is not sent yet.
+fn not_yet_asked() -> Experiment {
+    let opened = now() - chrono::Duration::minutes(5);
+    Experiment {
+        message_id: None,
+        head_sha: Some("head1".into()),
+        asked_at: Some(opened),
+        head_seen_at: Some(opened),
+        ..in_state(State::AwaitingApproval)
+    }
+}
+
+#[test]
+fn a_new_pr_is_offered_only_once_its_checks_are_read() {
+    let d = decide(
+        &in_state(State::Proposed),
+        &Event::PrOpened {
+            number: 12,
+            url: "https://github.com/acme/website/pull/12".into(),
+            head_sha: "head1".into(),
+        },
         now(),
         &rules(RevertMode::Merge),
+    );
+    assert_eq!(d.commands, [Command::CheckHead]);
+}
+
+#[test]
+fn running_checks_are_waited_for_then_the_approver_is_asked_anyway() {
+    let rules = rules(RevertMode::Merge);
+    let e = not_yet_asked();
+    let d = decide(&e, &head_checked("head1", running(), None), now(), &rules);
+    assert!(d.commands.is_empty(), "{d:?}");
+    // 15 minutes after the head was first seen.
+    let later = now() + chrono::Duration::minutes(10);
+    let d = decide(&e, &head_checked("head1", running(), None), later, &rules);
+    assert_eq!(d.commands, [Command::AskApproval]);
+}
+
+#[test]
+fn a_red_head_is_told_once_and_never_offered() {
+    let rules = rules(RevertMode::Merge);
+    let e = not_yet_asked();
+    let d = decide(&e, &head_checked("head1", red(), None), now(), &rules);
+    let [Command::Notify { html }] = d.commands.as_slice() else {
+        panic!("{d:?}");
+    };
+    assert!(html.contains("<b>build</b> failed"), "{html}");
+    assert!(html.contains("actions/runs/1"), "{html}");
+    assert!(d.change.is_none());
+    let told = Experiment {
+        checks_failed_sha: Some("head1".into()),
+        ..e
+    };
+    let d = decide(&told, &head_checked("head1", red(), None), now(), &rules);
+    assert!(d.commands.is_empty(), "{d:?}");
+    // A person pushes a fix: the new head is waited for afresh, then offered.
+    let d = decide(
+        &told,
+        &head_checked("head2", running(), None),
+        now(),
+        &rules,
+    );
+    assert!(d.commands.is_empty(), "{d:?}");
+    let set: Vec<&str> = d.fields.iter().map(|(k, _)| *k).collect();
+    assert!(
+        set.contains(&"head_sha") && set.contains(&"head_seen_at"),
+        "{set:?}"
+    );
+    let d = decide(
+        &told,
+        &head_checked("head2", Checks::Passed, None),
+        now(),
+        &rules,
+    );
+    assert_eq!(d.commands, [Command::AskApproval]);
+}
+
+#[test]
+fn a_red_head_is_closed_when_the_config_says_so() {
+    let rules = Rules {
+        failed_checks: FailedChecks::Close,
+        ..rules(RevertMode::Merge)
+    };
+    let e = not_yet_asked();
+    let d = decide(&e, &head_checked("head1", red(), None), now(), &rules);
+    assert!(matches!(d.commands[0], Command::Notify { .. }), "{d:?}");
+    assert_eq!(
+        d.commands[1],
+        Command::ClosePr {
+            by: None,
+            checks_failed: true
+        }
+    );
+    let closed = Event::PrClosed {
+        by: None,
+        checks_failed: true,
+    };
+    let d = decide(&e, &closed, now(), &rules);
+    assert_eq!(d.change.map(|c| c.to), Some(State::Failed));
+}
+
+#[test]
+fn a_preview_is_linked_once() {
+    let rules = rules(RevertMode::Merge);
+    let e = not_yet_asked();
+    let url = "https://website-git-funnelfix-acme.vercel.app";
+    let d = decide(
+        &e,
+        &head_checked("head1", running(), Some(url)),
+        now(),
+        &rules,
+    );
+    assert_eq!(d.commands, [Command::LinkPreview { url: url.into() }]);
+    let linked = Experiment {
+        preview_url: Some(url.into()),
+        ..e
+    };
+    let d = decide(
+        &linked,
+        &head_checked("head1", Checks::Passed, Some(url)),
+        now(),
+        &rules,
     );
     assert_eq!(d.commands, [Command::AskApproval]);
 }

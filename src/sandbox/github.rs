@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -100,6 +101,35 @@ struct Repo {
     /// CI on each commit, as GitHub reports it: check runs and commit statuses.
     check_runs: HashMap<String, Vec<CheckRun>>,
     statuses: HashMap<String, Vec<CommitStatus>>,
+    /// Deployments, oldest first; their ids are their index + 1.
+    deployments: Vec<Deployment>,
+    /// CI run on every push to a branch, and the runs not finished yet.
+    workflow: Option<Workflow>,
+    running: Vec<(String, chrono::DateTime<chrono::Utc>)>,
+    /// Preview deployments made on every push, and those not ready yet.
+    deployer: Option<PreviewDeployer>,
+    deploying: Vec<(u64, chrono::DateTime<chrono::Utc>, String)>,
+}
+
+/// A CI workflow the repository runs on every push to a branch other than
+/// the base, as GitHub Actions does: a check run in progress from the push,
+/// completed `takes` later.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub name: String,
+    pub takes: Duration,
+    /// The run fails when a file of the pushed commit contains this text
+    /// (a test the change breaks).
+    pub fails_on: Option<String>,
+}
+
+/// A preview deployer (as Vercel, Netlify and Cloudflare Pages do): a
+/// deployment of every pushed branch head, ready `takes` later at
+/// `https://{branch}.{domain}`.
+#[derive(Debug, Clone)]
+pub struct PreviewDeployer {
+    pub domain: String,
+    pub takes: Duration,
 }
 
 /// A check run (GitHub Actions and other apps).
@@ -120,6 +150,23 @@ pub struct CommitStatus {
     /// "pending", "success", "failure" or "error".
     pub state: String,
     pub target_url: Option<String>,
+}
+
+/// A deployment of a commit (Vercel, Netlify and Cloudflare Pages create
+/// one per preview) with its statuses, oldest first.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub sha: String,
+    pub environment: String,
+    pub production_environment: bool,
+    pub statuses: Vec<DeploymentStatus>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeploymentStatus {
+    /// "queued", "in_progress", "pending", "success", "failure", "error" or "inactive".
+    pub state: String,
+    pub environment_url: Option<String>,
 }
 
 /// A pull request's state as GitHub shows it (the twin's own, not the adapter's).
@@ -162,6 +209,11 @@ impl GitHubTwin {
             clock: None,
             check_runs: HashMap::new(),
             statuses: HashMap::new(),
+            deployments: Vec::new(),
+            workflow: None,
+            running: Vec::new(),
+            deployer: None,
+            deploying: Vec::new(),
         };
         let tree = files
             .iter()
@@ -194,6 +246,31 @@ impl GitHubTwin {
         let list = state.statuses.entry(sha.to_string()).or_default();
         list.retain(|s| s.context != status.context);
         list.push(status);
+    }
+
+    /// From now on every push to a branch runs `workflow`.
+    pub fn run_ci_on_push(&self, workflow: Workflow) {
+        self.state().workflow = Some(workflow);
+    }
+
+    /// From now on every push to a branch is deployed as a preview.
+    pub fn deploy_previews(&self, deployer: PreviewDeployer) {
+        self.state().deployer = Some(deployer);
+    }
+
+    /// A deployer creates a deployment; returns its id.
+    pub fn add_deployment(&self, deployment: Deployment) -> u64 {
+        let mut state = self.state();
+        state.deployments.push(deployment);
+        state.deployments.len() as u64
+    }
+
+    /// A deployer reports a new status of deployment `id`.
+    pub fn add_deployment_status(&self, id: u64, status: DeploymentStatus) {
+        let mut state = self.state();
+        if let Some(d) = state.deployments.get_mut(id as usize - 1) {
+            d.statuses.push(status);
+        }
     }
 
     /// Timestamps (merged_at, closed_at, commit dates) from `clock`.
@@ -337,8 +414,89 @@ fn lock(state: &Mutex<Repo>) -> MutexGuard<'_, Repo> {
 
 impl Repo {
     fn now(&self) -> String {
-        let now = self.clock.as_ref().map_or_else(chrono::Utc::now, |c| c());
-        now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        self.now_time()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
+
+    fn now_time(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.as_ref().map_or_else(chrono::Utc::now, |c| c())
+    }
+
+    /// A push to a branch starts its CI run and its preview deployment.
+    fn on_push(&mut self, branch: &str, sha: &str) {
+        let now = self.now_time();
+        let after = |d: Duration| now + chrono::Duration::from_std(d).unwrap_or_default();
+        if let Some(w) = self.workflow.clone() {
+            let runs = self.check_runs.entry(sha.to_string()).or_default();
+            let id = runs.len() + 1;
+            runs.retain(|r| r.name != w.name);
+            runs.push(CheckRun {
+                name: w.name.clone(),
+                status: "in_progress".into(),
+                conclusion: None,
+                html_url: format!(
+                    "https://github.com/{}/{}/actions/runs/{}{id}",
+                    self.owner,
+                    self.name,
+                    &sha[..8]
+                ),
+            });
+            self.running.push((sha.to_string(), after(w.takes)));
+        }
+        if let Some(d) = self.deployer.clone() {
+            self.deployments.push(Deployment {
+                sha: sha.to_string(),
+                environment: "Preview".into(),
+                production_environment: false,
+                statuses: vec![DeploymentStatus {
+                    state: "in_progress".into(),
+                    environment_url: None,
+                }],
+            });
+            let url = format!("https://{}.{}", branch.replace('/', "-"), d.domain);
+            self.deploying
+                .push((self.deployments.len() as u64, after(d.takes), url));
+        }
+    }
+
+    /// Finishes the CI runs and deployments whose time has come.
+    fn catch_up(&mut self) {
+        let now = self.now_time();
+        let (done, running) = std::mem::take(&mut self.running)
+            .into_iter()
+            .partition(|(_, due)| *due <= now);
+        self.running = running;
+        for (sha, _) in done {
+            let Some(w) = self.workflow.clone() else {
+                continue;
+            };
+            let fails = w.fails_on.as_deref().is_some_and(|marker| {
+                self.tree_of(&sha).is_some_and(|tree| {
+                    tree.values()
+                        .any(|blob| String::from_utf8_lossy(&self.blobs[blob]).contains(marker))
+                })
+            });
+            if let Some(run) = self
+                .check_runs
+                .get_mut(&sha)
+                .and_then(|runs| runs.iter_mut().find(|r| r.name == w.name))
+            {
+                run.status = "completed".into();
+                run.conclusion = Some(if fails { "failure" } else { "success" }.into());
+            }
+        }
+        let (ready, deploying) = std::mem::take(&mut self.deploying)
+            .into_iter()
+            .partition(|(_, due, _)| *due <= now);
+        self.deploying = deploying;
+        for (id, _, url) in ready {
+            if let Some(d) = self.deployments.get_mut(id as usize - 1) {
+                d.statuses.push(DeploymentStatus {
+                    state: "success".into(),
+                    environment_url: Some(url),
+                });
+            }
+        }
     }
 }
 
@@ -407,6 +565,9 @@ impl Repo {
     /// Points `branch` at `sha`; open pull requests from it follow.
     fn move_branch(&mut self, branch: &str, sha: &str) {
         self.refs.insert(branch.to_string(), sha.to_string());
+        if branch != self.base_branch {
+            self.on_push(branch, sha);
+        }
         let now = self.now();
         for pull in &mut self.pulls {
             if pull.public.head == branch && pull.public.state == PullState::Open {
@@ -532,6 +693,15 @@ impl Repo {
 
 type Shared = Arc<Mutex<Repo>>;
 
+/// GitHub's `per_page`: 30 unless asked, at most 100.
+fn per_page(query: &HashMap<String, String>) -> usize {
+    query
+        .get("per_page")
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(30)
+        .clamp(1, 100)
+}
+
 async fn handle(
     State(state): State<Shared>,
     method: Method,
@@ -567,6 +737,7 @@ impl Repo {
         if let Some(status) = self.take_fault(method.as_str(), path) {
             return fault(status);
         }
+        self.catch_up();
         if !self.authorized(headers) {
             return error(401, "Bad credentials");
         }
@@ -625,6 +796,11 @@ impl Repo {
             },
             ("GET", ["commits", sha, "check-runs"]) => self.check_runs_json(sha),
             ("GET", ["commits", sha, "status"]) => self.combined_status_json(sha),
+            ("GET", ["deployments"]) => self.deployments_json(query),
+            ("GET", ["deployments", id, "statuses"]) => match number(id) {
+                Some(id) => self.deployment_statuses_json(id, query),
+                None => not_found(),
+            },
             ("GET", ["contents", path @ ..]) => self.get_contents(&path.join("/"), query),
             ("GET", ["pulls"]) => self.list_pulls(query),
             ("POST", ["pulls"]) => self.create_pull(&body),
@@ -667,6 +843,53 @@ impl Repo {
             },
             _ => not_found(),
         }
+    }
+
+    /// `GET /deployments?sha=`: newest first, like GitHub.
+    fn deployments_json(&self, query: &HashMap<String, String>) -> Response {
+        let list: Vec<Value> = self
+            .deployments
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(_, d)| query.get("sha").is_none_or(|sha| *sha == d.sha))
+            .take(per_page(query))
+            .map(|(i, d)| {
+                json!({
+                    "id": i + 1, "sha": d.sha, "ref": d.sha, "task": "deploy",
+                    "environment": d.environment,
+                    "production_environment": d.production_environment,
+                    "transient_environment": !d.production_environment,
+                    "creator": self.user_json("deployer[bot]"),
+                })
+            })
+            .collect();
+        reply(200, &Value::Array(list))
+    }
+
+    /// `GET /deployments/{id}/statuses`: newest first.
+    fn deployment_statuses_json(&self, id: u64, query: &HashMap<String, String>) -> Response {
+        let Some(d) = (id as usize)
+            .checked_sub(1)
+            .and_then(|i| self.deployments.get(i))
+        else {
+            return not_found();
+        };
+        let list: Vec<Value> = d
+            .statuses
+            .iter()
+            .enumerate()
+            .rev()
+            .take(per_page(query))
+            .map(|(i, s)| {
+                json!({
+                    "id": i + 1, "state": s.state, "environment": d.environment,
+                    "environment_url": s.environment_url.clone().unwrap_or_default(),
+                    "target_url": "", "log_url": "", "description": "",
+                })
+            })
+            .collect();
+        reply(200, &Value::Array(list))
     }
 
     /// `GET /commits/{sha}/check-runs`.
@@ -934,11 +1157,7 @@ impl Repo {
         // Like GitHub, a head without "owner:" is ignored rather than matched.
         let head = query.get("head").and_then(|h| h.split_once(':'));
         let base = query.get("base");
-        let per_page = query
-            .get("per_page")
-            .and_then(|n| n.parse::<usize>().ok())
-            .unwrap_or(30)
-            .clamp(1, 100);
+        let per_page = per_page(query);
         let page = query
             .get("page")
             .and_then(|n| n.parse::<usize>().ok())
