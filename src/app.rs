@@ -93,7 +93,7 @@ pub struct App {
     pub store: Store,
     pub services: Services,
     pub clock: Clock,
-    prompt_template: String,
+    pub(crate) prompt_template: String,
     /// The report the propose pass just read, so opening its PR and asking
     /// the chat need no second query.
     pub(crate) last_report: std::sync::Mutex<Option<FunnelReport>>,

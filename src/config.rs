@@ -107,6 +107,9 @@ pub enum FailedChecks {
     KeepOpen,
     /// Close the PR and delete its branch.
     Close,
+    /// Ask the model once for a fix on the same branch; if that fails too,
+    /// keep it open.
+    Fix,
 }
 
 impl MergeMethod {

@@ -17,6 +17,7 @@ use crate::experiment::ExperimentId;
 use crate::funnel::{EntryRange, FunnelReport};
 use crate::github::{self, MergeOutcome, PrState, PullRequest};
 use crate::lifecycle::{self, Action, Command, Event, MergeResult, PrSeen, Rules};
+use crate::proposal::{self, ChangedFile, EditRules, FailedCheck, PromptInput};
 use crate::stats::{Assessment, Counts};
 use crate::store::Experiment;
 use crate::text;
@@ -167,6 +168,7 @@ impl App {
                     preview: report.preview,
                 })
             }
+            Command::AskFix { check, details } => Some(self.ask_fix(e, check, details).await?),
             Command::LinkPreview { url } => {
                 gh.link_preview(pr_number(e)?, url).await?;
                 None
@@ -429,6 +431,118 @@ impl App {
             changed_since_merge: now_files != merged_files,
         })
     }
+}
+
+impl App {
+    /// Asks the model to fix the red head and commits the fix on the PR's
+    /// branch. A fix the model could not give, or that could not be
+    /// committed, is reported as such, not retried: a person takes over.
+    async fn ask_fix(&self, e: &Experiment, check: &str, details: &str) -> Result<Event> {
+        let gh = &self.services.github;
+        let (Some(branch), Some(base)) = (&e.branch, &e.base_sha) else {
+            anyhow::bail!("experiment {} has no branch to fix", e.id);
+        };
+        let step = &self.funnel_of(e)?.steps[e.step];
+        let head = gh.pull_request(pr_number(e)?).await?.head_sha;
+        let at_base = present(gh.read_files(base, &step.files).await?);
+        let on_branch = present(gh.read_files(&head, &step.files).await?);
+        let whole_diff = |files: &BTreeMap<String, String>| {
+            let changed: Vec<ChangedFile> = files
+                .iter()
+                .filter_map(|(path, after)| {
+                    let before = at_base.get(path)?;
+                    (before != after).then(|| ChangedFile {
+                        path: path.clone(),
+                        before: before.clone(),
+                        after: after.clone(),
+                    })
+                })
+                .collect();
+            proposal::unified_diff(&changed)
+        };
+        // Pushed already: by a person, or by this command before a restart.
+        if e.checks_failed_sha.as_deref() != Some(head.as_str()) {
+            return Ok(Event::FixPushed {
+                diff: whole_diff(&on_branch),
+                sha: head,
+            });
+        }
+        let used: usize = on_branch
+            .iter()
+            .map(|(path, after)| {
+                proposal::changed_lines(at_base.get(path).map_or("", String::as_str), after)
+            })
+            .sum();
+        let g = &self.config.github;
+        let Some(left) = g.max_changed_lines.checked_sub(used).filter(|l| *l > 0) else {
+            return Ok(Event::FixFailed {
+                why: text::fix_no_lines_left(g.max_changed_lines),
+            });
+        };
+        let report = self.report_for(e).await?;
+        let input = PromptInput {
+            report: &report,
+            step: e.step,
+            files: &on_branch,
+            history: &[],
+            allowed_paths: &g.allowed_paths,
+            max_changed_lines: left,
+        };
+        let rules = EditRules {
+            allowed: &g.allowed,
+            step_files: &step.files,
+            max_changed_lines: left,
+            allowed_origins: &g.allowed_origins,
+        };
+        let failed = FailedCheck {
+            name: check,
+            details,
+            diff: e.diff.as_deref().unwrap_or(""),
+        };
+        let template = &self.prompt_template;
+        let attempts = self.config.llm.max_attempts;
+        let llm = &self.services.llm;
+        let accepted =
+            match proposal::propose_fix(llm, template, &input, &rules, attempts, &failed).await {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    return Ok(Event::FixFailed {
+                        why: format!("{err:#}"),
+                    });
+                }
+            };
+        let changes: Vec<(String, Option<String>)> = accepted
+            .changes
+            .iter()
+            .map(|c| (c.path.clone(), Some(c.after.clone())))
+            .collect();
+        let message = text::fix_commit_message(check, &accepted.proposal.title);
+        let sha = match gh.commit_on_branch(&head, branch, &message, &changes).await {
+            Ok(sha) => sha,
+            Err(err) => {
+                return Ok(Event::FixFailed {
+                    why: format!("{err:#}"),
+                });
+            }
+        };
+        let mut fixed = on_branch;
+        for c in accepted.changes {
+            fixed.insert(c.path, c.after);
+        }
+        info!(experiment = %e.id, sha = %sha, "fix committed on the branch");
+        Ok(Event::FixPushed {
+            diff: whole_diff(&fixed),
+            sha,
+        })
+    }
+}
+
+/// The files that exist, by path.
+fn present(files: BTreeMap<String, Option<String>>) -> BTreeMap<String, String> {
+    files
+        .into_iter()
+        .filter_map(|(path, content)| content.map(|c| (path, c)))
+        .collect()
 }
 
 fn pr_number(e: &Experiment) -> Result<u64> {

@@ -76,10 +76,13 @@ pub enum Checks {
         names: Vec<String>,
     },
     Passed,
-    /// The first that failed, with its page.
+    /// The first that failed, with its page and what it reported (for a
+    /// model asked to fix it; may be empty).
     Failed {
         name: String,
         url: String,
+        #[serde(default)]
+        details: String,
     },
 }
 
@@ -99,6 +102,11 @@ impl Checks {
             return Checks::Failed {
                 name: r.name.clone(),
                 url: r.html_url.clone().unwrap_or_default(),
+                details: r
+                    .output
+                    .as_ref()
+                    .map(CheckOutputJson::details)
+                    .unwrap_or_default(),
             };
         }
         if let Some(s) = statuses
@@ -108,6 +116,7 @@ impl Checks {
             return Checks::Failed {
                 name: s.context.clone(),
                 url: s.target_url.clone().unwrap_or_default(),
+                details: s.description.clone().unwrap_or_default(),
             };
         }
         let mut names: Vec<String> = runs
@@ -198,6 +207,27 @@ struct CheckRunJson {
     status: String,
     conclusion: Option<String>,
     html_url: Option<String>,
+    output: Option<CheckOutputJson>,
+}
+
+/// What a check run reported (markdown; GitHub caps each part at 64 KB).
+#[derive(Deserialize)]
+struct CheckOutputJson {
+    title: Option<String>,
+    summary: Option<String>,
+    text: Option<String>,
+}
+
+impl CheckOutputJson {
+    fn details(&self) -> String {
+        [&self.title, &self.summary, &self.text]
+            .into_iter()
+            .flatten()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
 #[derive(Deserialize)]
@@ -210,6 +240,7 @@ struct StatusJson {
     context: String,
     state: String,
     target_url: Option<String>,
+    description: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -414,8 +445,63 @@ impl GitHub {
         message: &str,
         changes: &[(String, Option<String>)],
     ) -> anyhow::Result<String> {
-        let parent = self.commit(base).await?;
+        let sha = self.write_commit(base, branch, message, changes).await?;
+        let what = format!("creating the branch {branch}");
+        let body = json!({"ref": format!("refs/heads/{branch}"), "sha": sha});
+        let answer = self
+            .send(Method::Post, "git/refs", Some(&body), &what)
+            .await?;
+        if answer.status == 422 && answer.message().contains("already exists") {
+            bail!(
+                "the branch {branch} already exists in {} (422 {})",
+                self.repo(),
+                answer.message()
+            );
+        }
+        if !answer.ok() {
+            return Err(self.failure(&answer, &what));
+        }
+        Ok(sha)
+    }
 
+    /// Commits `changes` on top of `head`, the tip of the existing `branch`,
+    /// and moves the branch to it; fails, changing nothing a person sees,
+    /// if the branch moved meanwhile. Returns the new commit's sha.
+    #[tracing::instrument(skip_all, fields(branch = %branch, head = %head))]
+    pub async fn commit_on_branch(
+        &self,
+        head: &str,
+        branch: &str,
+        message: &str,
+        changes: &[(String, Option<String>)],
+    ) -> anyhow::Result<String> {
+        let sha = self.write_commit(head, branch, message, changes).await?;
+        let what = format!("moving the branch {branch}");
+        let route = format!("git/refs/heads/{}", encode_path(branch));
+        let body = json!({"sha": sha, "force": false});
+        let answer = self.send(Method::Patch, &route, Some(&body), &what).await?;
+        if answer.status == 422 && answer.message().contains("fast forward") {
+            bail!(
+                "the branch {branch} moved after {} (422 {})",
+                short(head),
+                answer.message()
+            );
+        }
+        if !answer.ok() {
+            return Err(self.failure(&answer, &what));
+        }
+        Ok(sha)
+    }
+
+    /// A commit of `changes` on top of `parent`, on no branch yet.
+    async fn write_commit(
+        &self,
+        parent: &str,
+        branch: &str,
+        message: &str,
+        changes: &[(String, Option<String>)],
+    ) -> anyhow::Result<String> {
+        let base = self.commit(parent).await?;
         let mut entries = Vec::with_capacity(changes.len());
         for (path, content) in changes {
             let sha = match content {
@@ -430,7 +516,7 @@ impl GitHub {
         let tree: Created = self
             .create(
                 "git/trees",
-                &json!({"base_tree": parent.tree.sha, "tree": entries}),
+                &json!({"base_tree": base.tree.sha, "tree": entries}),
                 &what,
             )
             .await?;
@@ -439,26 +525,10 @@ impl GitHub {
         let commit: Created = self
             .create(
                 "git/commits",
-                &json!({"message": message, "tree": tree.sha, "parents": [base]}),
+                &json!({"message": message, "tree": tree.sha, "parents": [parent]}),
                 &what,
             )
             .await?;
-
-        let what = format!("creating the branch {branch}");
-        let body = json!({"ref": format!("refs/heads/{branch}"), "sha": commit.sha});
-        let answer = self
-            .send(Method::Post, "git/refs", Some(&body), &what)
-            .await?;
-        if answer.status == 422 && answer.message().contains("already exists") {
-            bail!(
-                "the branch {branch} already exists in {} (422 {})",
-                self.repo(),
-                answer.message()
-            );
-        }
-        if !answer.ok() {
-            return Err(self.failure(&answer, &what));
-        }
         Ok(commit.sha)
     }
 

@@ -116,6 +116,16 @@ pub enum Event {
         url: String,
         head_sha: String,
     },
+    /// The model's fix for a red head was committed on the branch; `diff`
+    /// is the whole change against the base.
+    FixPushed {
+        sha: String,
+        diff: String,
+    },
+    /// The model gave no usable fix, or it could not be committed.
+    FixFailed {
+        why: String,
+    },
     /// The proposal reached the chat as this message.
     ProposalSent {
         message_id: i32,
@@ -182,6 +192,8 @@ impl Event {
             Event::Tap(_) => "tap",
             Event::PrSeen(_) => "pr_seen",
             Event::HeadChecked { .. } => "head_checked",
+            Event::FixPushed { .. } => "fix_pushed",
+            Event::FixFailed { .. } => "fix_failed",
             Event::ChecksSeen { .. } => "checks_seen",
             Event::MergeDone { .. } => "merge_done",
             Event::PrClosed { .. } => "pr_closed",
@@ -212,6 +224,12 @@ pub enum Command {
     CheckPr,
     /// Read the PR's head, its CI and its preview. → HeadChecked
     CheckHead,
+    /// Ask the model for a fix of the red head and commit it on the branch.
+    /// → FixPushed or FixFailed
+    AskFix {
+        check: String,
+        details: String,
+    },
     /// Link the preview in the PR's description.
     LinkPreview {
         url: String,
@@ -294,6 +312,7 @@ impl Command {
             Command::CheckPr => "check_pr",
             Command::CheckHead => "check_head",
             Command::LinkPreview { .. } => "link_preview",
+            Command::AskFix { .. } => "ask_fix",
             Command::CheckCi { .. } => "check_ci",
             Command::Merge { .. } => "merge",
             Command::ClosePr { .. } => "close_pr",
@@ -451,6 +470,17 @@ fn awaiting_approval(e: &Experiment, event: &Event, now: DateTime<Utc>, rules: &
         // proposal. Look at the head again; asking follows from there.
         Event::PrSeen(PrSeen::Open) if e.message_id.is_none() => Decision::just(Command::CheckHead),
         Event::HeadChecked { .. } if e.message_id.is_some() => Decision::nothing(),
+        // CI on the fixed head is waited for like on a new PR.
+        Event::FixPushed { sha, diff } => Decision::nothing()
+            .set("head_sha", store::text(sha))
+            .set("head_seen_at", store::time(now))
+            .set("diff", store::text(diff))
+            .then(Command::CheckHead),
+        Event::FixFailed { why } => Decision::nothing()
+            .note("fix_failed", None, why.clone())
+            .then(Command::Notify {
+                html: text::fix_failed_note(e, why),
+            }),
         Event::HeadChecked {
             sha,
             checks,
@@ -494,7 +524,7 @@ fn awaiting_approval(e: &Experiment, event: &Event, now: DateTime<Utc>, rules: &
                 by: *by,
             }),
             // A red head is never merged, whoever approved it.
-            Checks::Failed { name, url } => Decision::nothing()
+            Checks::Failed { name, url, .. } => Decision::nothing()
                 .note("merge_refused", Some(*by), format!("check {name} failed"))
                 .then(Command::Notify {
                     html: text::checks_failed_note(e, name, url),
@@ -623,14 +653,23 @@ fn head_checked(
         // Asked on a later tick.
         Checks::Pending { .. } => d,
         Checks::Failed { .. } if e.checks_failed_sha.as_deref() == Some(sha) => d,
-        Checks::Failed { name, url } => {
+        Checks::Failed { name, url, details } => {
             let d = d.set("checks_failed_sha", store::text(sha)).note(
                 "checks_failed",
                 None,
                 format!("check {name} failed on {sha}"),
             );
             match rules.failed_checks {
-                FailedChecks::KeepOpen => d.then(Command::Notify {
+                FailedChecks::Fix if !e.fix_asked => d
+                    .set("fix_asked", store::int(1))
+                    .then(Command::Notify {
+                        html: text::red_head_fix_asked_note(e, name, url),
+                    })
+                    .then(Command::AskFix {
+                        check: name.clone(),
+                        details: details.clone(),
+                    }),
+                FailedChecks::KeepOpen | FailedChecks::Fix => d.then(Command::Notify {
                     html: text::red_head_kept_open_note(e, name, url),
                 }),
                 FailedChecks::Close => d

@@ -110,7 +110,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE experiments ADD COLUMN head_seen_at TEXT;
     ALTER TABLE experiments ADD COLUMN head_checks TEXT;
     ALTER TABLE experiments ADD COLUMN preview_url TEXT;
-    ALTER TABLE experiments ADD COLUMN checks_failed_sha TEXT;",
+    ALTER TABLE experiments ADD COLUMN checks_failed_sha TEXT;
+    ALTER TABLE experiments ADD COLUMN fix_asked INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Columns an experiment has besides its identity; the only names
@@ -150,6 +151,7 @@ const COLUMNS: &[&str] = &[
     "head_checks",
     "preview_url",
     "checks_failed_sha",
+    "fix_asked",
 ];
 
 /// An experiment as stored.
@@ -210,6 +212,8 @@ pub struct Experiment {
     pub preview_url: Option<String>,
     /// The head whose failed checks the chat was told about.
     pub checks_failed_sha: Option<String>,
+    /// The model was asked to fix a red head (once per experiment).
+    pub fix_asked: bool,
 }
 
 /// One run of a schedule, as stored.
@@ -900,6 +904,7 @@ fn row_to_experiment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Experiment> {
         head_checks: r.get("head_checks")?,
         preview_url: r.get("preview_url")?,
         checks_failed_sha: r.get("checks_failed_sha")?,
+        fix_asked: r.get::<_, i64>("fix_asked")? != 0,
     })
 }
 
@@ -965,6 +970,7 @@ pub(crate) fn sample_experiment() -> Experiment {
         head_checks: None,
         preview_url: None,
         checks_failed_sha: None,
+        fix_asked: false,
     }
 }
 

@@ -290,11 +290,11 @@ fn details_link(url: &str) -> String {
     }
 }
 
-/// A new PR's head failed its checks before anyone was asked; the PR stays
-/// open for a person (`failed_checks = "keep_open"`).
-pub fn red_head_kept_open_note(e: &Experiment, check: &str, url: &str) -> String {
+/// A new PR's head failed its checks before anyone was asked; `then` says
+/// what happens to it.
+fn red_head_note(e: &Experiment, icon: &str, check: &str, url: &str, then: &str) -> String {
     format!(
-        "⛔ funnelfix proposal #{id}: the check <b>{check}</b> failed on PR #{pr}.{link} It will not be offered for approval while it is red. The PR stays open: push a fix to its branch and funnelfix asks once the checks pass, or close it.",
+        "{icon} funnelfix proposal #{id}: the check <b>{check}</b> failed on PR #{pr}.{link} {then}",
         id = e.id,
         check = escape(check),
         pr = e.pr_number.unwrap_or_default(),
@@ -302,14 +302,56 @@ pub fn red_head_kept_open_note(e: &Experiment, check: &str, url: &str) -> String
     )
 }
 
-/// A new PR's head failed its checks; it is closed (`failed_checks = "close"`).
+/// The PR stays open for a person (`failed_checks = "keep_open"`).
+pub fn red_head_kept_open_note(e: &Experiment, check: &str, url: &str) -> String {
+    red_head_note(
+        e,
+        "⛔",
+        check,
+        url,
+        "It will not be offered for approval while it is red. The PR stays open: push a fix to its branch and funnelfix asks once the checks pass, or close it.",
+    )
+}
+
+/// The model is asked once for a fix (`failed_checks = "fix"`).
+pub fn red_head_fix_asked_note(e: &Experiment, check: &str, url: &str) -> String {
+    red_head_note(
+        e,
+        "🔧",
+        check,
+        url,
+        "The model is asked once for a fix on the same branch; you are asked once its checks pass.",
+    )
+}
+
+/// The PR is closed (`failed_checks = "close"`).
 pub fn red_head_closed_note(e: &Experiment, check: &str, url: &str) -> String {
+    red_head_note(
+        e,
+        "⛔",
+        check,
+        url,
+        "The PR is closed and its branch deleted; the step can be proposed again.",
+    )
+}
+
+/// Why no fix was asked: the change has no changed lines left.
+pub fn fix_no_lines_left(max: usize) -> String {
+    format!("the change already uses all {max} changed lines that github.max_changed_lines allows")
+}
+
+/// The commit message of the model's fix on the PR's branch.
+pub fn fix_commit_message(check: &str, title: &str) -> String {
+    format!("Fix the check {check}: {title}")
+}
+
+/// The model's fix could not be made; the PR stays open for a person.
+pub fn fix_failed_note(e: &Experiment, why: &str) -> String {
     format!(
-        "⛔ funnelfix proposal #{id}: the check <b>{check}</b> failed on PR #{pr}.{link} The PR is closed and its branch deleted; the step can be proposed again.",
+        "⛔ funnelfix proposal #{id}: no fix for the failed check on PR #{pr}: {why}. The PR stays open: push a fix to its branch and funnelfix asks once the checks pass, or close it.",
         id = e.id,
-        check = escape(check),
         pr = e.pr_number.unwrap_or_default(),
-        link = details_link(url),
+        why = escape(why),
     )
 }
 

@@ -776,6 +776,7 @@ async fn checks_combine_check_runs_and_statuses_and_tell_no_ci_from_pending() {
         status: status.into(),
         conclusion: conclusion.map(str::to_string),
         html_url: "https://ci.test/build".into(),
+        summary: None,
     };
     ctx.twin.set_check_run(&sha, run("queued", None));
     assert_eq!(
@@ -799,7 +800,8 @@ async fn checks_combine_check_runs_and_statuses_and_tell_no_ci_from_pending() {
         ctx.gh.checks(&sha).await.unwrap(),
         Checks::Failed {
             name: "ci/legacy".into(),
-            url: "https://legacy.test/1".into()
+            url: "https://legacy.test/1".into(),
+            details: String::new(),
         }
     );
 }

@@ -328,6 +328,7 @@ fn check_run(name: &str, status: &str, conclusion: Option<&str>) -> CheckRun {
         status: status.into(),
         conclusion: conclusion.map(str::to_string),
         html_url: format!("https://ci.acme.test/{name}"),
+        summary: None,
     }
 }
 
@@ -462,14 +463,23 @@ async fn checks_that_run_too_long_are_shown_running_and_block_the_merge() {
     assert_eq!(ctx.experiment().state, State::Merged);
 }
 
-/// Proposes HELPFUL where CI fails on it, and runs an hour of ticks.
-async fn propose_where_ci_fails(ctx: &mut Ctx) {
+/// The sandbox config with `github.failed_checks = policy`.
+fn failed_checks(policy: &str) -> String {
+    world::CONFIG_TEMPLATE.replace(
+        "max_changed_lines = 40",
+        &format!("max_changed_lines = 40\nfailed_checks = \"{policy}\""),
+    )
+}
+
+/// Proposes HELPFUL where CI fails on it, and runs an hour of ticks; the
+/// model's later replies are `then`.
+async fn propose_where_ci_fails(ctx: &mut Ctx, then: Vec<Reply>) {
     ctx.world
         .github
         .run_ci_on_push(workflow(5 * MINUTE, Some("free trial")));
-    ctx.world
-        .llm
-        .script(vec![Reply::Content(proposal_json("Pricing CTA", HELPFUL))]);
+    let mut replies = vec![Reply::Content(proposal_json("Pricing CTA", HELPFUL))];
+    replies.extend(then);
+    ctx.world.llm.script(replies);
     ctx.propose().await;
     ctx.run_for(HOUR, 5 * MINUTE).await;
 }
@@ -479,7 +489,7 @@ async fn propose_where_ci_fails(ctx: &mut Ctx) {
 #[tokio::test]
 async fn a_red_head_is_never_offered_and_a_fixed_one_is() {
     let mut ctx = Ctx::new().await;
-    propose_where_ci_fails(&mut ctx).await;
+    propose_where_ci_fails(&mut ctx, Vec::new()).await;
     assert!(proposals(&ctx).is_empty(), "a red head is not offered");
     let told: Vec<String> = ctx
         .messages()
@@ -514,12 +524,8 @@ async fn a_red_head_is_never_offered_and_a_fixed_one_is() {
 /// With `failed_checks = "close"` a red PR is closed and the funnel freed.
 #[tokio::test]
 async fn a_red_head_is_closed_when_configured() {
-    let config = world::CONFIG_TEMPLATE.replace(
-        "max_changed_lines = 40",
-        "max_changed_lines = 40\nfailed_checks = \"close\"",
-    );
-    let mut ctx = Ctx::with_config(&config).await;
-    propose_where_ci_fails(&mut ctx).await;
+    let mut ctx = Ctx::with_config(&failed_checks("close")).await;
+    propose_where_ci_fails(&mut ctx, Vec::new()).await;
     let e = ctx.experiment();
     assert_eq!(e.state, State::Failed, "{:?}", e.failure);
     assert_eq!(ctx.world.github.pulls()[0].state, PullState::Closed);
@@ -535,4 +541,53 @@ async fn a_red_head_is_closed_when_configured() {
             .any(|m| m.contains("<b>build</b> failed") && m.contains("PR is closed"))
     );
     assert_eq!(ctx.world.github.merge_requests(), 0);
+}
+
+/// With `failed_checks = "fix"` the model gets the failed check's report
+/// and one chance to fix the change on the same branch; the fixed head is
+/// offered once its CI passes, and merged.
+#[tokio::test]
+async fn a_red_head_is_fixed_by_the_model_on_the_same_branch() {
+    let mut ctx = Ctx::with_config(&failed_checks("fix")).await;
+    let fix = serde_json::json!({
+        "title": "Say start now instead of free trial",
+        "hypothesis": "The copy test forbids the phrase.",
+        "edits": [{"path": "site/pricing.html", "search": "Start your free trial",
+                   "replace": "Start now"}],
+    });
+    propose_where_ci_fails(&mut ctx, vec![Reply::Content(fix.to_string())]).await;
+    let asked = ctx.world.llm.requests();
+    let fix_request = asked.last().expect("the model was asked for a fix");
+    assert!(
+        fix_request.body.contains("must not contain")
+            && fix_request.body.contains("+  <a class=\\\"cta\\\""),
+        "the report and the change are quoted: {}",
+        fix_request.body
+    );
+    assert!(
+        ctx.messages()
+            .iter()
+            .any(|m| m.contains("asked once for a fix")),
+        "the chat is told"
+    );
+    let asked = proposals(&ctx);
+    assert_eq!(
+        asked.len(),
+        1,
+        "the fixed head is offered: {:?}",
+        ctx.messages()
+    );
+    assert!(asked[0].contains("CI: ✅ checks passed"), "{}", asked[0]);
+    assert!(asked[0].contains("Start now"), "{}", asked[0]);
+    ctx.press("Approve", APPROVER, CHAT_ID).await;
+    assert_eq!(ctx.experiment().state, State::Merged);
+    let page = ctx
+        .world
+        .github
+        .file_on_branch("main", "site/pricing.html")
+        .expect("page");
+    assert!(
+        page.contains("Start now") && !page.contains("free trial"),
+        "{page}"
+    );
 }

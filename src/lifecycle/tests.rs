@@ -88,6 +88,7 @@ fn red() -> Checks {
     Checks::Failed {
         name: "build".into(),
         url: "https://github.com/acme/website/actions/runs/1".into(),
+        details: String::new(),
     }
 }
 
@@ -136,6 +137,19 @@ fn events() -> Vec<(&'static str, Event)> {
             head_checked("head1", running(), None),
         ),
         (
+            "fix pushed",
+            Event::FixPushed {
+                sha: "head2".into(),
+                diff: String::new(),
+            },
+        ),
+        (
+            "fix failed",
+            Event::FixFailed {
+                why: "no usable fix".into(),
+            },
+        ),
+        (
             "checks passed",
             Event::ChecksSeen {
                 sha: "head1".into(),
@@ -158,6 +172,7 @@ fn events() -> Vec<(&'static str, Event)> {
                 checks: Checks::Failed {
                     name: "build".into(),
                     url: "https://ci.test/1".into(),
+                    details: String::new(),
                 },
                 by: APPROVER,
             },
@@ -446,6 +461,7 @@ fn a_red_head_is_never_merged() {
         checks: Checks::Failed {
             name: "build".into(),
             url: "https://ci.test/1".into(),
+            details: String::new(),
         },
         by: APPROVER,
     };
@@ -768,4 +784,45 @@ fn callback_data_round_trips_within_telegrams_limit() {
     }
     assert_eq!(parse_callback("x:1:abc"), None);
     assert_eq!(parse_callback("a:notanumber:abc"), None);
+}
+
+#[test]
+fn a_red_head_gets_one_fix_from_the_model_then_waits_for_a_person() {
+    let rules = Rules {
+        failed_checks: FailedChecks::Fix,
+        ..rules(RevertMode::Merge)
+    };
+    let e = not_yet_asked();
+    let d = decide(&e, &head_checked("head1", red(), None), now(), &rules);
+    assert!(matches!(d.commands[0], Command::Notify { .. }), "{d:?}");
+    assert!(matches!(&d.commands[1], Command::AskFix { check, .. } if check == "build"));
+    let asked = Experiment {
+        fix_asked: true,
+        checks_failed_sha: Some("head1".into()),
+        ..e
+    };
+    let fixed = Event::FixPushed {
+        sha: "head2".into(),
+        diff: "--- a/x\n+++ b/x\n".into(),
+    };
+    let d = decide(&asked, &fixed, now(), &rules);
+    assert_eq!(d.commands, [Command::CheckHead]);
+    let set: Vec<&str> = d.fields.iter().map(|(k, _)| *k).collect();
+    assert_eq!(set, ["head_sha", "head_seen_at", "diff"]);
+    // The fix is red too: no second fix; the PR waits for a person.
+    let fixed = Experiment {
+        head_sha: Some("head2".into()),
+        ..asked.clone()
+    };
+    let d = decide(&fixed, &head_checked("head2", red(), None), now(), &rules);
+    let [Command::Notify { html }] = d.commands.as_slice() else {
+        panic!("{d:?}");
+    };
+    assert!(html.contains("PR stays open"), "{html}");
+    let failed = Event::FixFailed {
+        why: "no usable fix".into(),
+    };
+    let d = decide(&asked, &failed, now(), &rules);
+    assert_eq!(d.note.as_ref().map(|n| n.kind), Some("fix_failed"));
+    assert!(d.change.is_none());
 }

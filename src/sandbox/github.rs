@@ -141,6 +141,8 @@ pub struct CheckRun {
     /// Set once completed: "success", "failure", "neutral", "cancelled", "skipped", "timed_out", "action_required".
     pub conclusion: Option<String>,
     pub html_url: String,
+    /// The run's report (`output.summary`), once it has one.
+    pub summary: Option<String>,
 }
 
 /// A commit status (older CI, Vercel, Netlify previews).
@@ -434,6 +436,7 @@ impl Repo {
                 name: w.name.clone(),
                 status: "in_progress".into(),
                 conclusion: None,
+                summary: None,
                 html_url: format!(
                     "https://github.com/{}/{}/actions/runs/{}{id}",
                     self.owner,
@@ -470,11 +473,15 @@ impl Repo {
             let Some(w) = self.workflow.clone() else {
                 continue;
             };
-            let fails = w.fails_on.as_deref().is_some_and(|marker| {
-                self.tree_of(&sha).is_some_and(|tree| {
-                    tree.values()
-                        .any(|blob| String::from_utf8_lossy(&self.blobs[blob]).contains(marker))
-                })
+            // The test that fails names the file holding the marker.
+            let failing = w.fails_on.as_deref().and_then(|marker| {
+                let tree = self.tree_of(&sha)?;
+                let (path, _) = tree.iter().find(|(_, blob)| {
+                    String::from_utf8_lossy(&self.blobs[*blob]).contains(marker)
+                })?;
+                Some(format!(
+                    "1 test failed\n\ncopy.spec.ts: {path} must not contain {marker:?}"
+                ))
             });
             if let Some(run) = self
                 .check_runs
@@ -482,7 +489,15 @@ impl Repo {
                 .and_then(|runs| runs.iter_mut().find(|r| r.name == w.name))
             {
                 run.status = "completed".into();
-                run.conclusion = Some(if fails { "failure" } else { "success" }.into());
+                run.conclusion = Some(
+                    if failing.is_some() {
+                        "failure"
+                    } else {
+                        "success"
+                    }
+                    .into(),
+                );
+                run.summary = failing;
             }
         }
         let (ready, deploying) = std::mem::take(&mut self.deploying)
@@ -902,6 +917,11 @@ impl Repo {
                 json!({
                     "id": i + 1, "head_sha": sha, "name": r.name, "status": r.status,
                     "conclusion": r.conclusion, "html_url": r.html_url,
+                    "output": {
+                        "title": r.summary.as_ref().map(|s| s.lines().next().unwrap_or_default()),
+                        "summary": r.summary, "text": null,
+                        "annotations_count": 0,
+                    },
                 })
             })
             .collect();
