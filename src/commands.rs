@@ -234,7 +234,15 @@ pub async fn init(opts: InitOptions) -> Result<ExitCode> {
         POSTHOG_KEY_ENV,
         RetryPolicy::SERVICES,
     )?;
-    let token = env_secret(GITHUB_TOKEN_ENV, text::init::GITHUB_TOKEN_NEED)?;
+    // Built first so a malformed --repo or token fails before any request.
+    let github = GitHub::new(
+        &opts.github_api_url,
+        env_secret(GITHUB_TOKEN_ENV, text::init::GITHUB_TOKEN_NEED)?,
+        GITHUB_TOKEN_ENV,
+        &opts.repo,
+        &opts.base_branch,
+        RetryPolicy::SERVICES,
+    )?;
     let insights = posthog.saved_funnels().await?;
     if insights.is_empty() {
         let top = posthog.top_events(Utc::now()).await?;
@@ -251,14 +259,6 @@ pub async fn init(opts: InitOptions) -> Result<ExitCode> {
         bail!(text::init::too_few_steps(insight, &funnel));
     }
 
-    let github = GitHub::new(
-        &opts.github_api_url,
-        token,
-        GITHUB_TOKEN_ENV,
-        &opts.repo,
-        &opts.base_branch,
-        RetryPolicy::SERVICES,
-    )?;
     let listed = github.file_paths(&opts.base_branch).await?;
     if listed.truncated {
         eprintln!("{}", text::init::tree_truncated(&opts.repo));

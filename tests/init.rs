@@ -166,6 +166,10 @@ impl Site {
     }
 
     async fn init(&self, extra: &[&str]) -> Output {
+        self.init_for("acme/website", extra).await
+    }
+
+    async fn init_for(&self, repo: &str, extra: &[&str]) -> Output {
         let posthog = self.posthog.url();
         let github = self.github.url();
         let mut args = vec![
@@ -175,7 +179,7 @@ impl Site {
             "--project-id",
             PROJECT,
             "--repo",
-            "acme/website",
+            repo,
             "--github-api-url",
             &github,
         ];
@@ -438,4 +442,16 @@ async fn missing_secrets_and_a_bad_key_are_one_line_each() {
         "error: PostHog refused the key in $POSTHOG_API_KEY (401): check it is a personal API key"
     );
     assert!(!Path::new(&other.config()).exists());
+
+    let posthog = other.posthog.url();
+    let out = other
+        .run(&["init", "--posthog-host", &posthog, "--project-id", PROJECT])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "clap: --repo is required");
+    let out = other.init_for("website", &[]).await;
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: the GitHub repository must be written owner/name, got \"website\""
+    );
+    assert_eq!(other.posthog.insight_requests(), 1, "none for the bad repo");
 }
