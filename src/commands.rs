@@ -7,10 +7,17 @@ use anyhow::{Context, Result};
 use chrono::Utc;
 use secrecy::SecretString;
 
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail};
+
 use crate::app::{App, ProposeOutcome, Services};
 use crate::clock::Clock;
 use crate::config::{Config, Secrets};
 use crate::daemon;
+use crate::github::GitHub;
+use crate::init::{self, DraftSettings, Page, SavedInsight};
 use crate::posthog::PostHog;
 use crate::report::funnel_report;
 use crate::retry::RetryPolicy;
@@ -177,4 +184,186 @@ pub async fn run(config: Config) -> Result<ExitCode> {
     let app = App::new(config, store, services, Clock::from_env()?)?;
     daemon::run(app, shutdown).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `funnelfix init` is told on its command line.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Where the draft is written.
+    pub config: PathBuf,
+    /// The saved funnel's id or short id.
+    pub insight: Option<String>,
+    /// Overwrite an existing file.
+    pub force: bool,
+    pub posthog_host: String,
+    pub project_id: String,
+    pub github_api_url: String,
+    pub repo: String,
+    pub base_branch: String,
+}
+
+/// The variables `init` reads its secrets from: the config's defaults.
+const POSTHOG_KEY_ENV: &str = "POSTHOG_API_KEY";
+const GITHUB_TOKEN_ENV: &str = "GITHUB_TOKEN";
+
+fn env_secret(var: &str, need: &str) -> Result<SecretString> {
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(SecretString::from)
+        .ok_or_else(|| anyhow!(text::init::missing_env(var, need)))
+}
+
+/// `funnelfix init`: a draft config from a saved PostHog funnel. Exit 1,
+/// writing nothing, when there is no saved funnel (the most used pages and
+/// events are listed instead) or several and no way to choose.
+pub async fn init(opts: InitOptions) -> Result<ExitCode> {
+    if opts.config.exists() && !opts.force {
+        bail!(text::init::exists(&opts.config));
+    }
+    let project = opts.project_id.trim();
+    if project.is_empty() || !project.chars().all(|c| c.is_ascii_digit()) {
+        bail!(
+            "--project-id {project:?} must be the numeric project id from PostHog's project settings"
+        );
+    }
+    let posthog = PostHog::new(
+        &opts.posthog_host,
+        project,
+        env_secret(POSTHOG_KEY_ENV, text::init::POSTHOG_KEY_NEED)?,
+        POSTHOG_KEY_ENV,
+        RetryPolicy::SERVICES,
+    )?;
+    // Built first so a malformed --repo or token fails before any request.
+    let github = GitHub::new(
+        &opts.github_api_url,
+        env_secret(GITHUB_TOKEN_ENV, text::init::GITHUB_TOKEN_NEED)?,
+        GITHUB_TOKEN_ENV,
+        &opts.repo,
+        &opts.base_branch,
+        RetryPolicy::SERVICES,
+    )?;
+    let insights = posthog.saved_funnels().await?;
+    if insights.is_empty() {
+        let top = posthog.top_events(Utc::now()).await?;
+        print!("{}", text::init::top_events(project, init::TOP_DAYS, &top));
+        eprintln!("{}", text::init::no_saved_funnel(project));
+        return Ok(ExitCode::FAILURE);
+    }
+    let Some(insight) = choose(opts.insight.as_deref(), project, &insights)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let mut funnel = init::read_funnel(insight)
+        .map_err(|why| anyhow!(text::init::unreadable_insight(insight, &why)))?;
+    if funnel.steps.len() < 2 {
+        bail!(text::init::too_few_steps(insight, &funnel));
+    }
+
+    let listed = github.file_paths(&opts.base_branch).await?;
+    if listed.truncated {
+        eprintln!("{}", text::init::tree_truncated(&opts.repo));
+    }
+    // The last step needs no page: people decide nothing there.
+    let last = funnel.steps.len() - 1;
+    let deciding = &mut funnel.steps[..last];
+    if deciding.iter().any(|s| s.page.is_none()) {
+        // A custom event's page: where it is sent from most. Only a guess,
+        // so a failure to read it costs the guess, not the draft.
+        match posthog.top_events(Utc::now()).await {
+            Ok(top) => {
+                for step in deciding.iter_mut().filter(|s| s.page.is_none()) {
+                    step.page = top
+                        .top_path(&step.event)
+                        .map(|p| Page::Traffic(p.to_string()));
+                }
+            }
+            Err(e) => eprintln!("warning: {e}"),
+        }
+    }
+    for step in deciding.iter_mut() {
+        if let Some(page) = &step.page {
+            step.files = init::files_for(page.path(), &listed.paths);
+        }
+    }
+
+    let settings = DraftSettings {
+        posthog_host: opts.posthog_host.trim_end_matches('/').to_string(),
+        project_id: project.to_string(),
+        github_api_url: opts.github_api_url.trim_end_matches('/').to_string(),
+        repo: opts.repo.clone(),
+        base_branch: opts.base_branch.clone(),
+    };
+    let draft = init::draft_config(init::EXAMPLE_CONFIG, &settings, insight, &funnel);
+    write_draft(&opts.config, &draft, opts.force)?;
+    println!("{}", text::init::written(&opts.config, insight, &funnel));
+    if let Err(problems) = crate::config::parse(&draft) {
+        println!("{}", text::init::STILL_TO_DO);
+        for p in problems {
+            println!("  {p}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The saved funnel `--insight` names; else the only one; else the one a
+/// person picks at a terminal. `None`: several, and nobody to ask.
+fn choose<'a>(
+    wanted: Option<&str>,
+    project: &str,
+    insights: &'a [SavedInsight],
+) -> Result<Option<&'a SavedInsight>> {
+    if let Some(wanted) = wanted {
+        return insights
+            .iter()
+            .find(|i| i.is(wanted))
+            .map(Some)
+            .ok_or_else(|| anyhow!(text::init::no_such_insight(wanted, project, insights)));
+    }
+    if let [only] = insights {
+        return Ok(Some(only));
+    }
+    print!("{}", text::init::insight_list(project, insights));
+    if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+        eprintln!("{}", text::init::choose_with_flag(project, insights.len()));
+        return Ok(None);
+    }
+    let stdin = std::io::stdin();
+    loop {
+        print!("{}", text::init::CHOOSE_PROMPT);
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        if stdin.lock().read_line(&mut answer)? == 0 {
+            bail!("no funnel chosen; nothing written");
+        }
+        let answer = answer.trim();
+        let by_number = answer
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| insights.get(i));
+        match by_number.or_else(|| insights.iter().find(|i| i.is(answer))) {
+            Some(insight) => return Ok(Some(insight)),
+            None => eprintln!("{}", text::init::choice_not_understood(answer)),
+        }
+    }
+}
+
+/// Writes the draft; without `force` an existing file is never replaced,
+/// even one created since the check at the start.
+fn write_draft(path: &Path, draft: &str, force: bool) -> Result<()> {
+    let written = if force {
+        std::fs::write(path, draft)
+    } else {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(draft.as_bytes()))
+    };
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            bail!(text::init::exists(path))
+        }
+        other => other.with_context(|| format!("cannot write {}", path.display())),
+    }
 }

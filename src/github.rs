@@ -243,6 +243,14 @@ struct StatusJson {
     description: Option<String>,
 }
 
+/// The files of a branch, as one recursive tree listing gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilePaths {
+    pub paths: Vec<String>,
+    /// GitHub cut the listing short: some files are missing.
+    pub truncated: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MergeOutcome {
     Merged {
@@ -417,6 +425,35 @@ impl GitHub {
             );
         }
         Ok(blob.content)
+    }
+
+    /// Every file's path on `branch`, from one recursive tree listing
+    /// (`truncated` is true when GitHub cut the listing short, past 100,000
+    /// entries or 7 MB).
+    #[tracing::instrument(skip_all, fields(branch = %branch))]
+    pub async fn file_paths(&self, branch: &str) -> anyhow::Result<FilePaths> {
+        let what = format!("listing the files of {branch}");
+        let route = format!("git/trees/{}?recursive=1", encode_path(branch));
+        let answer = self.send(Method::Get, &route, None, &what).await?;
+        if answer.status == 404 {
+            // Tells a missing branch from a missing (or hidden) repository.
+            self.base_head().await?;
+            bail!("the branch {branch} does not exist in {}", self.repo());
+        }
+        if !answer.ok() {
+            return Err(self.failure(&answer, &what));
+        }
+        let tree: TreeListing = answer.json(&what)?;
+        let paths = tree
+            .tree
+            .into_iter()
+            .filter(|e| e.kind == "blob")
+            .map(|e| e.path)
+            .collect();
+        Ok(FilePaths {
+            paths,
+            truncated: tree.truncated,
+        })
     }
 
     /// The sha at the tip of `branch`, or `None` when there is no such branch.
@@ -1168,6 +1205,21 @@ struct ContentEntry {
 struct Blob {
     content: String,
     encoding: String,
+}
+
+/// `GET /git/trees/{branch}?recursive=1`.
+#[derive(Deserialize)]
+struct TreeListing {
+    tree: Vec<TreeEntry>,
+    #[serde(default)]
+    truncated: bool,
+}
+
+#[derive(Deserialize)]
+struct TreeEntry {
+    path: String,
+    #[serde(rename = "type")]
+    kind: String,
 }
 
 #[derive(Deserialize)]

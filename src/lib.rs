@@ -16,6 +16,8 @@
 //! - [`app`]: the propose pass, the monitor pass, the chat's commands.
 //! - [`daemon`]: the schedules, the heartbeat and the Telegram poller.
 //! - [`chart`]: the funnel chart sent to Telegram, drawn in-process.
+//! - [`init`]: pure: a saved PostHog funnel read into a draft config, and
+//!   the page files behind its steps guessed from the repository's paths.
 //! - [`posthog`], [`github`], [`telegram`], [`llm`]: one adapter per service.
 //! - [`retry`]: the retry policy the adapters share.
 //! - [`sandbox`]: simulated PostHog, GitHub, Telegram and LLM servers on
@@ -33,6 +35,7 @@ pub mod experiment;
 pub mod funnel;
 pub mod gate;
 pub mod github;
+pub mod init;
 pub mod lifecycle;
 pub mod llm;
 pub mod posthog;

@@ -69,6 +69,31 @@ enum Command {
     },
     /// Exit 0 if the daemon on this config's database is alive (for container health checks).
     Health,
+    /// Write a draft config (to -c) from a saved PostHog funnel. Reads
+    /// POSTHOG_API_KEY and GITHUB_TOKEN.
+    Init {
+        /// The saved funnel: its id or short id (asked at a terminal when there are several).
+        #[arg(long)]
+        insight: Option<String>,
+        /// Overwrite the config file if it exists.
+        #[arg(long)]
+        force: bool,
+        /// PostHog's address.
+        #[arg(long, default_value = "https://us.posthog.com")]
+        posthog_host: String,
+        /// The PostHog project id (Project settings → Project ID).
+        #[arg(long)]
+        project_id: String,
+        /// The site's repository, owner/name.
+        #[arg(long)]
+        repo: String,
+        /// The branch the site is built from.
+        #[arg(long, default_value = "main")]
+        base_branch: String,
+        /// GitHub's API (GitHub Enterprise: https://HOST/api/v3).
+        #[arg(long, default_value = "https://api.github.com")]
+        github_api_url: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -111,16 +136,36 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
         state_dir,
     } = cli.command
     {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?;
+        let runtime = runtime()?;
         let opts = funnelfix::demo::DemoOptions {
             interactive,
             state_dir,
         };
         runtime.block_on(funnelfix::demo::run(opts))?;
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Init {
+        insight,
+        force,
+        posthog_host,
+        project_id,
+        repo,
+        base_branch,
+        github_api_url,
+    } = cli.command
+    {
+        let runtime = runtime()?;
+        let opts = commands::InitOptions {
+            config: cli.config,
+            insight,
+            force,
+            posthog_host,
+            project_id,
+            github_api_url,
+            repo,
+            base_branch,
+        };
+        return runtime.block_on(commands::init(opts));
     }
     let config = match config::load(&cli.config) {
         Ok(c) => c,
@@ -129,10 +174,7 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = runtime()?;
     match cli.command {
         Command::Funnel { funnel, json } => {
             runtime.block_on(commands::funnel(&config, funnel.as_deref(), json))
@@ -141,8 +183,17 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Health => commands::health(&config),
         Command::Once { dry_run } => runtime.block_on(commands::once(config, dry_run)),
         Command::Run => runtime.block_on(commands::run(config)),
-        Command::CheckConfig | Command::Demo { .. } => unreachable!("handled above"),
+        Command::CheckConfig | Command::Demo { .. } | Command::Init { .. } => {
+            unreachable!("handled above")
+        }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 /// Every problem in the file and the environment, one per line; exit 1 if any.

@@ -1,5 +1,6 @@
 //! Adapter for PostHog's query API: one HogQL query per funnel, and
-//! annotations that mark merges and reverts on the user's own charts.
+//! annotations that mark merges and reverts on the user's own charts; for
+//! `funnelfix init`, the saved funnel insights and the most used events.
 //!
 //! Queries are reads, so every transient failure is asked again: 429 waits
 //! as long as PostHog's `detail` says ("Expected available in N seconds"; no
@@ -19,6 +20,7 @@ use tracing::instrument;
 use crate::config::StepConfig;
 use crate::funnel::hogql::{self, HogQlQuery};
 use crate::funnel::{ByDay, ByWeekday, EntryRange};
+use crate::init::{self, SavedInsight, TopEvents};
 use crate::retry::{Attempt, RetryPolicy};
 
 /// Why PostHog gave no answer. Each Display is one line naming what to fix.
@@ -27,10 +29,11 @@ pub enum PostHogError {
     #[error("PostHog refused the key in ${key_env} (401): check it is a personal API key")]
     Unauthorized { key_env: String },
     #[error(
-        "PostHog denied access (403): the key in ${key_env} needs the query:read scope and access to project {project}: {detail}"
+        "PostHog denied access (403): the key in ${key_env} needs the {scope} scope and access to project {project}: {detail}"
     )]
     Forbidden {
         key_env: String,
+        scope: &'static str,
         project: String,
         detail: String,
     },
@@ -132,16 +135,77 @@ impl PostHog {
             "query": {"kind": "HogQLQuery", "query": q.query, "values": q.values},
             "refresh": "force_blocking",
         });
+        self.read(&url, Some(&body), "query:read").await
+    }
+
+    /// The project's saved funnel insights (both shapes), every page of
+    /// them. Needs the `insight:read` scope.
+    #[instrument(skip_all)]
+    pub async fn saved_funnels(&self) -> Result<Vec<SavedInsight>, PostHogError> {
+        /// Pages read at most (of 100 insights each).
+        const MAX_PAGES: usize = 50;
+        let base = format!("{}/api/projects/{}/insights/", self.host, self.project);
+        let mut params = "insight=FUNNELS&saved=true&basic=true&limit=100".to_string();
+        let mut insights = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let page = self
+                .read(&format!("{base}?{params}"), None, "insight:read")
+                .await?;
+            let results = page
+                .get("results")
+                .and_then(Value::as_array)
+                .ok_or_else(|| PostHogError::Malformed("no `results` in the insights".into()))?;
+            for r in results {
+                let insight = serde_json::from_value(r.clone())
+                    .map_err(|e| PostHogError::Malformed(format!("an insight: {e}")))?;
+                insights.push(insight);
+            }
+            // `next` is an absolute URL built from the host PostHog sees,
+            // which behind a proxy is not ours: only its parameters are kept.
+            match page.get("next").and_then(Value::as_str) {
+                Some(next) => {
+                    params = next
+                        .split_once('?')
+                        .map(|(_, q)| q.to_string())
+                        .ok_or_else(|| {
+                            PostHogError::Malformed(format!(
+                                "a next page without parameters: {next}"
+                            ))
+                        })?
+                }
+                None => return Ok(insights),
+            }
+        }
+        Err(PostHogError::Malformed(format!(
+            "more than {MAX_PAGES} pages of saved funnels"
+        )))
+    }
+
+    /// The project's most viewed pages and custom events. One query.
+    #[instrument(skip_all)]
+    pub async fn top_events(&self, now: DateTime<Utc>) -> Result<TopEvents, PostHogError> {
+        let reply = self.query(&init::top_events_query(now)).await?;
+        let results = reply
+            .get("results")
+            .ok_or_else(|| PostHogError::Malformed("no `results` in the reply".into()))?;
+        init::parse_top_events(results).map_err(PostHogError::Malformed)
+    }
+
+    /// A read: GET, or POST `body` (a query). Asked again on 429 and 5xx.
+    async fn read(
+        &self,
+        url: &str,
+        body: Option<&Value>,
+        scope: &'static str,
+    ) -> Result<Value, PostHogError> {
         let outcome = self
             .retry
             .run("PostHog", |_| async {
-                let sent = self
-                    .http
-                    .post(&url)
-                    .bearer_auth(self.key.expose_secret())
-                    .json(&body)
-                    .send()
-                    .await;
+                let request = match body {
+                    Some(body) => self.http.post(url).json(body),
+                    None => self.http.get(url),
+                };
+                let sent = request.bearer_auth(self.key.expose_secret()).send().await;
                 let resp = match sent {
                     Ok(resp) => resp,
                     Err(e) => {
@@ -175,7 +239,7 @@ impl PostHog {
                         again(format!("429 {detail}"), expected_available_in(&detail))
                     }
                     s if s.is_server_error() => again(format!("{} {detail}", s.as_u16()), None),
-                    s => Attempt::Fail(self.refusal(s, detail)),
+                    s => Attempt::Fail(self.refusal(s, detail, scope)),
                 }
             })
             .await;
@@ -188,13 +252,14 @@ impl PostHog {
         })
     }
 
-    fn refusal(&self, status: StatusCode, detail: String) -> PostHogError {
+    fn refusal(&self, status: StatusCode, detail: String, scope: &'static str) -> PostHogError {
         match status {
             StatusCode::UNAUTHORIZED => PostHogError::Unauthorized {
                 key_env: self.key_env.clone(),
             },
             StatusCode::FORBIDDEN => PostHogError::Forbidden {
                 key_env: self.key_env.clone(),
+                scope,
                 project: self.project.clone(),
                 detail,
             },
@@ -233,7 +298,7 @@ impl PostHog {
             return Ok(());
         }
         let status = resp.status();
-        Err(self.refusal(status, error_detail(resp).await))
+        Err(self.refusal(status, error_detail(resp).await, "annotation:write"))
     }
 }
 

@@ -2,6 +2,8 @@
 //! sees the exact wording in the snapshot tests: the terminal table, the PR
 //! bodies, and the Telegram messages (HTML, escaped).
 
+pub mod init;
+
 use std::fmt::Write;
 
 use std::time::Duration;

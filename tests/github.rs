@@ -177,6 +177,23 @@ async fn commit_files_onto_an_existing_branch_fails_clearly() {
 }
 
 #[tokio::test]
+async fn file_paths_lists_every_file_of_the_branch_and_no_directory() {
+    let ctx = start().await;
+    let listed = ctx.gh.file_paths("main").await.unwrap();
+    assert_eq!(
+        listed.paths,
+        vec!["README.md", "site/index.html", "site/pricing.html"]
+    );
+    assert!(!listed.truncated);
+    assert_eq!(ctx.twin.requests("GET", "/git/trees/main"), 1);
+    let err = ctx.gh.file_paths("gh-pages").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the branch gh-pages does not exist in acme/website"
+    );
+}
+
+#[tokio::test]
 async fn branch_head_is_none_for_a_missing_branch() {
     let ctx = start().await;
     assert_eq!(ctx.gh.branch_head("funnelfix/none").await.unwrap(), None);

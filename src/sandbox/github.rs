@@ -7,7 +7,8 @@
 //! and request counts.
 //!
 //! Simplifications: trees are flat (path → blob, mode 100644), so tree answers
-//! list every file like `?recursive=1`; merges are a file-level three-way merge.
+//! list every file like `?recursive=1` (which adds the directories as `tree`
+//! entries, as GitHub does); merges are a file-level three-way merge.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -800,10 +801,15 @@ impl Repo {
             ("POST", ["git", "blobs"]) => self.create_blob(&body),
             ("GET", ["git", "blobs", sha]) => self.get_blob(sha),
             ("POST", ["git", "trees"]) => self.create_tree(&body),
-            ("GET", ["git", "trees", sha]) => match self.trees.contains_key(*sha) {
-                true => reply(200, &self.tree_json(sha)),
-                false => not_found(),
-            },
+            ("GET", ["git", "trees", tree_ish @ ..]) => {
+                match self.resolve_tree(&tree_ish.join("/")) {
+                    Some(sha) if query.contains_key("recursive") => {
+                        reply(200, &self.recursive_tree_json(&sha))
+                    }
+                    Some(sha) => reply(200, &self.tree_json(&sha)),
+                    None => not_found(),
+                }
+            }
             ("POST", ["git", "commits"]) => self.create_commit(&body),
             ("GET", ["git", "commits", sha]) => match self.commits.contains_key(*sha) {
                 true => reply(200, &self.commit_json(sha)),
@@ -1473,6 +1479,37 @@ impl Repo {
             })
             .collect();
         json!({"sha": sha, "url": self.api(&format!("git/trees/{sha}")), "tree": entries, "truncated": false})
+    }
+
+    /// A tree sha, or the tree of a commit sha or a branch name, as GitHub
+    /// accepts any of them in `GET /git/trees/{tree_sha}`.
+    fn resolve_tree(&self, tree_ish: &str) -> Option<String> {
+        if self.trees.contains_key(tree_ish) {
+            return Some(tree_ish.to_string());
+        }
+        let commit = self.refs.get(tree_ish).map_or(tree_ish, String::as_str);
+        self.commits.get(commit).map(|c| c.tree.clone())
+    }
+
+    /// `?recursive=1`: every blob and, as GitHub lists them, every directory
+    /// as a `tree` entry (its sha stands for the flat tree's slice).
+    fn recursive_tree_json(&self, sha: &str) -> Value {
+        let mut tree = self.tree_json(sha);
+        let dirs: BTreeSet<&str> = self.trees[sha]
+            .keys()
+            .flat_map(|path| path.match_indices('/').map(|(i, _)| &path[..i]))
+            .collect();
+        if let Some(entries) = tree["tree"].as_array_mut() {
+            for dir in dirs {
+                let dir_sha = hash(&[b"subtree", sha.as_bytes(), dir.as_bytes()]);
+                entries.push(json!({
+                    "path": dir, "mode": "040000", "type": "tree", "sha": dir_sha,
+                    "url": self.api(&format!("git/trees/{dir_sha}")),
+                }));
+            }
+            entries.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+        }
+        tree
     }
 
     fn commit_json(&self, sha: &str) -> Value {

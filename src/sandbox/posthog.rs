@@ -11,15 +11,21 @@
 //! the events it is read from) and the `event IN (...)` prefilter, so a
 //! query that means something else gives different counts and the tests
 //! notice.
+//!
+//! It also keeps saved insights, listed as PostHog lists them
+//! (`GET /api/projects/{id}/insights/`, paginated, `insight=FUNNELS` taking
+//! both the legacy `filters` shape and the `query` one, `saved=true`), and
+//! answers `funnelfix init`'s query of the most used pages and events from
+//! the same event log.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::DateTime;
 use serde_json::{Map, Value, json};
@@ -52,6 +58,11 @@ struct Twin {
     faults: Vec<Fault>,
     delay: Option<Duration>,
     queries: Vec<Value>,
+    /// Saved insights, in the order they were saved.
+    insights: Vec<Value>,
+    /// The most insights one page lists, whatever `limit` asks.
+    max_page: Option<usize>,
+    insight_requests: usize,
 }
 
 pub struct PostHogTwin {
@@ -73,6 +84,7 @@ impl PostHogTwin {
         let router = Router::new()
             .route("/api/projects/{project}/query/", post(query))
             .route("/api/projects/{project}/annotations/", post(annotate))
+            .route("/api/projects/{project}/insights/", get(list_insights))
             .with_state(state.clone());
         let server = Server::start(router).await?;
         Ok(PostHogTwin { state, server })
@@ -122,6 +134,53 @@ impl PostHogTwin {
 
     pub fn query_count(&self) -> usize {
         lock(&self.state).queries.len()
+    }
+
+    /// Saves an insight as the PostHog app would: `insight` holds `name`,
+    /// and `filters` or `query` in PostHog's JSON; the twin adds `id`,
+    /// `short_id` and the other fields PostHog fills, unless given (`saved`
+    /// defaults to true). Returns the insight as it is listed.
+    pub fn save_insight(&self, insight: Value) -> Value {
+        let mut twin = lock(&self.state);
+        let id = twin.insights.len() as i64 + 1;
+        let mut full = json!({
+            "id": id,
+            "short_id": format!("Ins{id:05}"),
+            "name": null,
+            "derived_name": null,
+            "filters": {},
+            "query": null,
+            "dashboards": [],
+            "dashboard_tiles": [],
+            "description": null,
+            "last_refresh": null,
+            "refreshing": false,
+            "saved": true,
+            "deleted": false,
+            "tags": [],
+            "favorited": false,
+            "created_at": "2026-02-02T10:00:00.000000Z",
+            "updated_at": "2026-02-02T10:00:00.000000Z",
+            "last_modified_at": "2026-02-02T10:00:00.000000Z",
+            "created_by": {"id": 1, "first_name": "Ada", "email": "ada@acme.test"},
+        });
+        if let (Some(full), Some(given)) = (full.as_object_mut(), insight.as_object()) {
+            for (k, v) in given {
+                full.insert(k.clone(), v.clone());
+            }
+        }
+        twin.insights.push(full.clone());
+        full
+    }
+
+    /// Pages of the insights list hold at most `n` insights.
+    pub fn set_max_page(&self, n: usize) {
+        lock(&self.state).max_page = Some(n.max(1));
+    }
+
+    /// Requests to the insights list.
+    pub fn insight_requests(&self) -> usize {
+        lock(&self.state).insight_requests
     }
 }
 
@@ -221,6 +280,84 @@ async fn query(
     }
 }
 
+/// Whether a stored insight is of `kind` ("FUNNELS"...), as PostHog's
+/// `?insight=` filter decides: a legacy insight by `filters.insight`, a
+/// query insight by the kind of the query its `InsightVizNode` wraps.
+fn insight_is(insight: &Value, kind: &str) -> bool {
+    let query = &insight["query"];
+    if query.is_null() {
+        return insight["filters"]["insight"].as_str() == Some(kind);
+    }
+    let source_kind = match kind {
+        "TRENDS" => "TrendsQuery",
+        "FUNNELS" => "FunnelsQuery",
+        "RETENTION" => "RetentionQuery",
+        "PATHS" => "PathsQuery",
+        "STICKINESS" => "StickinessQuery",
+        "LIFECYCLE" => "LifecycleQuery",
+        _ => return false,
+    };
+    query["kind"].as_str() == Some("InsightVizNode")
+        && query["source"]["kind"].as_str() == Some(source_kind)
+}
+
+/// `GET /api/projects/{id}/insights/`: limit/offset pages with absolute
+/// `next` and `previous` URLs, deleted insights left out.
+async fn list_insights(
+    State(state): State<Arc<Mutex<Twin>>>,
+    Path(project): Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    let mut twin = lock(&state);
+    twin.insight_requests += 1;
+    if let Err(reply) = authorize(&twin, &headers, &project) {
+        return *reply;
+    }
+    let param = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.as_str());
+    // DRF's LimitOffsetPagination reads a value that is not a number as absent.
+    let number = |k: &str, default: usize| param(k).and_then(|v| v.parse().ok()).unwrap_or(default);
+    let limit = number("limit", 100)
+        .min(twin.max_page.unwrap_or(usize::MAX))
+        .max(1);
+    let offset = number("offset", 0);
+    let saved_only = matches!(param("saved"), Some("true" | "1"));
+    let matching: Vec<&Value> = twin
+        .insights
+        .iter()
+        .filter(|i| i["deleted"] != json!(true))
+        .filter(|i| param("insight").is_none_or(|kind| insight_is(i, kind)))
+        .filter(|i| {
+            !saved_only
+                || i["saved"] == json!(true)
+                || i["dashboards"].as_array().is_some_and(|d| !d.is_empty())
+        })
+        .collect();
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let page_url = |offset: usize| {
+        let mut query: Vec<String> = params
+            .iter()
+            .filter(|(k, _)| k != "limit" && k != "offset")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        query.push(format!("limit={limit}"));
+        query.push(format!("offset={offset}"));
+        format!(
+            "http://{host}/api/projects/{project}/insights/?{}",
+            query.join("&")
+        )
+    };
+    let count = matching.len();
+    let next = (offset + limit < count).then(|| page_url(offset + limit));
+    let previous = (offset > 0).then(|| page_url(offset.saturating_sub(limit)));
+    let results: Vec<&Value> = matching.into_iter().skip(offset).take(limit).collect();
+    Json(json!({"count": count, "next": next, "previous": previous, "results": results}))
+        .into_response()
+}
+
 async fn annotate(
     State(state): State<Arc<Mutex<Twin>>>,
     Path(project): Path<String>,
@@ -283,6 +420,17 @@ pub struct Asked {
     pub events: Option<Vec<String>>,
 }
 
+/// Every placeholder must have a value, as in PostHog.
+fn placeholders_defined(text: &str, values: &Map<String, Value>) -> Result<(), String> {
+    for (i, _) in text.match_indices('{') {
+        let name: String = text[i + 1..].chars().take_while(|c| *c != '}').collect();
+        if !values.contains_key(&name) {
+            return Err(format!("Placeholder {{{name}}} is not defined in values"));
+        }
+    }
+    Ok(())
+}
+
 fn read_query(body: &Value) -> Result<Asked, String> {
     let q = body.get("query").ok_or("Missing `query`")?;
     if q.get("kind").and_then(Value::as_str) != Some("HogQLQuery") {
@@ -294,13 +442,7 @@ fn read_query(body: &Value) -> Result<Asked, String> {
         .ok_or("Missing query text")?;
     let empty = Map::new();
     let values = q.get("values").and_then(Value::as_object).unwrap_or(&empty);
-    // Every placeholder must have a value, as in PostHog.
-    for (i, _) in text.match_indices('{') {
-        let name: String = text[i + 1..].chars().take_while(|c| *c != '}').collect();
-        if !values.contains_key(&name) {
-            return Err(format!("Placeholder {{{name}}} is not defined in values"));
-        }
-    }
+    placeholders_defined(text, values)?;
     let string = |k: &str| values.get(k).and_then(Value::as_str).map(str::to_string);
     let int = |k: &str| {
         values
@@ -453,7 +595,73 @@ pub fn count_entries(log: &EventLog, asked: &Asked) -> BTreeMap<i64, Vec<u64>> {
     rows
 }
 
+/// `funnelfix init`'s listing: per (event, `$pathname`), how many events
+/// were sent in `[date_from, date_to)`, `$pageview` and the events whose
+/// names do not start with the system prefix only; most first.
+fn top_events(log: &EventLog, body: &Value) -> Result<Value, String> {
+    let q = &body["query"];
+    let text = q["query"].as_str().unwrap_or("");
+    let empty = Map::new();
+    placeholders_defined(text, q["values"].as_object().unwrap_or(&empty))?;
+    let values = &q["values"];
+    for needed in [
+        "properties.$pathname AS path",
+        "count() AS hits",
+        "(event = {pageview} OR NOT startsWith(event, {system_prefix}))",
+        "GROUP BY event, path",
+        "ORDER BY hits DESC",
+    ] {
+        if !text.contains(needed) {
+            return Err(format!(
+                "this server cannot answer a query without {needed:?}"
+            ));
+        }
+    }
+    let int = |k: &str| {
+        values[k]
+            .as_i64()
+            .ok_or_else(|| format!("value {k} missing or not a number"))
+    };
+    let (from, to) = (int("date_from")? * 1000, int("date_to")? * 1000);
+    let pageview = values["pageview"].as_str().unwrap_or_default();
+    let prefix = values["system_prefix"].as_str().unwrap_or_default();
+    let limit: usize = text
+        .rsplit_once("LIMIT ")
+        .and_then(|(_, n)| n.trim().parse().ok())
+        .unwrap_or(100);
+    let mut hits: HashMap<(&str, Option<&str>), u64> = HashMap::new();
+    for (event, row) in log.all() {
+        let name = log.event_name(event);
+        if row.ms < from || row.ms >= to || (name != pageview && name.starts_with(prefix)) {
+            continue;
+        }
+        let path = log.props(row.props).get("$pathname").map(String::as_str);
+        *hits.entry((name, path)).or_default() += 1;
+    }
+    let mut rows: Vec<((&str, Option<&str>), u64)> = hits.into_iter().collect();
+    rows.sort_by(|(a, x), (b, y)| y.cmp(x).then(a.cmp(b)));
+    let results: Vec<Value> = rows
+        .into_iter()
+        .take(limit)
+        .map(|((event, path), n)| json!([event, path, n]))
+        .collect();
+    Ok(json!({
+        "columns": ["event", "path", "hits"],
+        "types": [["event", "String"], ["path", "Nullable(String)"], ["hits", "UInt64"]],
+        "results": results,
+        "hasMore": false,
+        "is_cached": false,
+        "limit": limit,
+        "offset": 0,
+        "timezone": "UTC",
+        "error": null,
+    }))
+}
+
 fn answer(twin: &Twin, body: &Value) -> Result<Value, String> {
+    if body["query"]["values"].get("pageview").is_some() {
+        return top_events(&twin.log, body);
+    }
     let asked = read_query(body)?;
     let n = asked.steps.len();
     let results: Vec<Value> = count_entries(&twin.log, &asked)
