@@ -17,6 +17,7 @@
 //! - [`daemon`]: the schedules, the heartbeat and the Telegram poller.
 //! - [`chart`]: the funnel chart sent to Telegram, drawn in-process.
 //! - [`posthog`], [`github`], [`telegram`], [`llm`]: one adapter per service.
+//! - [`github_app`]: pure: the GitHub App's key, its JWT, when a token is renewed.
 //! - [`retry`]: the retry policy the adapters share.
 //! - [`sandbox`]: simulated PostHog, GitHub, Telegram and LLM servers on
 //!   loopback, used by `funnelfix demo` and the tests.
@@ -33,6 +34,7 @@ pub mod experiment;
 pub mod funnel;
 pub mod gate;
 pub mod github;
+pub mod github_app;
 pub mod lifecycle;
 pub mod llm;
 pub mod posthog;

@@ -12,7 +12,7 @@ use secrecy::SecretString;
 
 use crate::app::{App, Services};
 use crate::clock::Clock;
-use crate::config::{self, Config, Secrets};
+use crate::config::{self, Config, GithubCredentials, Secrets};
 use crate::retry::RetryPolicy;
 use crate::sandbox::github::GitHubTwin;
 use crate::sandbox::llm::LlmTwin;
@@ -123,7 +123,10 @@ impl World {
         })?;
         let secrets = Secrets {
             posthog_api_key: SecretString::from(POSTHOG_KEY),
-            github_token: SecretString::from(GITHUB_TOKEN),
+            github: GithubCredentials::Token {
+                token: SecretString::from(GITHUB_TOKEN),
+                env: "FUNNELFIX_DEMO_GITHUB_TOKEN".into(),
+            },
             telegram_token: SecretString::from(TELEGRAM_TOKEN),
             llm_api_key: SecretString::from(LLM_KEY),
         };
@@ -181,7 +184,8 @@ impl World {
 
     /// A fresh `App` on the world's state database (a restart makes a new one).
     pub fn app(&self) -> Result<App> {
-        let services = Services::connect(&self.config, &self.secrets, RetryPolicy::FAST)?;
+        let services =
+            Services::connect(&self.config, &self.secrets, RetryPolicy::FAST, &self.clock)?;
         let store = Store::open(&self.config.state.path)?;
         App::new(self.config.clone(), store, services, self.clock.clone())
     }
