@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::clock::Clock;
-use crate::config::{Config, FunnelConfig, Secrets};
+use crate::config::{Config, FunnelConfig, GithubCredentials, Secrets};
 use crate::experiment::{ExperimentId, State};
 use crate::funnel::FunnelReport;
 use crate::github::GitHub;
@@ -34,7 +34,32 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn connect(config: &Config, secrets: &Secrets, retry: RetryPolicy) -> Result<Services> {
+    /// The adapters for `config`; a GitHub App's tokens are renewed on `clock`.
+    pub fn connect(
+        config: &Config,
+        secrets: &Secrets,
+        retry: RetryPolicy,
+        clock: &Clock,
+    ) -> Result<Services> {
+        let gh = &config.github;
+        let github = match &secrets.github {
+            GithubCredentials::Token { token, env } => GitHub::new(
+                &gh.api_url,
+                token.clone(),
+                env,
+                &gh.repo,
+                &gh.base_branch,
+                retry,
+            )?,
+            GithubCredentials::App(app) => GitHub::with_app(
+                &gh.api_url,
+                app.clone(),
+                &gh.repo,
+                &gh.base_branch,
+                retry,
+                clock.clone(),
+            )?,
+        };
         Ok(Services {
             posthog: PostHog::new(
                 &config.posthog.host,
@@ -43,14 +68,7 @@ impl Services {
                 &config.posthog.api_key_env,
                 retry,
             )?,
-            github: GitHub::new(
-                &config.github.api_url,
-                secrets.github_token.clone(),
-                &config.github.token_env,
-                &config.github.repo,
-                &config.github.base_branch,
-                retry,
-            )?,
+            github,
             telegram: Telegram::new(
                 &config.telegram.api_url,
                 secrets.telegram_token.clone(),

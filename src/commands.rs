@@ -114,7 +114,8 @@ pub fn health(config: &Config) -> Result<ExitCode> {
 /// writes nothing to any service and needs no lock.
 pub async fn once(config: Config, dry_run: bool) -> Result<ExitCode> {
     let secrets = secrets(&config)?;
-    let services = Services::connect(&config, &secrets, RetryPolicy::SERVICES)?;
+    let clock = Clock::from_env()?;
+    let services = Services::connect(&config, &secrets, RetryPolicy::SERVICES, &clock)?;
     let (store, _lock) = if dry_run {
         (dry_run_store(&config)?, None)
     } else {
@@ -128,7 +129,7 @@ pub async fn once(config: Config, dry_run: bool) -> Result<ExitCode> {
         })?;
         (Store::open(db)?, Some(lock))
     };
-    let app = App::new(config, store, services, Clock::from_env()?)?;
+    let app = App::new(config, store, services, clock)?;
     let mut failed = false;
     for (funnel, outcome) in app.propose_pass(dry_run).await {
         match outcome {
@@ -179,9 +180,10 @@ fn dry_run_store(config: &Config) -> Result<Store> {
 pub async fn run(config: Config) -> Result<ExitCode> {
     let shutdown = daemon::shutdown_signal()?;
     let secrets = secrets(&config)?;
-    let services = Services::connect(&config, &secrets, RetryPolicy::SERVICES)?;
+    let clock = Clock::from_env()?;
+    let services = Services::connect(&config, &secrets, RetryPolicy::SERVICES, &clock)?;
     let store = Store::open(&config.state.path)?;
-    let app = App::new(config, store, services, Clock::from_env()?)?;
+    let app = App::new(config, store, services, clock)?;
     daemon::run(app, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -14,6 +14,8 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::github_app::{AppCredentials, AppKey};
+
 /// Where the config is read from when neither `-c` nor `FUNNELFIX_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "funnelfix.toml";
 
@@ -128,7 +130,8 @@ pub struct GithubConfig {
     /// `owner/name`.
     pub repo: String,
     pub base_branch: String,
-    pub token_env: String,
+    /// A token, or a GitHub App.
+    pub auth: GithubAuth,
     pub branch_prefix: String,
     pub labels: Vec<String>,
     /// Globs of the paths a proposal may change.
@@ -142,6 +145,30 @@ pub struct GithubConfig {
     /// How long to wait for CI on a new PR head before asking anyway.
     pub checks_wait: Duration,
     pub failed_checks: FailedChecks,
+}
+
+/// How funnelfix authenticates to GitHub: exactly one of the two.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GithubAuth {
+    /// A token (fine-grained or classic) in the environment variable `env`.
+    Token { env: String },
+    /// A GitHub App acting through its installation on the repository; PRs
+    /// and commits then come from `<app-slug>[bot]`.
+    App {
+        app_id: u64,
+        key: AppKeySource,
+        /// Looked up from the repository when absent.
+        installation_id: Option<u64>,
+    },
+}
+
+/// Where the App's private key (the `.pem` GitHub gives) is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppKeySource {
+    /// The PEM's contents in this environment variable.
+    Env(String),
+    /// A file holding the PEM.
+    File(PathBuf),
 }
 
 impl GithubConfig {
@@ -227,9 +254,69 @@ pub struct StepConfig {
 #[derive(Debug, Clone)]
 pub struct Secrets {
     pub posthog_api_key: SecretString,
-    pub github_token: SecretString,
+    pub github: GithubCredentials,
     pub telegram_token: SecretString,
     pub llm_api_key: SecretString,
+}
+
+/// The GitHub credentials [`GithubAuth`] names, read and checked.
+#[derive(Debug, Clone)]
+pub enum GithubCredentials {
+    Token {
+        token: SecretString,
+        /// The variable it came from, for messages.
+        env: String,
+    },
+    App(AppCredentials),
+}
+
+fn missing_env(key: &str, var: &str) -> Problem {
+    Problem {
+        line: None,
+        key: key.to_string(),
+        message: format!("environment variable {var} is not set"),
+    }
+}
+
+/// The App's key from the environment or a file, parsed; never quoted in a problem.
+fn app_credentials(
+    app_id: u64,
+    source: &AppKeySource,
+    installation_id: Option<u64>,
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<AppCredentials, Problem> {
+    let (key, described, pem) = match source {
+        AppKeySource::Env(var) => {
+            let key = "github.app_private_key_env";
+            let pem = lookup(var)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| missing_env(key, var))?;
+            (key, format!("the value of {var}"), pem)
+        }
+        AppKeySource::File(path) => {
+            let key = "github.app_private_key_file";
+            let pem = std::fs::read_to_string(path).map_err(|e| Problem {
+                line: None,
+                key: key.to_string(),
+                message: format!("cannot read {}: {e}", path.display()),
+            })?;
+            (key, path.display().to_string(), pem)
+        }
+    };
+    let app_key = AppKey::from_pem(&pem).map_err(|why| Problem {
+        line: None,
+        key: key.to_string(),
+        message: format!("{described} {why}"),
+    })?;
+    Ok(AppCredentials {
+        app_id,
+        key: app_key,
+        installation_id,
+        key_source: match source {
+            AppKeySource::Env(var) => format!("${var}"),
+            AppKeySource::File(path) => path.display().to_string(),
+        },
+    })
 }
 
 impl Secrets {
@@ -244,24 +331,49 @@ impl Secrets {
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Secrets, Vec<Problem>> {
         let mut problems = Vec::new();
-        let mut get = |key: &str, var: &str| -> SecretString {
+        let get = |problems: &mut Vec<Problem>, key: &str, var: &str| -> SecretString {
             match lookup(var).filter(|v| !v.trim().is_empty()) {
                 Some(v) => SecretString::from(v),
                 None => {
-                    problems.push(Problem {
-                        line: None,
-                        key: key.to_string(),
-                        message: format!("environment variable {var} is not set"),
-                    });
+                    problems.push(missing_env(key, var));
                     SecretString::from(String::new())
                 }
             }
         };
+        let posthog_api_key = get(
+            &mut problems,
+            "posthog.api_key_env",
+            &config.posthog.api_key_env,
+        );
+        let github = match &config.github.auth {
+            GithubAuth::Token { env } => GithubCredentials::Token {
+                token: get(&mut problems, "github.token_env", env),
+                env: env.clone(),
+            },
+            GithubAuth::App {
+                app_id,
+                key,
+                installation_id,
+            } => match app_credentials(*app_id, key, *installation_id, &lookup) {
+                Ok(app) => GithubCredentials::App(app),
+                Err(problem) => {
+                    problems.push(problem);
+                    GithubCredentials::Token {
+                        token: SecretString::from(String::new()),
+                        env: String::new(),
+                    }
+                }
+            },
+        };
         let secrets = Secrets {
-            posthog_api_key: get("posthog.api_key_env", &config.posthog.api_key_env),
-            github_token: get("github.token_env", &config.github.token_env),
-            telegram_token: get("telegram.token_env", &config.telegram.token_env),
-            llm_api_key: get("llm.api_key_env", &config.llm.api_key_env),
+            posthog_api_key,
+            github,
+            telegram_token: get(
+                &mut problems,
+                "telegram.token_env",
+                &config.telegram.token_env,
+            ),
+            llm_api_key: get(&mut problems, "llm.api_key_env", &config.llm.api_key_env),
         };
         if problems.is_empty() {
             Ok(secrets)
@@ -380,9 +492,17 @@ struct RawGithub {
     /// Default `"main"`.
     #[serde(default = "default_base_branch")]
     base_branch: Spanned<String>,
-    /// Default `"GITHUB_TOKEN"`.
+    /// Default `"GITHUB_TOKEN"`, unless the `app_*` keys configure a GitHub App.
     #[serde(default = "default_github_token_env")]
     token_env: Spanned<String>,
+    /// GitHub App auth instead of a token: the App's id ...
+    app_id: Option<Spanned<i64>>,
+    /// ... and its private key, in this environment variable ...
+    app_private_key_env: Option<Spanned<String>>,
+    /// ... or in this file.
+    app_private_key_file: Option<Spanned<String>>,
+    /// Default: looked up with `GET /repos/{owner}/{repo}/installation`.
+    installation_id: Option<Spanned<i64>>,
     /// Default `"funnelfix/"`.
     #[serde(default = "default_branch_prefix")]
     branch_prefix: Spanned<String>,
@@ -968,7 +1088,7 @@ impl<'a> Checker<'a> {
             api_url: self.url(&g.api_url, "github.api_url"),
             repo,
             base_branch: self.non_empty(&g.base_branch, "github.base_branch"),
-            token_env: self.env_name(&g.token_env, "github.token_env"),
+            auth: self.github_auth(&g),
             branch_prefix,
             labels: g.labels,
             allowed_paths: g.allowed_paths.into_inner(),
@@ -987,6 +1107,73 @@ impl<'a> Checker<'a> {
                 .collect(),
             checks_wait: self.duration(&g.checks_wait, "github.checks_wait"),
             failed_checks: g.failed_checks,
+        }
+    }
+
+    /// A token or a GitHub App: exactly one, each with what it needs.
+    fn github_auth(&mut self, g: &RawGithub) -> GithubAuth {
+        let app_keys = [
+            g.app_id.as_ref().map(|s| self.line(s)),
+            g.app_private_key_env.as_ref().map(|s| self.line(s)),
+            g.app_private_key_file.as_ref().map(|s| self.line(s)),
+            g.installation_id.as_ref().map(|s| self.line(s)),
+        ];
+        let Some(first_app_line) = app_keys.into_iter().flatten().next() else {
+            return GithubAuth::Token {
+                env: self.env_name(&g.token_env, "github.token_env"),
+            };
+        };
+        // The default token_env has no span: only a written one conflicts.
+        if self.line(&g.token_env).is_some() {
+            self.problem(
+                &g.token_env,
+                "github.token_env",
+                "set either token_env (a token) or app_id with app_private_key_env or app_private_key_file (a GitHub App), not both",
+            );
+        }
+        let app_id = match &g.app_id {
+            Some(id) => self.positive(id, "github.app_id", i64::MAX) as u64,
+            None => {
+                self.problems.push(Problem {
+                    line: first_app_line,
+                    key: "github.app_id".into(),
+                    message: "is required for GitHub App auth: the App ID shown on the App's settings page".into(),
+                });
+                0
+            }
+        };
+        let key = match (&g.app_private_key_env, &g.app_private_key_file) {
+            (Some(env), None) => {
+                AppKeySource::Env(self.env_name(env, "github.app_private_key_env"))
+            }
+            (None, Some(file)) => AppKeySource::File(PathBuf::from(
+                self.non_empty(file, "github.app_private_key_file"),
+            )),
+            (Some(_), Some(file)) => {
+                self.problem(
+                    file,
+                    "github.app_private_key_file",
+                    "set app_private_key_env or app_private_key_file, not both",
+                );
+                AppKeySource::File(PathBuf::new())
+            }
+            (None, None) => {
+                self.problems.push(Problem {
+                    line: first_app_line,
+                    key: "github.app_private_key_env".into(),
+                    message: "GitHub App auth needs the App's private key: set app_private_key_env (the .pem's contents in that variable) or app_private_key_file".into(),
+                });
+                AppKeySource::Env(String::new())
+            }
+        };
+        let installation_id = g
+            .installation_id
+            .as_ref()
+            .map(|id| self.positive(id, "github.installation_id", i64::MAX) as u64);
+        GithubAuth::App {
+            app_id,
+            key,
+            installation_id,
         }
     }
 
@@ -1216,17 +1403,17 @@ name = "signup"
 
     #[test]
     fn allowed_origins_must_be_origins() {
-        insta::assert_snapshot!(problems(&example_with("allowed_origins = []", r#"allowed_origins = ["https://docs.acme.com", "docs.acme.com/x"]"#)), @r#"line 30: github.allowed_origins: "docs.acme.com/x" is not an origin like "https://cdn.example.com""#);
+        insta::assert_snapshot!(problems(&example_with("allowed_origins = []", r#"allowed_origins = ["https://docs.acme.com", "docs.acme.com/x"]"#)), @r#"line 34: github.allowed_origins: "docs.acme.com/x" is not an origin like "https://cdn.example.com""#);
     }
 
     #[test]
     fn unknown_key() {
-        insta::assert_snapshot!(problems(&example_with("min_visitors = 200", "min_visits = 200")), @"line 50: thresholds.min_visits: unknown field `min_visits`, expected one of `lookback`, `min_visitors`, `approval_timeout`, `observation`, `baseline`, `max_relative_drop`, `false_revert_rate`, `cooldown`, `revert`");
+        insta::assert_snapshot!(problems(&example_with("min_visitors = 200", "min_visits = 200")), @"line 54: thresholds.min_visits: unknown field `min_visits`, expected one of `lookback`, `min_visitors`, `approval_timeout`, `observation`, `baseline`, `max_relative_drop`, `false_revert_rate`, `cooldown`, `revert`");
     }
 
     #[test]
     fn bad_duration() {
-        insta::assert_snapshot!(problems(&example_with(r#"observation = "14d""#, r#"observation = "two weeks""#)), @r#"line 52: thresholds.observation: "two weeks" is not a duration (expected number at 0); write e.g. "30s", "15m", "72h", "14d""#);
+        insta::assert_snapshot!(problems(&example_with(r#"observation = "14d""#, r#"observation = "two weeks""#)), @r#"line 56: thresholds.observation: "two weeks" is not a duration (expected number at 0); write e.g. "30s", "15m", "72h", "14d""#);
     }
 
     #[test]
@@ -1250,17 +1437,17 @@ name = "signup"
                 .unwrap_or_default(),
             "  [[funnel.step]]\n  name = \"Home\"\n  event = \"$pageview\"\n"
         );
-        insta::assert_snapshot!(problems(&text), @r#"line 59: funnel[0].step: funnel "signup" has 1 step(s); a funnel needs at least two [[funnel.step]]"#);
+        insta::assert_snapshot!(problems(&text), @r#"line 63: funnel[0].step: funnel "signup" has 1 step(s); a funnel needs at least two [[funnel.step]]"#);
     }
 
     #[test]
     fn duplicate_step_names() {
-        insta::assert_snapshot!(problems(&example_with(r#"name = "Started signup""#, r#"name = "Viewed pricing""#)), @r#"line 77: funnel[0].step[2].name: step "Viewed pricing" appears twice in funnel "signup""#);
+        insta::assert_snapshot!(problems(&example_with(r#"name = "Started signup""#, r#"name = "Viewed pricing""#)), @r#"line 81: funnel[0].step[2].name: step "Viewed pricing" appears twice in funnel "signup""#);
     }
 
     #[test]
     fn bad_property_name() {
-        insta::assert_snapshot!(problems(&example_with(r#"filters = { "$pathname" = "/" }"#, r#"filters = { "$path name) OR 1=1 --" = "/" }"#)), @r#"line 67: funnel[0].step[0].filters: property name "$path name) OR 1=1 --" is not allowed: use letters, digits, _ and a leading $ only"#);
+        insta::assert_snapshot!(problems(&example_with(r#"filters = { "$pathname" = "/" }"#, r#"filters = { "$path name) OR 1=1 --" = "/" }"#)), @r#"line 71: funnel[0].step[0].filters: property name "$path name) OR 1=1 --" is not allowed: use letters, digits, _ and a leading $ only"#);
     }
 
     #[test]
@@ -1269,9 +1456,9 @@ name = "signup"
             .replacen("false_revert_rate = 0.05", "false_revert_rate = 1.5", 1)
             .replacen("min_visitors = 200", "min_visitors = -5", 1);
         insta::assert_snapshot!(problems(&text), @"
-        line 50: thresholds.min_visitors: must be at least 1 (got -5)
-        line 54: thresholds.max_relative_drop: must be a fraction above 0 and below 1 (got -0.1)
-        line 55: thresholds.false_revert_rate: must be a fraction above 0 and below 1 (got 1.5)
+        line 54: thresholds.min_visitors: must be at least 1 (got -5)
+        line 58: thresholds.max_relative_drop: must be a fraction above 0 and below 1 (got -0.1)
+        line 59: thresholds.false_revert_rate: must be a fraction above 0 and below 1 (got 1.5)
         ");
     }
 
@@ -1288,8 +1475,8 @@ name = "signup"
         insta::assert_snapshot!(problems(&text), @r#"
         line 12: schedule.monitor: "often" is not a cron expression with seconds (The 'Seconds' field does not support using names. 'often' specified); e.g. "0 */15 * * * *"
         line 22: github.repo: "website" must be "owner/name"
-        line 49: thresholds.lookback: "28 fortnights" is not a duration (unknown time unit "fortnights", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)); write e.g. "30s", "15m", "72h", "14d"
-        line 76: funnel[0].step[2].files: ".github/workflows/ci.yml" is outside github.allowed_paths
+        line 53: thresholds.lookback: "28 fortnights" is not a duration (unknown time unit "fortnights", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)); write e.g. "30s", "15m", "72h", "14d"
+        line 80: funnel[0].step[2].files: ".github/workflows/ci.yml" is outside github.allowed_paths
         "#);
     }
 
@@ -1320,6 +1507,120 @@ name = "signup"
         );
         let out = problems(&text);
         assert!(out.contains("github.token_env"), "{out}");
+    }
+
+    const APP_KEY: &str = include_str!("../tests/fixtures/github_app_key.pem");
+
+    /// The example on GitHub App auth: `lines` in place of token_env.
+    fn example_with_app(lines: &str) -> String {
+        example_with(r#"token_env = "GITHUB_TOKEN""#, lines)
+    }
+
+    #[test]
+    fn github_app_auth_replaces_the_token() {
+        let c = parse(&example_with_app(
+            "app_id = 1042\napp_private_key_env = \"GITHUB_APP_PRIVATE_KEY\"",
+        ))
+        .expect("app auth parses");
+        assert_eq!(
+            c.github.auth,
+            GithubAuth::App {
+                app_id: 1042,
+                key: AppKeySource::Env("GITHUB_APP_PRIVATE_KEY".into()),
+                installation_id: None,
+            }
+        );
+        let c = parse(EXAMPLE).expect("example parses");
+        assert_eq!(
+            c.github.auth,
+            GithubAuth::Token {
+                env: "GITHUB_TOKEN".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_token_and_an_app_together_is_one_problem() {
+        let text = example_with(
+            "branch_prefix = ",
+            "app_id = 1042\napp_private_key_env = \"GITHUB_APP_PRIVATE_KEY\"\nbranch_prefix = ",
+        );
+        insta::assert_snapshot!(problems(&text), @"line 24: github.token_env: set either token_env (a token) or app_id with app_private_key_env or app_private_key_file (a GitHub App), not both");
+    }
+
+    #[test]
+    fn an_app_needs_its_id_and_exactly_one_key() {
+        let text = example_with_app(r#"app_private_key_env = "GITHUB_APP_PRIVATE_KEY""#);
+        insta::assert_snapshot!(problems(&text), @"line 24: github.app_id: is required for GitHub App auth: the App ID shown on the App's settings page");
+        let text = example_with_app("app_id = 1042\ninstallation_id = 7");
+        insta::assert_snapshot!(problems(&text), @"line 24: github.app_private_key_env: GitHub App auth needs the App's private key: set app_private_key_env (the .pem's contents in that variable) or app_private_key_file");
+        let text = example_with_app(
+            "app_id = 1042\napp_private_key_env = \"K\"\napp_private_key_file = \"k.pem\"",
+        );
+        insta::assert_snapshot!(problems(&text), @"line 26: github.app_private_key_file: set app_private_key_env or app_private_key_file, not both");
+        let text = example_with_app("app_id = 0\napp_private_key_env = \"-----BEGIN\"");
+        insta::assert_snapshot!(problems(&text), @r#"
+        line 24: github.app_id: must be at least 1 (got 0)
+        line 25: github.app_private_key_env: "-----BEGIN" must be the NAME of an environment variable (letters, digits, _), not a secret
+        "#);
+    }
+
+    #[test]
+    fn the_app_key_is_read_and_checked_without_being_quoted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("app.pem");
+        std::fs::write(&file, APP_KEY).expect("written");
+        let by_file = example_with_app(&format!(
+            "app_id = 1042\napp_private_key_file = {:?}",
+            file.display().to_string()
+        ));
+        let c = parse(&by_file).expect("parses");
+        let secrets = Secrets::from_lookup(&c, |_| Some("value".into())).expect("key read");
+        let GithubCredentials::App(app) = &secrets.github else {
+            panic!("App credentials expected");
+        };
+        assert_eq!((app.app_id, app.installation_id), (1042, None));
+        assert!(
+            !format!("{secrets:?}").contains("MII"),
+            "the key shows in Debug"
+        );
+
+        let lines = |text: &str, lookup: &dyn Fn(&str) -> Option<String>| {
+            let c = parse(text).expect("parses");
+            let err = Secrets::from_lookup(&c, lookup).expect_err("a problem");
+            err.iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let by_env = example_with_app("app_id = 1042\napp_private_key_env = \"APP_KEY\"");
+        let missing = |name: &str| (name != "APP_KEY").then(|| "value".to_string());
+        insta::assert_snapshot!(lines(&by_env, &missing), @"github.app_private_key_env: environment variable APP_KEY is not set");
+        let not_pem = |name: &str| {
+            Some(if name == "APP_KEY" {
+                "ghp_123".into()
+            } else {
+                "value".into()
+            })
+        };
+        insta::assert_snapshot!(lines(&by_env, &not_pem), @"github.app_private_key_env: the value of APP_KEY is not a PEM private key (no -----BEGIN line)");
+        let cut = APP_KEY[..400].to_string();
+        let cut_short = move |name: &str| {
+            Some(if name == "APP_KEY" {
+                cut.clone()
+            } else {
+                "value".into()
+            })
+        };
+        let text = lines(&by_env, &cut_short);
+        insta::assert_snapshot!(text, @"github.app_private_key_env: the value of APP_KEY is cut short: its -----END RSA PRIVATE KEY----- line is missing");
+        let gone = by_file.replace("app.pem", "gone.pem");
+        let text = lines(&gone, &|_| Some("value".into()));
+        assert!(
+            text.starts_with("github.app_private_key_file: cannot read ")
+                && text.contains("gone.pem: No such file"),
+            "{text}"
+        );
     }
 
     #[test]

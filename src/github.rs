@@ -7,8 +7,14 @@
 //! and DELETE are tried again on 5xx and on rate limits, waiting what GitHub
 //! asks; a POST that creates something is re-sent only when GitHub said it did
 //! not process it (429, or a rate-limit 403), never blindly on a 5xx.
+//!
+//! It authenticates with a token, or as a GitHub App: a JWT finds the App's
+//! installation on the repository and mints installation tokens, which are
+//! renewed on funnelfix's clock before they expire. A token GitHub refuses
+//! anyway (401: nothing was done) is replaced and the request sent once more.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
@@ -19,8 +25,10 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::clock::Clock;
 use crate::config::MergeMethod;
 use crate::experiment::ExperimentId;
+use crate::github_app::{self, AppCredentials};
 use crate::retry::{Attempt, GaveUp, RetryPolicy};
 
 /// `funnelfix/<funnel>/<step-slug>-<id>`: deterministic, so a restart finds what it made.
@@ -264,12 +272,60 @@ pub enum MergeOutcome {
 
 #[derive(Clone)]
 pub struct GitHub {
+    /// With a token, it sends it on every request; for an App it has none,
+    /// and each request is given the credential it needs.
     client: Octocrab,
     owner: String,
     name: String,
     base_branch: String,
-    token_env: String,
+    auth: Arc<Auth>,
     retry: RetryPolicy,
+}
+
+enum Auth {
+    /// A token from the environment variable `env`.
+    Token {
+        env: String,
+    },
+    App(AppSession),
+}
+
+/// A GitHub App acting through its installation on the repository.
+struct AppSession {
+    app: AppCredentials,
+    /// Tokens are renewed by this clock (the daemon's), and JWTs signed by it.
+    clock: Clock,
+    /// Held while a token is minted, so that concurrent requests wait for one.
+    state: tokio::sync::Mutex<InstallationState>,
+}
+
+#[derive(Default)]
+struct InstallationState {
+    installation_id: Option<u64>,
+    token: Option<InstallationToken>,
+    /// Counts the tokens minted, so a refused one is replaced only once.
+    generation: u64,
+}
+
+struct InstallationToken {
+    token: SecretString,
+    expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// What a request is sent with.
+#[derive(Clone, Copy)]
+enum Credential<'a> {
+    /// The adapter's client, or one carrying an installation token.
+    Client(&'a Octocrab),
+    /// A JWT of the App, signed afresh for every try.
+    AppJwt(&'a AppSession),
+}
+
+/// Who GitHub is refusing, for messages.
+#[derive(Debug, Clone, Copy)]
+enum Who<'a> {
+    Token { env: &'a str },
+    App { app_id: u64 },
 }
 
 /// One answer from GitHub, read whole.
@@ -311,20 +367,56 @@ impl GitHub {
         base_branch: &str,
         retry: RetryPolicy,
     ) -> anyhow::Result<GitHub> {
+        check_token(&token, token_env)?;
+        let auth = Auth::Token {
+            env: token_env.to_string(),
+        };
+        GitHub::build(api_url, Some(token), auth, repo, base_branch, retry)
+    }
+
+    /// An adapter acting as GitHub App `app` on `repo`: its installation
+    /// there is looked up (unless configured) and its tokens minted at the
+    /// first request, and renewed on `clock` before they expire.
+    pub fn with_app(
+        api_url: &str,
+        app: AppCredentials,
+        repo: &str,
+        base_branch: &str,
+        retry: RetryPolicy,
+        clock: Clock,
+    ) -> anyhow::Result<GitHub> {
+        let auth = Auth::App(AppSession {
+            app,
+            clock,
+            state: tokio::sync::Mutex::new(InstallationState::default()),
+        });
+        GitHub::build(api_url, None, auth, repo, base_branch, retry)
+    }
+
+    fn build(
+        api_url: &str,
+        token: Option<SecretString>,
+        auth: Auth,
+        repo: &str,
+        base_branch: &str,
+        retry: RetryPolicy,
+    ) -> anyhow::Result<GitHub> {
         let (owner, name) = match repo.split_once('/') {
             Some((o, n)) if !o.is_empty() && !n.is_empty() && !n.contains('/') => (o, n),
             _ => bail!("the GitHub repository must be written owner/name, got {repo:?}"),
         };
-        check_token(&token, token_env)?;
         // octocrab spawns its client's worker on the current runtime, and panics without one.
         if tokio::runtime::Handle::try_current().is_err() {
             bail!("the GitHub client must be created inside a Tokio runtime");
         }
-        let client = Octocrab::builder()
+        let mut builder = Octocrab::builder()
             .base_uri(api_url.trim_end_matches('/'))
-            .with_context(|| format!("the GitHub API URL {api_url:?} is not a valid URL"))?
+            .with_context(|| format!("the GitHub API URL {api_url:?} is not a valid URL"))?;
+        if let Some(token) = token {
             // octocrab keeps it secret too: never exposed here.
-            .personal_token(token)
+            builder = builder.personal_token(token);
+        }
+        let client = builder
             .set_connect_timeout(Some(retry.timeout))
             .set_read_timeout(Some(retry.timeout))
             .set_write_timeout(Some(retry.timeout))
@@ -335,9 +427,18 @@ impl GitHub {
             owner: owner.to_string(),
             name: name.to_string(),
             base_branch: base_branch.to_string(),
-            token_env: token_env.to_string(),
+            auth: Arc::new(auth),
             retry,
         })
+    }
+
+    fn who(&self) -> Who<'_> {
+        match &*self.auth {
+            Auth::Token { env } => Who::Token { env },
+            Auth::App(session) => Who::App {
+                app_id: session.app.app_id,
+            },
+        }
     }
 
     fn repo(&self) -> String {
@@ -892,13 +993,176 @@ impl GitHub {
         body: Option<&Value>,
         what: &str,
     ) -> anyhow::Result<Answer> {
+        let Auth::App(session) = &*self.auth else {
+            return self
+                .send_as(Credential::Client(&self.client), method, uri, body, what)
+                .await;
+        };
+        let (client, generation) = self.installation_client(session, None).await?;
+        let answer = self
+            .send_as(Credential::Client(&client), method, uri, body, what)
+            .await?;
+        if answer.status != 401 {
+            return Ok(answer);
+        }
+        // Refused before anything was done (expired early, revoked, or our
+        // clock behind GitHub's): safe to send again, even a POST.
+        tracing::info!("GitHub refused the installation token: getting a new one");
+        let (client, _) = self.installation_client(session, Some(generation)).await?;
+        let mut again = self
+            .send_as(Credential::Client(&client), method, uri, body, what)
+            .await?;
+        again.attempts += answer.attempts;
+        Ok(again)
+    }
+
+    /// A client carrying a valid installation token, minted if there is none,
+    /// if it is about to expire, or if GitHub refused generation `refused`.
+    async fn installation_client(
+        &self,
+        session: &AppSession,
+        refused: Option<u64>,
+    ) -> anyhow::Result<(Octocrab, u64)> {
+        let mut state = session.state.lock().await;
+        let now = session.clock.now();
+        let usable = state.token.as_ref().filter(|t| {
+            refused != Some(state.generation) && !github_app::needs_renewal(t.expires_at, now)
+        });
+        let token = match usable {
+            Some(t) => t.token.clone(),
+            None => {
+                let installation_id = match state.installation_id {
+                    Some(id) => id,
+                    None => {
+                        let id = match session.app.installation_id {
+                            Some(id) => id,
+                            None => self.find_installation(session).await?,
+                        };
+                        state.installation_id = Some(id);
+                        id
+                    }
+                };
+                let minted = self.mint_token(session, installation_id).await?;
+                let token = minted.token.clone();
+                state.token = Some(minted);
+                state.generation += 1;
+                token
+            }
+        };
+        let client = self
+            .client
+            .user_access_token(token)
+            .context("could not build the GitHub client")?;
+        Ok((client, state.generation))
+    }
+
+    /// `GET /repos/{owner}/{repo}/installation`, as the App.
+    async fn find_installation(&self, session: &AppSession) -> anyhow::Result<u64> {
+        let app_id = session.app.app_id;
+        let what = format!(
+            "finding GitHub App {app_id}'s installation on {}",
+            self.repo()
+        );
+        let uri = format!("/repos/{}/{}/installation", self.owner, self.name);
+        let answer = self
+            .send_as(Credential::AppJwt(session), Method::Get, &uri, None, &what)
+            .await?;
+        match answer.status {
+            200 => {
+                let found: InstallationJson = answer.json(&what)?;
+                tracing::info!(
+                    app_id,
+                    installation = found.id,
+                    acting_as = %format!("{}[bot]", found.app_slug.as_deref().unwrap_or("app")),
+                    "found the GitHub App's installation"
+                );
+                Ok(found.id)
+            }
+            401 => Err(jwt_refused(&answer, session, &what)),
+            404 => bail!(
+                "GitHub App {app_id} is not installed on {} (404 while {what}): install it on the repository from the App's page (Install App)",
+                self.repo()
+            ),
+            _ => Err(self.failure(&answer, &what)),
+        }
+    }
+
+    /// `POST /app/installations/{id}/access_tokens`, as the App.
+    async fn mint_token(
+        &self,
+        session: &AppSession,
+        installation_id: u64,
+    ) -> anyhow::Result<InstallationToken> {
+        let app_id = session.app.app_id;
+        let what =
+            format!("getting a token for installation {installation_id} of GitHub App {app_id}");
+        let uri = format!("/app/installations/{installation_id}/access_tokens");
+        let answer = self
+            .send_as(
+                Credential::AppJwt(session),
+                Method::Post,
+                &uri,
+                Some(&json!({})),
+                &what,
+            )
+            .await?;
+        match answer.status {
+            200..=299 => {
+                // The body holds the token: an error must not quote it.
+                let minted: TokenJson = serde_json::from_str(&answer.body).map_err(|_| {
+                    anyhow!("unexpected answer from GitHub while {what} ({}): no token and expiry in it", answer.status)
+                })?;
+                let expires_at = chrono::DateTime::parse_from_rfc3339(&minted.expires_at)
+                    .with_context(|| {
+                        format!(
+                            "GitHub gave an expiry that is not a time while {what}: {:?}",
+                            minted.expires_at
+                        )
+                    })?
+                    .with_timezone(&chrono::Utc);
+                Ok(InstallationToken {
+                    token: SecretString::from(minted.token),
+                    expires_at,
+                })
+            }
+            401 => Err(jwt_refused(&answer, session, &what)),
+            404 => bail!(
+                "installation {installation_id} of GitHub App {app_id} not found (404 while {what}): check github.installation_id, or leave it out to have it looked up"
+            ),
+            _ => Err(self.failure(&answer, &what)),
+        }
+    }
+
+    /// Sends with `credential` until it succeeds, fails for good, or the
+    /// tries run out; returns the last answer.
+    async fn send_as(
+        &self,
+        credential: Credential<'_>,
+        method: Method,
+        uri: &str,
+        body: Option<&Value>,
+        what: &str,
+    ) -> anyhow::Result<Answer> {
         let max = self.retry.max_attempts.max(1);
         let resend = method.resend();
         let outcome = self
             .retry
             .run("GitHub", |attempt| async move {
-                let sent =
-                    tokio::time::timeout(self.retry.timeout, self.send_once(method, uri, body));
+                let client = match credential {
+                    Credential::Client(client) => client.clone(),
+                    Credential::AppJwt(session) => {
+                        let app = &session.app;
+                        let jwt = github_app::jwt(app.app_id, &app.key, session.clock.now());
+                        match self.client.user_access_token(jwt) {
+                            Ok(client) => client,
+                            Err(e) => return Attempt::Fail(Unanswered::Unreachable(e)),
+                        }
+                    }
+                };
+                let sent = tokio::time::timeout(
+                    self.retry.timeout,
+                    Self::send_once(&client, method, uri, body),
+                );
                 match sent.await {
                     Ok(Ok(mut answer)) => {
                         answer.attempts = attempt;
@@ -951,18 +1215,18 @@ impl GitHub {
     }
 
     async fn send_once(
-        &self,
+        client: &Octocrab,
         method: Method,
         uri: &str,
         body: Option<&Value>,
     ) -> Result<Answer, octocrab::Error> {
         let uri = uri.to_string();
         let response = match method {
-            Method::Get => self.client._get(uri).await?,
-            Method::Post => self.client._post(uri, body).await?,
-            Method::Put => self.client._put(uri, body).await?,
-            Method::Patch => self.client._patch(uri, body).await?,
-            Method::Delete => self.client._delete(uri, body).await?,
+            Method::Get => client._get(uri).await?,
+            Method::Post => client._post(uri, body).await?,
+            Method::Put => client._put(uri, body).await?,
+            Method::Patch => client._patch(uri, body).await?,
+            Method::Delete => client._delete(uri, body).await?,
         };
         let header = |name: &str| {
             response
@@ -975,7 +1239,7 @@ impl GitHub {
         let retry_after = header("retry-after");
         let ratelimit_remaining = header("x-ratelimit-remaining");
         let ratelimit_reset = header("x-ratelimit-reset");
-        let body = self.client.body_to_string(response).await?;
+        let body = client.body_to_string(response).await?;
         Ok(Answer {
             status,
             retry_after,
@@ -1002,12 +1266,7 @@ impl GitHub {
 
     /// The one-line error for an answer we cannot use.
     fn failure(&self, answer: &Answer, what: &str) -> anyhow::Error {
-        anyhow!(describe_failure(
-            answer,
-            &self.repo(),
-            &self.token_env,
-            what
-        ))
+        anyhow!(describe_failure(answer, &self.repo(), self.who(), what))
     }
 }
 
@@ -1098,31 +1357,51 @@ fn retry_wait(answer: &Answer, resend: Resend, now: u64) -> Option<Option<Durati
     None
 }
 
-fn describe_failure(answer: &Answer, repo: &str, token_env: &str, what: &str) -> String {
+fn describe_failure(answer: &Answer, repo: &str, who: Who<'_>, what: &str) -> String {
     let message = answer.message();
     let status = answer.status;
     let tries = answer.attempts;
-    match status {
-        401 => format!(
-            "GitHub refused the token in ${token_env} (401): check it is valid (GitHub said {message:?} while {what})"
+    match (status, who) {
+        (401, Who::Token { env }) => format!(
+            "GitHub refused the token in ${env} (401): check it is valid (GitHub said {message:?} while {what})"
         ),
-        403 | 429 if answer.rate_limited() => format!(
+        (401, Who::App { app_id }) => format!(
+            "GitHub refused fresh installation tokens of GitHub App {app_id} (401 while {what}): is the App still installed and not suspended? (GitHub said {message:?})"
+        ),
+        (403 | 429, _) if answer.rate_limited() => format!(
             "GitHub rate limit still in force after {tries} tries while {what} ({status}): {message}"
         ),
-        403 => format!(
-            "GitHub denied {what} in {repo} (403): the token in ${token_env} needs write access to contents and pull requests ({message})"
+        (403, Who::Token { env }) => format!(
+            "GitHub denied {what} in {repo} (403): the token in ${env} needs write access to contents and pull requests ({message})"
         ),
-        404 => format!(
+        (403, Who::App { app_id }) => format!(
+            "GitHub denied {what} in {repo} (403): GitHub App {app_id} needs Contents and Pull requests read and write, Checks and Commit statuses read ({message})"
+        ),
+        (404, Who::Token { .. }) => format!(
             "repository {repo} not found or not visible to the token (404 while {what}: {message})"
         ),
-        500.. if tries > 1 => {
+        (404, Who::App { app_id }) => format!(
+            "repository {repo} not found or not visible to GitHub App {app_id}'s installation (404 while {what}: {message})"
+        ),
+        (500.., _) if tries > 1 => {
             format!("GitHub failed while {what} ({status}) after {tries} tries: {message}")
         }
-        500.. => format!(
+        (500.., _) => format!(
             "GitHub failed while {what} ({status}); not sent again since it may have been applied: {message}"
         ),
         _ => format!("GitHub refused {what} ({status}): {message}"),
     }
+}
+
+/// A 401 to the App's own JWT: the id or the key is wrong, or the clock is off.
+fn jwt_refused(answer: &Answer, session: &AppSession, what: &str) -> anyhow::Error {
+    let app = &session.app;
+    anyhow!(
+        "GitHub refused the JWT of GitHub App {} (401 while {what}): check github.app_id, that the key in {} is this App's, and this machine's clock (GitHub said {:?})",
+        app.app_id,
+        app.key_source,
+        answer.message()
+    )
 }
 
 // ---- Helpers ----
@@ -1199,6 +1478,19 @@ struct ContentEntry {
     sha: String,
     encoding: Option<String>,
     content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct InstallationJson {
+    id: u64,
+    app_slug: Option<String>,
+}
+
+/// Not octocrab's `InstallationToken`: its `Debug` would print the token.
+#[derive(Deserialize)]
+struct TokenJson {
+    token: String,
+    expires_at: String,
 }
 
 #[derive(Deserialize)]
@@ -1295,6 +1587,10 @@ impl PullJson {
 mod tests {
     use super::*;
 
+    const TOKEN: Who<'static> = Who::Token {
+        env: "GITHUB_TOKEN",
+    };
+
     fn answer(status: u16, body: &str) -> Answer {
         Answer {
             status,
@@ -1344,7 +1640,7 @@ mod tests {
             r#"{"message":"Resource not accessible by personal access token","documentation_url":"https://docs.github.com/rest"}"#,
         );
         assert_eq!(retry_wait(&a, Resend::Idempotent, 0), None);
-        let text = describe_failure(&a, "acme/web", "GITHUB_TOKEN", "opening a pull request");
+        let text = describe_failure(&a, "acme/web", TOKEN, "opening a pull request");
         assert!(
             text.contains("write access to contents and pull requests"),
             "{text}"
@@ -1358,16 +1654,16 @@ mod tests {
             422,
             r#"{"message":"Validation Failed","errors":[{"resource":"PullRequest","code":"custom","message":"A pull request already exists for acme:x."}]}"#,
         );
-        let text = describe_failure(&a, "acme/web", "GITHUB_TOKEN", "opening a pull request");
+        let text = describe_failure(&a, "acme/web", TOKEN, "opening a pull request");
         assert_eq!(
             text,
             "GitHub refused opening a pull request (422): Validation Failed: A pull request already exists for acme:x."
         );
         let a = answer(404, r#"{"message":"Not Found"}"#);
-        let text = describe_failure(&a, "acme/web", "GITHUB_TOKEN", "reading pull request #3");
+        let text = describe_failure(&a, "acme/web", TOKEN, "reading pull request #3");
         assert!(text.starts_with("repository acme/web not found or not visible to the token"));
         let a = answer(502, "<html>\n<body>Bad gateway</body>\n</html>");
-        assert!(!describe_failure(&a, "acme/web", "T", "x").contains('\n'));
+        assert!(!describe_failure(&a, "acme/web", TOKEN, "x").contains('\n'));
     }
 
     #[test]

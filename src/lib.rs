@@ -19,6 +19,7 @@
 //! - [`init`]: pure: a saved PostHog funnel read into a draft config, and
 //!   the page files behind its steps guessed from the repository's paths.
 //! - [`posthog`], [`github`], [`telegram`], [`llm`]: one adapter per service.
+//! - [`github_app`]: pure: the GitHub App's key, its JWT, when a token is renewed.
 //! - [`retry`]: the retry policy the adapters share.
 //! - [`sandbox`]: simulated PostHog, GitHub, Telegram and LLM servers on
 //!   loopback, used by `funnelfix demo` and the tests.
@@ -35,6 +36,7 @@ pub mod experiment;
 pub mod funnel;
 pub mod gate;
 pub mod github;
+pub mod github_app;
 pub mod init;
 pub mod lifecycle;
 pub mod llm;

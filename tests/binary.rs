@@ -315,6 +315,54 @@ async fn bad_config_and_missing_secrets_are_one_line_each() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn check_config_names_each_github_app_problem_in_one_line() {
+    const APP_KEY: &str = include_str!("fixtures/github_app_key.pem");
+    let env = Env::new(None).await;
+    let token_config = std::fs::read_to_string(&env.config).expect("config");
+    let app_config = world::app_config(&token_config);
+    // "ok", or the one problem check-config printed, without the file's name.
+    let check = |config: &str, key: Option<&str>| {
+        std::fs::write(&env.config, config).expect("config");
+        let mut command = env.command(&["check-config"]);
+        command.env_remove(world::APP_KEY_ENV);
+        if let Some(key) = key {
+            command.env(world::APP_KEY_ENV, key);
+        }
+        let out = command.output().expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!stderr.contains("MII"), "the key was quoted: {stderr}");
+        if out.status.success() {
+            return "ok".to_string();
+        }
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        let file = format!("{}: ", env.config.display());
+        stderr.trim().trim_start_matches(&file).to_string()
+    };
+    assert_eq!(check(&app_config, Some(APP_KEY)), "ok");
+    assert_eq!(
+        check(&app_config, None),
+        "github.app_private_key_env: environment variable FUNNELFIX_DEMO_GITHUB_APP_KEY is not set"
+    );
+    assert_eq!(
+        check(&app_config, Some(&APP_KEY[..APP_KEY.len() / 2])),
+        "github.app_private_key_env: the value of FUNNELFIX_DEMO_GITHUB_APP_KEY is cut short: its -----END RSA PRIVATE KEY----- line is missing"
+    );
+    let both = token_config.replacen(
+        "repo = ",
+        &format!(
+            "app_id = {}\napp_private_key_env = \"{}\"\nrepo = ",
+            world::APP_ID,
+            world::APP_KEY_ENV
+        ),
+        1,
+    );
+    assert_eq!(
+        check(&both, Some(APP_KEY)),
+        "line 22: github.token_env: set either token_env (a token) or app_id with app_private_key_env or app_private_key_file (a GitHub App), not both"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sigterm_during_start_up_is_a_graceful_stop() {
     let env = Env::new(None).await;
     // Registering the commands is throttled three times (1 s each): the

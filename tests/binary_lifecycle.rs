@@ -45,6 +45,11 @@ impl Sim {
 
     /// A world whose model gives these replies, in order.
     async fn scripted(replies: Vec<Reply>) -> Sim {
+        Sim::at_speed(replies, FACTOR).await
+    }
+
+    /// Like [`Sim::scripted`], with `factor` simulated seconds per real one.
+    async fn at_speed(replies: Vec<Reply>, factor: f64) -> Sim {
         let dir = tempfile::tempdir().expect("tempdir");
         let start: DateTime<Utc> = "2026-03-02T08:00:00Z".parse().expect("time");
         let mut world = World::start(
@@ -57,9 +62,9 @@ impl Sim {
         .expect("world");
         world.llm.script(replies);
         let epoch = Utc::now();
-        world.set_clock(Clock::scaled_since(start, epoch, FACTOR));
+        world.set_clock(Clock::scaled_since(start, epoch, factor));
         let clock_spec = format!(
-            "{},{},{FACTOR}",
+            "{},{},{factor}",
             start.to_rfc3339_opts(SecondsFormat::Millis, true),
             epoch.to_rfc3339_opts(SecondsFormat::Millis, true)
         );
@@ -75,7 +80,16 @@ impl Sim {
     }
 
     fn daemon(&self) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_funnelfix"))
+        self.command()
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the daemon starts")
+    }
+
+    /// `funnelfix run` on this world's config, clock and secrets.
+    fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_funnelfix"));
+        command
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .arg("-c")
             .arg(&self.config)
@@ -85,9 +99,8 @@ impl Sim {
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the daemon starts")
+            .stderr(Stdio::null());
+        command
     }
 
     /// Keeps the site's traffic up with simulated time until `done`, for at
@@ -158,18 +171,8 @@ fn stop(mut child: Child) -> String {
 
 /// A daemon that exits right after its `n`-th command.
 fn sim_daemon_crashing_after(sim: &Sim, n: u64) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_funnelfix"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .arg("-c")
-        .arg(&sim.config)
-        .arg("run")
-        .env("FUNNELFIX_SIMULATED_CLOCK", &sim.clock_spec)
+    sim.command()
         .env("FUNNELFIX_CRASH_AFTER_COMMANDS", n.to_string())
-        .envs(world::SECRET_ENV)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("the daemon starts")
 }
@@ -497,4 +500,80 @@ async fn a_revert_pr_closed_by_a_person_ends_it_and_a_later_proposal_opens() {
     let logs = stop(daemon);
     assert!(proposed_again, "the funnel is free again: {logs}");
     assert_eq!(sim.world.github.pulls().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_github_app_auth_tokens_expire_and_are_renewed_through_a_lifecycle() {
+    const APP_KEY: &str = include_str!("fixtures/github_app_key.pem");
+    // An hour every 600 ms, slower than the others: the App's JWT lives ten
+    // simulated minutes (100 ms), which a request on a busy machine needs.
+    let mut sim = Sim::at_speed(vec![Reply::Content(proposal(HELPFUL))], 6_000.0).await;
+    sim.world.use_github_app(APP_KEY).expect("the App");
+    let text = std::fs::read_to_string(&sim.config).expect("config");
+    // A day's watch: the lifecycle ends in seconds, on a token renewed each hour.
+    let text =
+        world::app_config(&text).replacen("observation = \"14d\"", "observation = \"1d\"", 1);
+    assert!(text.contains("app_id = ") && !text.contains("FUNNELFIX_DEMO_GITHUB_TOKEN"));
+    std::fs::write(&sim.config, text).expect("config");
+    let daemon = sim
+        .command()
+        .env_remove("FUNNELFIX_DEMO_GITHUB_TOKEN")
+        .env(world::APP_KEY_ENV, APP_KEY)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the daemon starts");
+    assert!(
+        sim.until(Duration::from_secs(30), asked).await,
+        "a proposal"
+    );
+    sim.tap("Approve", APPROVER);
+    // Told in the chat and on the PR: the comment is the verdict's last request.
+    let commented = |w: &World| {
+        w.github
+            .pulls()
+            .first()
+            .is_some_and(|p| p.comments.iter().any(|c| c.contains("kept")))
+    };
+    let kept = sim
+        .until(Duration::from_secs(90), |w| told_kept(w) && commented(w))
+        .await;
+    let logs = stop(daemon);
+    assert!(kept, "the verdict reached the chat and the PR: {logs}");
+
+    let github = &sim.world.github;
+    let pulls = github.pulls();
+    assert_eq!(pulls.len(), 1);
+    let bot = format!("{}[bot]", world::APP_SLUG);
+    assert_eq!(pulls[0].author, bot);
+    assert_eq!(github.commit_author(&pulls[0].head_sha), Some(bot.clone()));
+    let tokens = github.installation_tokens();
+    // The verdict came a day after the PR: its comment went out on a token
+    // minted long after the first one had expired.
+    assert!(tokens.len() >= 2, "tokens minted: {}", tokens.len());
+    eprintln!(
+        "{} installation tokens minted, {} requests refused on an expired one",
+        tokens.len(),
+        github.expired_token_refusals()
+    );
+    assert!(logs.contains(&bot), "the logs name who funnelfix acts as");
+
+    let db = &sim.world.config.state.path;
+    let mut places = vec![logs];
+    for file in [db.clone(), db.with_extension("db-wal")] {
+        if let Ok(bytes) = std::fs::read(&file) {
+            places.push(String::from_utf8_lossy(&bytes).into_owned());
+        }
+    }
+    places.extend(sim.world.telegram.messages().into_iter().map(|m| m.text));
+    places.extend(
+        pulls
+            .iter()
+            .map(|p| format!("{} {} {}", p.title, p.body, p.comments.join(" "))),
+    );
+    for secret in world::pem_secrets(APP_KEY).iter().chain(&tokens) {
+        for place in &places {
+            assert!(!place.contains(secret.as_str()), "a secret leaked");
+        }
+    }
 }

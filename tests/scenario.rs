@@ -415,10 +415,9 @@ async fn commands_pause_and_resume_proposals() {
     );
 }
 
-#[tokio::test]
-async fn no_secret_reaches_a_prompt_pr_message_log_or_the_database() {
-    let mut ctx = Ctx::new().await;
-    run_experiment(&mut ctx, HARMFUL).await;
+/// Everything a secret must never reach: the prompts, the PRs and their
+/// comments, the chat, and every row of the database.
+fn places_secrets_must_not_reach(ctx: &Ctx) -> Vec<String> {
     let mut haystacks: Vec<String> = Vec::new();
     haystacks.extend(
         ctx.world
@@ -432,7 +431,7 @@ async fn no_secret_reaches_a_prompt_pr_message_log_or_the_database() {
             .github
             .pulls()
             .into_iter()
-            .map(|p| format!("{} {}", p.title, p.body)),
+            .map(|p| format!("{} {} {}", p.title, p.body, p.comments.join(" "))),
     );
     haystacks.extend(ctx.messages());
     let conn = ctx.app.store.connection();
@@ -460,9 +459,40 @@ async fn no_secret_reaches_a_prompt_pr_message_log_or_the_database() {
             .map(|a| a.detail),
     );
     assert!(haystacks.len() > 10);
+    haystacks
+}
+
+#[tokio::test]
+async fn no_secret_reaches_a_prompt_pr_message_log_or_the_database() {
+    let mut ctx = Ctx::new().await;
+    run_experiment(&mut ctx, HARMFUL).await;
+    let haystacks = places_secrets_must_not_reach(&ctx);
     for secret in world::ALL_SECRETS {
         for h in &haystacks {
             assert!(!h.contains(secret), "secret found in {h}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn on_github_app_auth_neither_the_key_nor_a_token_reaches_anything() {
+    let mut ctx = Ctx::with_github_app().await;
+    let e = run_experiment(&mut ctx, HARMFUL).await;
+    assert_eq!(e.state, State::Reverted);
+    let pulls = ctx.world.github.pulls();
+    assert_eq!(pulls.len(), 2, "the change and its revert");
+    assert!(pulls.iter().all(|p| p.author == "funnelfix-acme[bot]"));
+    let tokens = ctx.world.github.installation_tokens();
+    assert!(
+        tokens.len() >= 2,
+        "renewed as the days passed: {}",
+        tokens.len()
+    );
+    assert_eq!(ctx.world.github.expired_token_refusals(), 0);
+    let haystacks = places_secrets_must_not_reach(&ctx);
+    for secret in world::pem_secrets(APP_KEY).iter().chain(&tokens) {
+        for h in &haystacks {
+            assert!(!h.contains(secret.as_str()), "secret found in {h}");
         }
     }
 }

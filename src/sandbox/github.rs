@@ -4,7 +4,10 @@
 //! error shapes follow GitHub's (they deserialize into octocrab's models);
 //! state lives in an `Arc<Mutex<..>>` that tests read and change through the
 //! handle: human pushes, merges and closes, unmergeable PRs, injected faults,
-//! and request counts.
+//! and request counts. A registered GitHub App authenticates as GitHub's do
+//! (see `github_app.rs`): its installation tokens work like a token, expire
+//! after an hour of the twin's clock, and what they make comes from
+//! `<slug>[bot]`.
 //!
 //! Simplifications: trees are flat (path → blob, mode 100644), so tree answers
 //! list every file like `?recursive=1` (which adds the directories as `tree`
@@ -24,6 +27,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::Server;
+use super::github_app::{self, IssuedToken, TwinApp};
 
 const DOCS: &str = "https://docs.github.com/rest";
 /// GitHub's answer to a tree entry with both, or neither, of `sha` and `content`.
@@ -44,7 +48,23 @@ pub struct TwinPull {
     pub labels: Vec<String>,
     pub comments: Vec<String>,
     pub merge_commit_sha: Option<String>,
+    /// The login that opened it: the token's user, or `<slug>[bot]`.
+    pub author: String,
 }
+
+/// Who a request comes from, once its credential is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Caller {
+    /// The token the twin was started with (a person's token).
+    Token,
+    /// An installation token of the registered App.
+    Installation,
+}
+
+/// The login of the person whose token the twin accepts, and the name on
+/// commits they make through the API.
+const TOKEN_LOGIN: &str = "funnelfix-bot";
+const TOKEN_COMMITTER: &str = "funnelfix twin";
 
 /// A running GitHub twin; stops when dropped.
 pub struct GitHubTwin {
@@ -59,6 +79,8 @@ struct Commit {
     tree: String,
     parents: Vec<String>,
     date: String,
+    /// Author and committer name.
+    author: String,
 }
 
 struct Pull {
@@ -102,6 +124,14 @@ struct Repo {
     /// CI on each commit, as GitHub reports it: check runs and commit statuses.
     check_runs: HashMap<String, Vec<CheckRun>>,
     statuses: HashMap<String, Vec<CommitStatus>>,
+    /// The GitHub App registered with the twin, if any.
+    app: Option<TwinApp>,
+    /// Every installation token handed out, oldest first.
+    tokens: Vec<IssuedToken>,
+    /// Requests refused because their installation token had expired.
+    expired_token_refusals: usize,
+    /// Who sent the request being served.
+    caller: Caller,
     /// Deployments, oldest first; their ids are their index + 1.
     deployments: Vec<Deployment>,
     /// CI run on every push to a branch, and the runs not finished yet.
@@ -217,6 +247,10 @@ impl GitHubTwin {
             running: Vec::new(),
             deployer: None,
             deploying: Vec::new(),
+            app: None,
+            tokens: Vec::new(),
+            expired_token_refusals: 0,
+            caller: Caller::Token,
         };
         let tree = files
             .iter()
@@ -408,6 +442,31 @@ impl GitHubTwin {
     pub fn branches(&self) -> Vec<String> {
         self.state().refs.keys().cloned().collect()
     }
+
+    /// Registers a GitHub App (installed on the repository when
+    /// `app.installation_id` is set), replacing any other.
+    pub fn register_app(&self, app: TwinApp) {
+        self.state().app = Some(app);
+    }
+
+    /// The installation tokens handed out, oldest first.
+    pub fn installation_tokens(&self) -> Vec<String> {
+        self.state()
+            .tokens
+            .iter()
+            .map(|t| t.token.clone())
+            .collect()
+    }
+
+    /// Requests refused with 401 because their installation token had expired.
+    pub fn expired_token_refusals(&self) -> usize {
+        self.state().expired_token_refusals
+    }
+
+    /// The author's name on commit `sha`.
+    pub fn commit_author(&self, sha: &str) -> Option<String> {
+        self.state().commits.get(sha).map(|c| c.author.clone())
+    }
 }
 
 fn lock(state: &Mutex<Repo>) -> MutexGuard<'_, Repo> {
@@ -416,18 +475,18 @@ fn lock(state: &Mutex<Repo>) -> MutexGuard<'_, Repo> {
 }
 
 impl Repo {
-    fn now(&self) -> String {
-        self.now_time()
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    fn time(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.as_ref().map_or_else(chrono::Utc::now, |c| c())
     }
 
-    fn now_time(&self) -> chrono::DateTime<chrono::Utc> {
-        self.clock.as_ref().map_or_else(chrono::Utc::now, |c| c())
+    fn now(&self) -> String {
+        self.time()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     }
 
     /// A push to a branch starts its CI run and its preview deployment.
     fn on_push(&mut self, branch: &str, sha: &str) {
-        let now = self.now_time();
+        let now = self.time();
         let after = |d: Duration| now + chrono::Duration::from_std(d).unwrap_or_default();
         if let Some(w) = self.workflow.clone() {
             let runs = self.check_runs.entry(sha.to_string()).or_default();
@@ -465,7 +524,7 @@ impl Repo {
 
     /// Finishes the CI runs and deployments whose time has come.
     fn catch_up(&mut self) {
-        let now = self.now_time();
+        let now = self.time();
         let (done, running) = std::mem::take(&mut self.running)
             .into_iter()
             .partition(|(_, due)| *due <= now);
@@ -514,10 +573,18 @@ impl Repo {
             }
         }
     }
+
+    /// The login that acts in the request being served.
+    fn caller_login(&self) -> String {
+        match (&self.caller, &self.app) {
+            (Caller::Installation, Some(app)) => app.bot_login(),
+            _ => TOKEN_LOGIN.to_string(),
+        }
+    }
 }
 
 /// 40 hex digits, like a git sha.
-fn hash(parts: &[&[u8]]) -> String {
+pub(super) fn hash(parts: &[&[u8]]) -> String {
     let mut hasher = Sha256::new();
     for part in parts {
         hasher.update((part.len() as u64).to_be_bytes());
@@ -556,11 +623,16 @@ impl Repo {
             parts.push(parent.as_bytes());
         }
         let sha = hash(&parts);
+        let author = match &self.caller {
+            Caller::Installation => self.caller_login(),
+            Caller::Token => TOKEN_COMMITTER.to_string(),
+        };
         let commit = Commit {
             message: message.to_string(),
             tree: tree.to_string(),
             parents,
             date: self.now(),
+            author,
         };
         self.commits.insert(sha.clone(), commit);
         sha
@@ -728,7 +800,11 @@ async fn handle(
     let query = Query::<HashMap<String, String>>::try_from_uri(&uri)
         .map(|q| q.0)
         .unwrap_or_default();
-    lock(&state).serve(&method, uri.path(), &query, &headers, &body)
+    let mut repo = lock(&state);
+    let answer = repo.serve(&method, uri.path(), &query, &headers, &body);
+    // What a person does between requests (pushes, merges) is theirs.
+    repo.caller = Caller::Token;
+    answer
 }
 
 impl Repo {
@@ -754,8 +830,12 @@ impl Repo {
             return fault(status);
         }
         self.catch_up();
-        if !self.authorized(headers) {
-            return error(401, "Bad credentials");
+        if let Some(answer) = self.serve_app(method, path, headers) {
+            return answer;
+        }
+        match self.authorize(headers) {
+            Some(caller) => self.caller = caller,
+            None => return error(401, "Bad credentials"),
         }
 
         let segments: Vec<String> = path
@@ -973,17 +1053,60 @@ impl Repo {
         Some(status)
     }
 
-    fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(value) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        else {
-            return false;
+    /// The person's token, or a live installation token; `None` earns GitHub's 401.
+    fn authorize(&mut self, headers: &HeaderMap) -> Option<Caller> {
+        let token = bearer(headers)?;
+        if token == self.token {
+            return Some(Caller::Token);
+        }
+        let now = self.time();
+        let issued = self.tokens.iter().find(|t| t.token == token)?;
+        if issued.expires_at > now {
+            Some(Caller::Installation)
+        } else {
+            self.expired_token_refusals += 1;
+            None
+        }
+    }
+
+    /// The two endpoints an App calls with its JWT: its installation on the
+    /// repository, and a token for that installation. `None` for any other path.
+    fn serve_app(&mut self, method: &Method, path: &str, headers: &HeaderMap) -> Option<Response> {
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        // The installation asked for: this repository's, or one by id.
+        let wanted = match (method.as_str(), segments.as_slice()) {
+            ("GET", ["repos", owner, name, "installation"]) => {
+                let here = owner.eq_ignore_ascii_case(&self.owner)
+                    && name.eq_ignore_ascii_case(&self.name);
+                here.then_some(None)
+            }
+            ("POST", ["app", "installations", id, "access_tokens"]) => {
+                id.parse::<u64>().ok().map(Some)
+            }
+            _ => return None,
         };
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("token "));
-        token == Some(self.token.as_str())
+        let Some(app) = self.app.clone() else {
+            return Some(error(401, github_app::UNDECODABLE));
+        };
+        let jwt = bearer(headers).unwrap_or_default();
+        if let Err(message) = github_app::verify_jwt(&jwt, &app, self.time()) {
+            return Some(error(401, message));
+        }
+        Some(match (wanted, app.installation_id) {
+            (Some(None), Some(id)) => reply(200, &self.installation_json(&app, id)),
+            (Some(Some(wanted)), Some(id)) if wanted == id => {
+                let issued = github_app::new_token(&app, self.tokens.len() as u64, self.time());
+                let body = json!({
+                    "token": issued.token,
+                    "expires_at": issued.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    "permissions": github_app::permissions(),
+                    "repository_selection": "selected",
+                });
+                self.tokens.push(issued);
+                reply(201, &body)
+            }
+            _ => not_found(),
+        })
     }
 
     // -- git refs --
@@ -1275,6 +1398,7 @@ impl Repo {
                 labels: Vec::new(),
                 comments: Vec::new(),
                 merge_commit_sha: None,
+                author: self.caller_login(),
             },
             mergeable: true,
             merged_head: None,
@@ -1427,6 +1551,21 @@ impl Repo {
         format!("{}/{}/{}/{route}", self.api_url, self.owner, self.name)
     }
 
+    /// `GET /repos/{owner}/{repo}/installation`: the App installed on the owner's account.
+    fn installation_json(&self, app: &TwinApp, id: u64) -> Value {
+        let api = &self.api_url;
+        json!({
+            "id": id, "account": self.user_json(&self.owner),
+            "access_tokens_url": format!("{api}/app/installations/{id}/access_tokens"),
+            "repositories_url": format!("{api}/installation/repositories"),
+            "html_url": format!("{api}/settings/installations/{id}"),
+            "app_id": app.id, "app_slug": app.slug, "target_id": 1, "target_type": "Organization",
+            "permissions": github_app::permissions(), "events": [],
+            "created_at": self.now(), "updated_at": self.now(),
+            "single_file_name": null, "repository_selection": "selected",
+        })
+    }
+
     fn user_json(&self, login: &str) -> Value {
         let api = &self.api_url;
         let user = format!("{api}/users/{login}");
@@ -1443,7 +1582,7 @@ impl Repo {
             "repos_url": format!("{user}/repos"),
             "events_url": format!("{user}/events{{/privacy}}"),
             "received_events_url": format!("{user}/received_events"),
-            "type": "User", "site_admin": false,
+            "type": if login.ends_with("[bot]") { "Bot" } else { "User" }, "site_admin": false,
         })
     }
 
@@ -1515,7 +1654,7 @@ impl Repo {
     fn commit_json(&self, sha: &str) -> Value {
         let commit = &self.commits[sha];
         let person =
-            json!({"name": "funnelfix twin", "email": "twin@example.invalid", "date": commit.date});
+            json!({"name": commit.author, "email": "twin@example.invalid", "date": commit.date});
         let parents: Vec<Value> = commit
             .parents
             .iter()
@@ -1594,7 +1733,7 @@ impl Repo {
             "html_url": self.html(&format!("pull/{number}#issuecomment-{id}")),
             "issue_url": self.api(&format!("issues/{number}")),
             "body": pull.public.comments[index],
-            "user": self.user_json("funnelfix-bot"),
+            "user": self.user_json(&pull.public.author),
             "created_at": pull.updated_at, "updated_at": pull.updated_at,
             "author_association": "CONTRIBUTOR",
         })
@@ -1647,7 +1786,7 @@ impl Repo {
             "comments_url": self.api(&format!("issues/{n}/comments")),
             "statuses_url": self.api(&format!("statuses/{}", p.head_sha)),
             "number": n, "state": if open { "open" } else { "closed" }, "locked": false,
-            "title": p.title, "user": self.user_json("funnelfix-bot"), "body": p.body,
+            "title": p.title, "user": self.user_json(&p.author), "body": p.body,
             "labels": self.labels_json(pull), "milestone": null, "active_lock_reason": null,
             "created_at": pull.created_at, "updated_at": pull.updated_at,
             "closed_at": pull.closed_at, "merged_at": pull.merged_at,
@@ -1733,6 +1872,15 @@ fn invalid(errors: Value) -> Response {
         422,
         &json!({"message": "Validation Failed", "errors": errors, "documentation_url": DOCS, "status": "422"}),
     )
+}
+
+/// The token of an `Authorization: Bearer …` (or `token …`) header.
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("token "))
+        .map(str::to_string)
 }
 
 fn no_content() -> Response {

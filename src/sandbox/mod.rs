@@ -5,6 +5,7 @@
 
 pub mod events;
 pub mod github;
+pub mod github_app;
 pub mod llm;
 pub mod posthog;
 pub mod site;

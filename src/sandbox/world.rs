@@ -12,9 +12,11 @@ use secrecy::SecretString;
 
 use crate::app::{App, Services};
 use crate::clock::Clock;
-use crate::config::{self, Config, Secrets};
+use crate::config::{self, AppKeySource, Config, GithubAuth, GithubCredentials, Secrets};
+use crate::github_app::{AppCredentials, AppKey};
 use crate::retry::RetryPolicy;
 use crate::sandbox::github::GitHubTwin;
+use crate::sandbox::github_app::TwinApp;
 use crate::sandbox::llm::LlmTwin;
 use crate::sandbox::posthog::PostHogTwin;
 use crate::sandbox::site::{Behaviour, Site};
@@ -41,6 +43,34 @@ pub const SECRET_ENV: [(&str, &str); 4] = [
     ("FUNNELFIX_DEMO_TELEGRAM_TOKEN", TELEGRAM_TOKEN),
     ("FUNNELFIX_DEMO_LLM_KEY", LLM_KEY),
 ];
+
+/// The GitHub App of [`World::use_github_app`]: its id, name, installation,
+/// and the variable that holds its key.
+pub const APP_ID: u64 = 1042;
+pub const APP_SLUG: &str = "funnelfix-acme";
+pub const INSTALLATION_ID: u64 = 77;
+pub const APP_KEY_ENV: &str = "FUNNELFIX_DEMO_GITHUB_APP_KEY";
+
+/// `config` (rendered from demo.toml) on GitHub App auth instead of the token.
+pub fn app_config(config: &str) -> String {
+    config.replacen(
+        "token_env = \"FUNNELFIX_DEMO_GITHUB_TOKEN\"",
+        &format!("app_id = {APP_ID}\napp_private_key_env = \"{APP_KEY_ENV}\""),
+        1,
+    )
+}
+
+/// What of a PEM key must never show anywhere: the whole of it, and each
+/// line of its base64 (a log cut short would still leak those).
+pub fn pem_secrets(pem: &str) -> Vec<String> {
+    let mut secrets = vec![pem.trim().to_string()];
+    secrets.extend(
+        pem.lines()
+            .filter(|l| !l.starts_with("-----") && !l.trim().is_empty())
+            .map(str::to_string),
+    );
+    secrets
+}
 
 /// The approver configured in demo.toml, and the chat.
 pub const APPROVER: u64 = 42;
@@ -123,7 +153,10 @@ impl World {
         })?;
         let secrets = Secrets {
             posthog_api_key: SecretString::from(POSTHOG_KEY),
-            github_token: SecretString::from(GITHUB_TOKEN),
+            github: GithubCredentials::Token {
+                token: SecretString::from(GITHUB_TOKEN),
+                env: "FUNNELFIX_DEMO_GITHUB_TOKEN".into(),
+            },
             telegram_token: SecretString::from(TELEGRAM_TOKEN),
             llm_api_key: SecretString::from(LLM_KEY),
         };
@@ -154,6 +187,32 @@ impl World {
         Ok(world)
     }
 
+    /// Has funnelfix act as a GitHub App ([`APP_ID`], key `pem`) installed on
+    /// the repository, instead of with a token: the twin registers the App's
+    /// public key, and the config and secrets switch to App auth. A config
+    /// file for a process gets it from [`app_config`] and [`APP_KEY_ENV`].
+    pub fn use_github_app(&mut self, pem: &str) -> Result<()> {
+        let key = AppKey::from_pem(pem).map_err(|e| anyhow::anyhow!("the App key {e}"))?;
+        self.github.register_app(TwinApp {
+            id: APP_ID,
+            slug: APP_SLUG.into(),
+            public_key_der: key.public_key_der(),
+            installation_id: Some(INSTALLATION_ID),
+        });
+        self.config.github.auth = GithubAuth::App {
+            app_id: APP_ID,
+            key: AppKeySource::Env(APP_KEY_ENV.into()),
+            installation_id: None,
+        };
+        self.secrets.github = GithubCredentials::App(AppCredentials {
+            app_id: APP_ID,
+            key,
+            installation_id: None,
+            key_source: format!("${APP_KEY_ENV}"),
+        });
+        Ok(())
+    }
+
     /// A config file's text for a funnelfix process run against these twins
     /// and this world's state database.
     pub fn config_text(&self, template: &str) -> String {
@@ -181,7 +240,8 @@ impl World {
 
     /// A fresh `App` on the world's state database (a restart makes a new one).
     pub fn app(&self) -> Result<App> {
-        let services = Services::connect(&self.config, &self.secrets, RetryPolicy::FAST)?;
+        let services =
+            Services::connect(&self.config, &self.secrets, RetryPolicy::FAST, &self.clock)?;
         let store = Store::open(&self.config.state.path)?;
         App::new(self.config.clone(), store, services, self.clock.clone())
     }

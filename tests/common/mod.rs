@@ -20,6 +20,9 @@ pub const HARMFUL: &str = "<p class=\"fine-print\">Prices exclude VAT and a setu
 pub const HELPFUL: &str = "<a class=\"cta\" href=\"/signup\">Start your free trial</a>";
 pub const NEUTRAL: &str = "<p>Questions? Write to hello@acme.test</p>";
 
+/// The test GitHub App's private key.
+pub const APP_KEY: &str = include_str!("../fixtures/github_app_key.pem");
+
 pub struct Ctx {
     pub world: World,
     pub app: App,
@@ -66,6 +69,16 @@ impl Ctx {
             app,
             _dir: dir,
         }
+    }
+
+    /// A world where funnelfix acts as a GitHub App, not with a token.
+    pub async fn with_github_app() -> Ctx {
+        let mut ctx = Ctx::new().await;
+        ctx.world
+            .use_github_app(APP_KEY)
+            .expect("the App is set up");
+        ctx.restart();
+        ctx
     }
 
     /// A new `App` on the same database: what a restart of the daemon does.
