@@ -474,8 +474,8 @@ impl App {
                 from,
                 chat_id,
                 command,
-                ..
-            } => self.handle_command(from, chat_id, &command).await,
+                args,
+            } => self.handle_command(from, chat_id, &command, &args).await,
         }
     }
 
@@ -533,7 +533,13 @@ impl App {
             .await
     }
 
-    async fn handle_command(&self, from: u64, chat_id: i64, command: &str) -> Result<()> {
+    async fn handle_command(
+        &self,
+        from: u64,
+        chat_id: i64,
+        command: &str,
+        args: &str,
+    ) -> Result<()> {
         if !self.is_approver(from, chat_id) {
             self.store.audit(
                 None,
@@ -553,6 +559,7 @@ impl App {
             .next()
             .unwrap_or("")
         {
+            "status" if !args.is_empty() => self.experiment_status(args).await?,
             "status" => {
                 let open = self.store.open_experiments()?;
                 let recent: Vec<Experiment> = self
@@ -619,6 +626,47 @@ impl App {
                 self.notify(text::RESUMED).await;
             }
             _ => self.notify(&text::escape(text::help())).await,
+        }
+        Ok(())
+    }
+
+    /// `/status N`: the experiment's line and, once it was merged, its
+    /// watch chart.
+    async fn experiment_status(&self, args: &str) -> Result<()> {
+        let Some(id) = text::parse_experiment_number(args) else {
+            self.notify(&text::escape(&text::status_usage(args))).await;
+            return Ok(());
+        };
+        let Some(e) = self.store.get(id)? else {
+            self.notify(&text::no_such_experiment(id)).await;
+            return Ok(());
+        };
+        let line = text::escape(&text::status_line(&e));
+        let chart = crate::watch_chart::for_experiment(&self.store, &self.config.thresholds, &e);
+        match chart {
+            Ok(Some(png)) => {
+                let caption = format!(
+                    "{}
+{line}",
+                    text::watch_chart_caption(&e)
+                );
+                if let Err(err) = self.services.telegram.send_photo(png, &caption).await {
+                    warn!(error = %format!("{err:#}"), "could not send the watch chart");
+                    self.notify(&line).await;
+                }
+            }
+            Ok(None) => {
+                self.notify(&format!(
+                    "{line}
+{}",
+                    text::NO_WATCH_CHART
+                ))
+                .await
+            }
+            Err(err) => {
+                warn!(error = %format!("{err:#}"), "could not draw the watch chart");
+                self.notify(&line).await;
+            }
         }
         Ok(())
     }

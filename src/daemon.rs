@@ -56,7 +56,10 @@ pub const RETRY_MAX: Duration = Duration::from_secs(3600);
 
 /// The commands shown in Telegram's menu.
 pub const COMMANDS: &[(&str, &str)] = &[
-    ("status", "open experiments and their state"),
+    (
+        "status",
+        "open experiments and their state; /status N: one, with its chart",
+    ),
     ("funnel", "the funnel table and chart"),
     ("pause", "no new proposals (watching goes on)"),
     ("resume", "proposals again"),

@@ -16,6 +16,7 @@
 //! - [`app`]: the propose pass, the monitor pass, the chat's commands.
 //! - [`daemon`]: the schedules, the heartbeat and the Telegram poller.
 //! - [`chart`]: the funnel chart sent to Telegram, drawn in-process.
+//! - [`watch_chart`]: the watch chart of an experiment, sent with each verdict.
 //! - [`posthog`], [`github`], [`telegram`], [`llm`]: one adapter per service.
 //! - [`retry`]: the retry policy the adapters share.
 //! - [`sandbox`]: simulated PostHog, GitHub, Telegram and LLM servers on
@@ -44,3 +45,4 @@ pub mod stats;
 pub mod store;
 pub mod telegram;
 pub mod text;
+pub mod watch_chart;

@@ -21,7 +21,7 @@ pub fn pct(x: f64) -> String {
     format!("{:.1}%", x * 100.0)
 }
 
-fn signed_pct(x: f64) -> String {
+pub fn signed_pct(x: f64) -> String {
     format!("{:+.1}%", x * 100.0)
 }
 
@@ -394,6 +394,11 @@ fn experiment_on_step(e: &Experiment) -> String {
     )
 }
 
+/// The caption of the watch chart sent with a verdict or for `/status N`.
+pub fn watch_chart_caption(e: &Experiment) -> String {
+    format!("{}: the watch, day by day", experiment_on_step(e))
+}
+
 pub fn kept_note(e: &Experiment, verdict: &str) -> String {
     format!("🏁 {} is over: {}.", experiment_on_step(e), escape(verdict))
 }
@@ -593,8 +598,26 @@ pub fn status_line(e: &Experiment) -> String {
     line
 }
 
+/// The experiment `/status N` or `status N` names: "3" or "#3".
+pub fn parse_experiment_number(arg: &str) -> Option<crate::experiment::ExperimentId> {
+    let n: i64 = arg.trim().trim_start_matches('#').parse().ok()?;
+    (n > 0).then_some(crate::experiment::ExperimentId(n))
+}
+
+pub fn status_usage(arg: &str) -> String {
+    format!("{arg:?} is not an experiment number; write e.g. 3 for experiment #3")
+}
+
+pub fn no_such_experiment(id: crate::experiment::ExperimentId) -> String {
+    format!("There is no experiment #{id}.")
+}
+
+/// `/status N` for an experiment that was never merged.
+pub const NO_WATCH_CHART: &str = "It was never merged, so it has no watch chart.";
+
 pub fn help() -> &'static str {
     "/status: open experiments and their state\n\
+     /status N: experiment #N with its watch chart\n\
      /funnel: the funnel table and chart\n\
      /pause: no new proposals (watching and reverting go on)\n\
      /resume: proposals again\n\
