@@ -12,6 +12,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::clock::Clock;
 use crate::config::{Config, FunnelConfig, Secrets};
+use crate::digest;
 use crate::experiment::{ExperimentId, State};
 use crate::funnel::FunnelReport;
 use crate::github::GitHub;
@@ -668,6 +669,59 @@ impl App {
                 self.notify(&line).await;
             }
         }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------
+    // The weekly digest.
+
+    /// Sends the digest of the seven days before `at` (the run's scheduled
+    /// time, so a retry tells of the same week). What comes next on each
+    /// funnel needs PostHog; if it cannot be asked, the digest says so in
+    /// its line and is sent anyway. Fails only if Telegram did not take it.
+    pub async fn digest_pass(&self, at: DateTime<Utc>) -> Result<()> {
+        let experiments = self.store.all()?;
+        let paused = self.paused()?;
+        let mut next = Vec::new();
+        for funnel in &self.config.funnels {
+            let open = experiments
+                .iter()
+                .find(|e| e.funnel == funnel.name && !e.state.is_final());
+            let what = match open {
+                Some(e) => digest::Next::Busy {
+                    id: e.id,
+                    state: e.state,
+                },
+                None if paused => digest::Next::Paused,
+                None => match self.report(funnel).await {
+                    Ok(report) => match (&report.choice, report.reason_none) {
+                        (Some(c), _) => digest::Next::Step {
+                            step: report.steps[c.step].name.clone(),
+                            next_step: report.steps[c.step].next_name.clone(),
+                            reason: c.reason.clone(),
+                        },
+                        (None, why) => digest::Next::Nothing(
+                            why.unwrap_or_else(|| "no step can be judged".into()),
+                        ),
+                    },
+                    Err(e) => {
+                        let error = format!("{e:#}");
+                        warn!(funnel = %funnel.name, %error, "the digest could not ask PostHog");
+                        digest::Next::Unknown(error.lines().next().unwrap_or("").to_string())
+                    }
+                },
+            };
+            next.push((funnel.name.clone(), what));
+        }
+        let from = at - chrono::Duration::days(7);
+        let next_run = self.config.schedule.propose.after(&at).next();
+        let d = digest::digest(&experiments, from, at, next, next_run);
+        self.services
+            .telegram
+            .send_html(&text::digest_message(&d), &[])
+            .await
+            .context("sending the weekly digest")?;
+        info!(week_to = %at, quiet = d.is_quiet(), "weekly digest sent");
         Ok(())
     }
 

@@ -82,6 +82,8 @@ pub struct ScheduleConfig {
     pub propose: cron::Schedule,
     /// When to expire approvals and watch merged changes.
     pub monitor: cron::Schedule,
+    /// When to send the weekly digest to Telegram.
+    pub digest: cron::Schedule,
 }
 
 #[derive(Debug, Clone)]
@@ -306,6 +308,9 @@ struct RawSchedule {
     /// Default `"0 */15 * * * *"`: every 15 minutes.
     #[serde(default = "default_monitor")]
     monitor: Spanned<String>,
+    /// Default `"0 0 8 * * Mon"`: Mondays at 08:00 UTC.
+    #[serde(default = "default_digest")]
+    digest: Spanned<String>,
 }
 
 impl Default for RawSchedule {
@@ -313,6 +318,7 @@ impl Default for RawSchedule {
         RawSchedule {
             propose: default_propose(),
             monitor: default_monitor(),
+            digest: default_digest(),
         }
     }
 }
@@ -325,6 +331,9 @@ fn default_propose() -> Spanned<String> {
 }
 fn default_monitor() -> Spanned<String> {
     unspanned("0 */15 * * * *".into())
+}
+fn default_digest() -> Spanned<String> {
+    unspanned("0 0 8 * * Mon".into())
 }
 
 #[derive(Debug, Deserialize)]
@@ -792,6 +801,7 @@ impl<'a> Checker<'a> {
         let schedule = ScheduleConfig {
             propose: self.cron(&raw.schedule.propose, "schedule.propose"),
             monitor: self.cron(&raw.schedule.monitor, "schedule.monitor"),
+            digest: self.cron(&raw.schedule.digest, "schedule.digest"),
         };
 
         let project_id = match raw.posthog.project_id.get_ref() {
@@ -1186,22 +1196,34 @@ name = "signup"
 
     #[test]
     fn allowed_origins_must_be_origins() {
-        insta::assert_snapshot!(problems(&example_with("allowed_origins = []", r#"allowed_origins = ["https://docs.acme.com", "docs.acme.com/x"]"#)), @r#"line 30: github.allowed_origins: "docs.acme.com/x" is not an origin like "https://cdn.example.com""#);
+        insta::assert_snapshot!(problems(&example_with("allowed_origins = []", r#"allowed_origins = ["https://docs.acme.com", "docs.acme.com/x"]"#)), @r#"line 31: github.allowed_origins: "docs.acme.com/x" is not an origin like "https://cdn.example.com""#);
     }
 
     #[test]
     fn unknown_key() {
-        insta::assert_snapshot!(problems(&example_with("min_visitors = 200", "min_visits = 200")), @"line 48: thresholds.min_visits: unknown field `min_visits`, expected one of `lookback`, `min_visitors`, `approval_timeout`, `observation`, `baseline`, `max_relative_drop`, `false_revert_rate`, `cooldown`, `revert`");
+        insta::assert_snapshot!(problems(&example_with("min_visitors = 200", "min_visits = 200")), @"line 49: thresholds.min_visits: unknown field `min_visits`, expected one of `lookback`, `min_visitors`, `approval_timeout`, `observation`, `baseline`, `max_relative_drop`, `false_revert_rate`, `cooldown`, `revert`");
     }
 
     #[test]
     fn bad_duration() {
-        insta::assert_snapshot!(problems(&example_with(r#"observation = "14d""#, r#"observation = "two weeks""#)), @r#"line 50: thresholds.observation: "two weeks" is not a duration (expected number at 0); write e.g. "30s", "15m", "72h", "14d""#);
+        insta::assert_snapshot!(problems(&example_with(r#"observation = "14d""#, r#"observation = "two weeks""#)), @r#"line 51: thresholds.observation: "two weeks" is not a duration (expected number at 0); write e.g. "30s", "15m", "72h", "14d""#);
     }
 
     #[test]
     fn bad_cron() {
         insta::assert_snapshot!(problems(&example_with(r#"propose = "0 0 9 * * Mon""#, r#"propose = "0 9 * * Mon""#)), @r#"line 11: schedule.propose: "0 9 * * Mon" is not a cron expression with seconds ('Mon' is not a valid month name); e.g. "0 */15 * * * *""#);
+        insta::assert_snapshot!(problems(&example_with(r#"digest = "0 0 8 * * Mon""#, r#"digest = "weekly""#)), @r#"line 13: schedule.digest: "weekly" is not a cron expression with seconds (The 'Seconds' field does not support using names. 'weekly' specified); e.g. "0 */15 * * * *""#);
+    }
+
+    #[test]
+    fn the_digest_is_weekly_unless_told_otherwise() {
+        use std::str::FromStr;
+        let without = EXAMPLE.replacen("digest = \"0 0 8 * * Mon\"", "", 1);
+        let c = parse(&without).expect("parses");
+        assert_eq!(
+            c.schedule.digest,
+            cron::Schedule::from_str("0 0 8 * * Mon").expect("cron")
+        );
     }
 
     #[test]
@@ -1220,17 +1242,17 @@ name = "signup"
                 .unwrap_or_default(),
             "  [[funnel.step]]\n  name = \"Home\"\n  event = \"$pageview\"\n"
         );
-        insta::assert_snapshot!(problems(&text), @r#"line 57: funnel[0].step: funnel "signup" has 1 step(s); a funnel needs at least two [[funnel.step]]"#);
+        insta::assert_snapshot!(problems(&text), @r#"line 58: funnel[0].step: funnel "signup" has 1 step(s); a funnel needs at least two [[funnel.step]]"#);
     }
 
     #[test]
     fn duplicate_step_names() {
-        insta::assert_snapshot!(problems(&example_with(r#"name = "Started signup""#, r#"name = "Viewed pricing""#)), @r#"line 75: funnel[0].step[2].name: step "Viewed pricing" appears twice in funnel "signup""#);
+        insta::assert_snapshot!(problems(&example_with(r#"name = "Started signup""#, r#"name = "Viewed pricing""#)), @r#"line 76: funnel[0].step[2].name: step "Viewed pricing" appears twice in funnel "signup""#);
     }
 
     #[test]
     fn bad_property_name() {
-        insta::assert_snapshot!(problems(&example_with(r#"filters = { "$pathname" = "/" }"#, r#"filters = { "$path name) OR 1=1 --" = "/" }"#)), @r#"line 65: funnel[0].step[0].filters: property name "$path name) OR 1=1 --" is not allowed: use letters, digits, _ and a leading $ only"#);
+        insta::assert_snapshot!(problems(&example_with(r#"filters = { "$pathname" = "/" }"#, r#"filters = { "$path name) OR 1=1 --" = "/" }"#)), @r#"line 66: funnel[0].step[0].filters: property name "$path name) OR 1=1 --" is not allowed: use letters, digits, _ and a leading $ only"#);
     }
 
     #[test]
@@ -1239,9 +1261,9 @@ name = "signup"
             .replacen("false_revert_rate = 0.05", "false_revert_rate = 1.5", 1)
             .replacen("min_visitors = 200", "min_visitors = -5", 1);
         insta::assert_snapshot!(problems(&text), @"
-        line 48: thresholds.min_visitors: must be at least 1 (got -5)
-        line 52: thresholds.max_relative_drop: must be a fraction above 0 and below 1 (got -0.1)
-        line 53: thresholds.false_revert_rate: must be a fraction above 0 and below 1 (got 1.5)
+        line 49: thresholds.min_visitors: must be at least 1 (got -5)
+        line 53: thresholds.max_relative_drop: must be a fraction above 0 and below 1 (got -0.1)
+        line 54: thresholds.false_revert_rate: must be a fraction above 0 and below 1 (got 1.5)
         ");
     }
 
@@ -1257,9 +1279,9 @@ name = "signup"
             );
         insta::assert_snapshot!(problems(&text), @r#"
         line 12: schedule.monitor: "often" is not a cron expression with seconds (The 'Seconds' field does not support using names. 'often' specified); e.g. "0 */15 * * * *"
-        line 22: github.repo: "website" must be "owner/name"
-        line 47: thresholds.lookback: "28 fortnights" is not a duration (unknown time unit "fortnights", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)); write e.g. "30s", "15m", "72h", "14d"
-        line 74: funnel[0].step[2].files: ".github/workflows/ci.yml" is outside github.allowed_paths
+        line 23: github.repo: "website" must be "owner/name"
+        line 48: thresholds.lookback: "28 fortnights" is not a duration (unknown time unit "fortnights", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)); write e.g. "30s", "15m", "72h", "14d"
+        line 75: funnel[0].step[2].files: ".github/workflows/ci.yml" is outside github.allowed_paths
         "#);
     }
 

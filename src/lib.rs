@@ -15,6 +15,7 @@
 //! - [`driver`]: runs the lifecycle's commands and feeds their results back.
 //! - [`app`]: the propose pass, the monitor pass, the chat's commands.
 //! - [`daemon`]: the schedules, the heartbeat and the Telegram poller.
+//! - [`digest`]: pure: the weekly digest's content, from the store's experiments.
 //! - [`chart`]: the funnel chart sent to Telegram, drawn in-process.
 //! - [`watch_chart`]: the watch chart of an experiment, sent with each verdict.
 //! - [`posthog`], [`github`], [`telegram`], [`llm`]: one adapter per service.
@@ -29,6 +30,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod digest;
 pub mod driver;
 pub mod experiment;
 pub mod funnel;

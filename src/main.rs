@@ -37,7 +37,7 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The daemon: both schedules and Telegram polling, until SIGTERM or SIGINT.
+    /// The daemon: its schedules and Telegram polling, until SIGTERM or SIGINT.
     Run,
     /// One propose pass and one monitor pass now, then exit.
     Once {

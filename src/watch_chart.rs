@@ -431,15 +431,10 @@ fn date_labels(
 mod tests {
     use super::*;
     use crate::chart::tests::{assert_matches_fixture, decode};
+    use crate::text::tests::thresholds;
 
     fn d(s: &str) -> NaiveDate {
         s.parse().expect("date")
-    }
-
-    fn thresholds() -> Thresholds {
-        crate::config::parse(include_str!("../config/funnelfix.example.toml"))
-            .expect("example config")
-            .thresholds
     }
 
     /// A 28-day baseline at about 25% with a weekend dip, then 14 days at
