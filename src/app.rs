@@ -12,6 +12,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::clock::Clock;
 use crate::config::{Config, FunnelConfig, GithubCredentials, Secrets};
+use crate::digest;
 use crate::experiment::{ExperimentId, State};
 use crate::funnel::FunnelReport;
 use crate::github::GitHub;
@@ -492,8 +493,8 @@ impl App {
                 from,
                 chat_id,
                 command,
-                ..
-            } => self.handle_command(from, chat_id, &command).await,
+                args,
+            } => self.handle_command(from, chat_id, &command, &args).await,
         }
     }
 
@@ -551,7 +552,13 @@ impl App {
             .await
     }
 
-    async fn handle_command(&self, from: u64, chat_id: i64, command: &str) -> Result<()> {
+    async fn handle_command(
+        &self,
+        from: u64,
+        chat_id: i64,
+        command: &str,
+        args: &str,
+    ) -> Result<()> {
         if !self.is_approver(from, chat_id) {
             self.store.audit(
                 None,
@@ -571,6 +578,7 @@ impl App {
             .next()
             .unwrap_or("")
         {
+            "status" if !args.is_empty() => self.experiment_status(args).await?,
             "status" => {
                 let open = self.store.open_experiments()?;
                 let recent: Vec<Experiment> = self
@@ -638,6 +646,100 @@ impl App {
             }
             _ => self.notify(&text::escape(text::help())).await,
         }
+        Ok(())
+    }
+
+    /// `/status N`: the experiment's line and, once it was merged, its
+    /// watch chart.
+    async fn experiment_status(&self, args: &str) -> Result<()> {
+        let Some(id) = text::parse_experiment_number(args) else {
+            self.notify(&text::escape(&text::status_usage(args))).await;
+            return Ok(());
+        };
+        let Some(e) = self.store.get(id)? else {
+            self.notify(&text::no_such_experiment(id)).await;
+            return Ok(());
+        };
+        let line = text::escape(&text::status_line(&e));
+        let chart = crate::watch_chart::for_experiment(&self.store, &self.config.thresholds, &e);
+        match chart {
+            Ok(Some(png)) => {
+                let caption = format!(
+                    "{}
+{line}",
+                    text::watch_chart_caption(&e)
+                );
+                if let Err(err) = self.services.telegram.send_photo(png, &caption).await {
+                    warn!(error = %format!("{err:#}"), "could not send the watch chart");
+                    self.notify(&line).await;
+                }
+            }
+            Ok(None) => {
+                self.notify(&format!(
+                    "{line}
+{}",
+                    text::NO_WATCH_CHART
+                ))
+                .await
+            }
+            Err(err) => {
+                warn!(error = %format!("{err:#}"), "could not draw the watch chart");
+                self.notify(&line).await;
+            }
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------
+    // The weekly digest.
+
+    /// Sends the digest of the seven days before `at` (the run's scheduled
+    /// time, so a retry tells of the same week). What comes next on each
+    /// funnel needs PostHog; if it cannot be asked, the digest says so in
+    /// its line and is sent anyway. Fails only if Telegram did not take it.
+    pub async fn digest_pass(&self, at: DateTime<Utc>) -> Result<()> {
+        let experiments = self.store.all()?;
+        let paused = self.paused()?;
+        let mut next = Vec::new();
+        for funnel in &self.config.funnels {
+            let open = experiments
+                .iter()
+                .find(|e| e.funnel == funnel.name && !e.state.is_final());
+            let what = match open {
+                Some(e) => digest::Next::Busy {
+                    id: e.id,
+                    state: e.state,
+                },
+                None if paused => digest::Next::Paused,
+                None => match self.report(funnel).await {
+                    Ok(report) => match (&report.choice, report.reason_none) {
+                        (Some(c), _) => digest::Next::Step {
+                            step: report.steps[c.step].name.clone(),
+                            next_step: report.steps[c.step].next_name.clone(),
+                            reason: c.reason.clone(),
+                        },
+                        (None, why) => digest::Next::Nothing(
+                            why.unwrap_or_else(|| "no step can be judged".into()),
+                        ),
+                    },
+                    Err(e) => {
+                        let error = format!("{e:#}");
+                        warn!(funnel = %funnel.name, %error, "the digest could not ask PostHog");
+                        digest::Next::Unknown(error.lines().next().unwrap_or("").to_string())
+                    }
+                },
+            };
+            next.push((funnel.name.clone(), what));
+        }
+        let from = at - chrono::Duration::days(7);
+        let next_run = self.config.schedule.propose.after(&at).next();
+        let d = digest::digest(&experiments, from, at, next, next_run);
+        self.services
+            .telegram
+            .send_html(&text::digest_message(&d), &[])
+            .await
+            .context("sending the weekly digest")?;
+        info!(week_to = %at, quiet = d.is_quiet(), "weekly digest sent");
         Ok(())
     }
 

@@ -17,17 +17,22 @@ const HEIGHT: u32 = 450;
 const FONT: &str = "funnelfix-sans";
 static FONT_BYTES: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
-const BAR: RGBColor = RGBColor(76, 120, 168);
-const CHOSEN: RGBColor = RGBColor(228, 87, 86);
-const INK: RGBColor = RGBColor(40, 40, 40);
-const MUTED: RGBColor = RGBColor(120, 120, 120);
+pub(crate) const BAR: RGBColor = RGBColor(76, 120, 168);
+pub(crate) const CHOSEN: RGBColor = RGBColor(228, 87, 86);
+pub(crate) const INK: RGBColor = RGBColor(40, 40, 40);
+pub(crate) const MUTED: RGBColor = RGBColor(120, 120, 120);
 
-fn register_font() -> Result<()> {
+/// Registers the embedded font, also as plotters' default family (axis
+/// labels), so no chart depends on the fonts of the machine.
+pub(crate) fn register_font() -> Result<()> {
     static ONCE: Once = Once::new();
     let mut result = Ok(());
     ONCE.call_once(|| {
-        result = plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES)
-            .map_err(|_| anyhow::anyhow!("the embedded chart font is unreadable"));
+        for name in [FONT, "sans-serif"] {
+            if plotters::style::register_font(name, FontStyle::Normal, FONT_BYTES).is_err() {
+                result = Err(anyhow::anyhow!("the embedded chart font is unreadable"));
+            }
+        }
     });
     result
 }
@@ -37,7 +42,7 @@ pub fn funnel_chart(report: &FunnelReport) -> Result<Vec<u8>> {
     register_font()?;
     let mut pixels = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
     draw(report, &mut pixels).context("drawing the funnel chart")?;
-    encode_png(&pixels)
+    encode_png(&pixels, WIDTH, HEIGHT)
 }
 
 fn draw(report: &FunnelReport, pixels: &mut [u8]) -> Result<()> {
@@ -133,11 +138,11 @@ fn draw(report: &FunnelReport, pixels: &mut [u8]) -> Result<()> {
     Ok(())
 }
 
-fn font(size: f64, colour: &'static RGBColor) -> TextStyle<'static> {
+pub(crate) fn font(size: f64, colour: &'static RGBColor) -> TextStyle<'static> {
     TextStyle::from((FONT, size).into_font()).color(colour)
 }
 
-fn shorten(s: &str, max: usize) -> String {
+pub(crate) fn shorten(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
     } else {
@@ -147,9 +152,9 @@ fn shorten(s: &str, max: usize) -> String {
     }
 }
 
-fn encode_png(rgb: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    let mut encoder = png::Encoder::new(&mut out, WIDTH, HEIGHT);
+    let mut encoder = png::Encoder::new(&mut out, width, height);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
     let mut writer = encoder.write_header().context("encoding the chart")?;
@@ -159,7 +164,7 @@ fn encode_png(rgb: &[u8]) -> Result<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::funnel::{Choice, FunnelCounts, StepRate};
 
@@ -199,7 +204,7 @@ mod tests {
         }
     }
 
-    fn decode(png_bytes: &[u8]) -> (png::OutputInfo, Vec<u8>) {
+    pub(crate) fn decode(png_bytes: &[u8]) -> (png::OutputInfo, Vec<u8>) {
         let mut reader = png::Decoder::new(png_bytes).read_info().expect("a PNG");
         let mut buf = vec![0; reader.output_buffer_size()];
         let info = reader.next_frame(&mut buf).expect("a frame");
@@ -207,25 +212,28 @@ mod tests {
         (info, buf)
     }
 
-    #[test]
-    fn the_chart_matches_its_fixture() {
-        let png_bytes = funnel_chart(&sample()).expect("a chart");
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/funnel_chart.png"
-        );
+    /// Compares a chart pixel by pixel with tests/fixtures/`name`
+    /// (UPDATE_FIXTURES=1 writes it, to be looked at before committing).
+    pub(crate) fn assert_matches_fixture(png_bytes: &[u8], name: &str, size: (u32, u32)) {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
         if std::env::var("UPDATE_FIXTURES").is_ok() {
-            std::fs::write(path, &png_bytes).expect("fixture written");
+            std::fs::write(&path, png_bytes).expect("fixture written");
         }
-        let fixture = std::fs::read(path)
-            .expect("tests/fixtures/funnel_chart.png (UPDATE_FIXTURES=1 to write it)");
-        let (info, pixels) = decode(&png_bytes);
-        assert_eq!((info.width, info.height), (WIDTH, HEIGHT));
+        let fixture = std::fs::read(&path)
+            .unwrap_or_else(|_| panic!("tests/fixtures/{name} (UPDATE_FIXTURES=1 to write it)"));
+        let (info, pixels) = decode(png_bytes);
+        assert_eq!((info.width, info.height), size);
         let (_, expected) = decode(&fixture);
         assert!(
             pixels == expected,
-            "the chart differs from the fixture; UPDATE_FIXTURES=1 after checking it"
+            "the chart differs from tests/fixtures/{name}; UPDATE_FIXTURES=1 after checking it"
         );
+    }
+
+    #[test]
+    fn the_chart_matches_its_fixture() {
+        let png_bytes = funnel_chart(&sample()).expect("a chart");
+        assert_matches_fixture(&png_bytes, "funnel_chart.png", (WIDTH, HEIGHT));
     }
 
     #[test]

@@ -1,16 +1,13 @@
 //! What each CLI command does once the config is loaded. Kept out of
 //! `main.rs` so the end-to-end tests can call the same code.
 
-use std::process::ExitCode;
-
-use anyhow::{Context, Result};
-use chrono::Utc;
-use secrecy::SecretString;
-
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
-use anyhow::{anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
+use chrono::Utc;
+use secrecy::SecretString;
 
 use crate::app::{App, ProposeOutcome, Services};
 use crate::clock::Clock;
@@ -21,8 +18,10 @@ use crate::init::{self, DraftSettings, Page, SavedInsight};
 use crate::posthog::PostHog;
 use crate::report::funnel_report;
 use crate::retry::RetryPolicy;
+use crate::stats::Assessment;
 use crate::store::Store;
 use crate::text;
+use crate::watch_chart;
 
 fn secrets(config: &Config) -> Result<Secrets> {
     Secrets::from_env(config).map_err(|problems| {
@@ -98,6 +97,38 @@ pub fn status(config: &Config) -> Result<ExitCode> {
     if store.setting("paused")?.as_deref() == Some("1") {
         println!("proposals are paused");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `funnelfix status N [--chart FILE]`: one experiment, and its watch chart
+/// written to `chart`.
+pub fn experiment_status(config: &Config, number: &str, chart: Option<&Path>) -> Result<ExitCode> {
+    let id = text::parse_experiment_number(number).with_context(|| text::status_usage(number))?;
+    anyhow::ensure!(
+        config.state.path.exists(),
+        "no experiments yet ({} does not exist)",
+        config.state.path.display()
+    );
+    let store = Store::open(&config.state.path)?;
+    let e = store
+        .get(id)?
+        .with_context(|| text::no_such_experiment(id))?;
+    println!("{}", text::status_line(&e));
+    if let Some(a) = e
+        .assessment
+        .as_deref()
+        .and_then(|a| serde_json::from_str::<Assessment>(a).ok())
+    {
+        println!("  last look: {}", text::watch_line(&a));
+    }
+    let Some(path) = chart else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let png = watch_chart::for_experiment(&store, &config.thresholds, &e)?
+        .with_context(|| format!("experiment #{id}: {}", text::NO_WATCH_CHART))?;
+    std::fs::write(path, png)
+        .with_context(|| format!("cannot write the watch chart to {}", path.display()))?;
+    println!("watch chart written to {}", path.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -84,6 +84,8 @@ pub struct ScheduleConfig {
     pub propose: cron::Schedule,
     /// When to expire approvals and watch merged changes.
     pub monitor: cron::Schedule,
+    /// When to send the weekly digest to Telegram.
+    pub digest: cron::Schedule,
 }
 
 #[derive(Debug, Clone)]
@@ -434,6 +436,9 @@ struct RawSchedule {
     /// Default `"0 */15 * * * *"`: every 15 minutes.
     #[serde(default = "default_monitor")]
     monitor: Spanned<String>,
+    /// Default `"0 0 8 * * Mon"`: Mondays at 08:00 UTC.
+    #[serde(default = "default_digest")]
+    digest: Spanned<String>,
 }
 
 impl Default for RawSchedule {
@@ -441,6 +446,7 @@ impl Default for RawSchedule {
         RawSchedule {
             propose: default_propose(),
             monitor: default_monitor(),
+            digest: default_digest(),
         }
     }
 }
@@ -453,6 +459,9 @@ fn default_propose() -> Spanned<String> {
 }
 fn default_monitor() -> Spanned<String> {
     unspanned("0 */15 * * * *".into())
+}
+fn default_digest() -> Spanned<String> {
+    unspanned("0 0 8 * * Mon".into())
 }
 
 #[derive(Debug, Deserialize)]
@@ -940,6 +949,7 @@ impl<'a> Checker<'a> {
         let schedule = ScheduleConfig {
             propose: self.cron(&raw.schedule.propose, "schedule.propose"),
             monitor: self.cron(&raw.schedule.monitor, "schedule.monitor"),
+            digest: self.cron(&raw.schedule.digest, "schedule.digest"),
         };
 
         let project_id = match raw.posthog.project_id.get_ref() {
@@ -1403,22 +1413,34 @@ name = "signup"
 
     #[test]
     fn allowed_origins_must_be_origins() {
-        insta::assert_snapshot!(problems(&example_with("allowed_origins = []", r#"allowed_origins = ["https://docs.acme.com", "docs.acme.com/x"]"#)), @r#"line 34: github.allowed_origins: "docs.acme.com/x" is not an origin like "https://cdn.example.com""#);
+        insta::assert_snapshot!(problems(&example_with("allowed_origins = []", r#"allowed_origins = ["https://docs.acme.com", "docs.acme.com/x"]"#)), @r#"line 35: github.allowed_origins: "docs.acme.com/x" is not an origin like "https://cdn.example.com""#);
     }
 
     #[test]
     fn unknown_key() {
-        insta::assert_snapshot!(problems(&example_with("min_visitors = 200", "min_visits = 200")), @"line 54: thresholds.min_visits: unknown field `min_visits`, expected one of `lookback`, `min_visitors`, `approval_timeout`, `observation`, `baseline`, `max_relative_drop`, `false_revert_rate`, `cooldown`, `revert`");
+        insta::assert_snapshot!(problems(&example_with("min_visitors = 200", "min_visits = 200")), @"line 55: thresholds.min_visits: unknown field `min_visits`, expected one of `lookback`, `min_visitors`, `approval_timeout`, `observation`, `baseline`, `max_relative_drop`, `false_revert_rate`, `cooldown`, `revert`");
     }
 
     #[test]
     fn bad_duration() {
-        insta::assert_snapshot!(problems(&example_with(r#"observation = "14d""#, r#"observation = "two weeks""#)), @r#"line 56: thresholds.observation: "two weeks" is not a duration (expected number at 0); write e.g. "30s", "15m", "72h", "14d""#);
+        insta::assert_snapshot!(problems(&example_with(r#"observation = "14d""#, r#"observation = "two weeks""#)), @r#"line 57: thresholds.observation: "two weeks" is not a duration (expected number at 0); write e.g. "30s", "15m", "72h", "14d""#);
     }
 
     #[test]
     fn bad_cron() {
         insta::assert_snapshot!(problems(&example_with(r#"propose = "0 0 9 * * Mon""#, r#"propose = "0 9 * * Mon""#)), @r#"line 11: schedule.propose: "0 9 * * Mon" is not a cron expression with seconds ('Mon' is not a valid month name); e.g. "0 */15 * * * *""#);
+        insta::assert_snapshot!(problems(&example_with(r#"digest = "0 0 8 * * Mon""#, r#"digest = "weekly""#)), @r#"line 13: schedule.digest: "weekly" is not a cron expression with seconds (The 'Seconds' field does not support using names. 'weekly' specified); e.g. "0 */15 * * * *""#);
+    }
+
+    #[test]
+    fn the_digest_is_weekly_unless_told_otherwise() {
+        use std::str::FromStr;
+        let without = EXAMPLE.replacen("digest = \"0 0 8 * * Mon\"", "", 1);
+        let c = parse(&without).expect("parses");
+        assert_eq!(
+            c.schedule.digest,
+            cron::Schedule::from_str("0 0 8 * * Mon").expect("cron")
+        );
     }
 
     #[test]
@@ -1437,17 +1459,17 @@ name = "signup"
                 .unwrap_or_default(),
             "  [[funnel.step]]\n  name = \"Home\"\n  event = \"$pageview\"\n"
         );
-        insta::assert_snapshot!(problems(&text), @r#"line 63: funnel[0].step: funnel "signup" has 1 step(s); a funnel needs at least two [[funnel.step]]"#);
+        insta::assert_snapshot!(problems(&text), @r#"line 64: funnel[0].step: funnel "signup" has 1 step(s); a funnel needs at least two [[funnel.step]]"#);
     }
 
     #[test]
     fn duplicate_step_names() {
-        insta::assert_snapshot!(problems(&example_with(r#"name = "Started signup""#, r#"name = "Viewed pricing""#)), @r#"line 81: funnel[0].step[2].name: step "Viewed pricing" appears twice in funnel "signup""#);
+        insta::assert_snapshot!(problems(&example_with(r#"name = "Started signup""#, r#"name = "Viewed pricing""#)), @r#"line 82: funnel[0].step[2].name: step "Viewed pricing" appears twice in funnel "signup""#);
     }
 
     #[test]
     fn bad_property_name() {
-        insta::assert_snapshot!(problems(&example_with(r#"filters = { "$pathname" = "/" }"#, r#"filters = { "$path name) OR 1=1 --" = "/" }"#)), @r#"line 71: funnel[0].step[0].filters: property name "$path name) OR 1=1 --" is not allowed: use letters, digits, _ and a leading $ only"#);
+        insta::assert_snapshot!(problems(&example_with(r#"filters = { "$pathname" = "/" }"#, r#"filters = { "$path name) OR 1=1 --" = "/" }"#)), @r#"line 72: funnel[0].step[0].filters: property name "$path name) OR 1=1 --" is not allowed: use letters, digits, _ and a leading $ only"#);
     }
 
     #[test]
@@ -1456,9 +1478,9 @@ name = "signup"
             .replacen("false_revert_rate = 0.05", "false_revert_rate = 1.5", 1)
             .replacen("min_visitors = 200", "min_visitors = -5", 1);
         insta::assert_snapshot!(problems(&text), @"
-        line 54: thresholds.min_visitors: must be at least 1 (got -5)
-        line 58: thresholds.max_relative_drop: must be a fraction above 0 and below 1 (got -0.1)
-        line 59: thresholds.false_revert_rate: must be a fraction above 0 and below 1 (got 1.5)
+        line 55: thresholds.min_visitors: must be at least 1 (got -5)
+        line 59: thresholds.max_relative_drop: must be a fraction above 0 and below 1 (got -0.1)
+        line 60: thresholds.false_revert_rate: must be a fraction above 0 and below 1 (got 1.5)
         ");
     }
 
@@ -1474,9 +1496,9 @@ name = "signup"
             );
         insta::assert_snapshot!(problems(&text), @r#"
         line 12: schedule.monitor: "often" is not a cron expression with seconds (The 'Seconds' field does not support using names. 'often' specified); e.g. "0 */15 * * * *"
-        line 22: github.repo: "website" must be "owner/name"
-        line 53: thresholds.lookback: "28 fortnights" is not a duration (unknown time unit "fortnights", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)); write e.g. "30s", "15m", "72h", "14d"
-        line 80: funnel[0].step[2].files: ".github/workflows/ci.yml" is outside github.allowed_paths
+        line 23: github.repo: "website" must be "owner/name"
+        line 54: thresholds.lookback: "28 fortnights" is not a duration (unknown time unit "fortnights", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)); write e.g. "30s", "15m", "72h", "14d"
+        line 81: funnel[0].step[2].files: ".github/workflows/ci.yml" is outside github.allowed_paths
         "#);
     }
 
@@ -1545,23 +1567,23 @@ name = "signup"
             "branch_prefix = ",
             "app_id = 1042\napp_private_key_env = \"GITHUB_APP_PRIVATE_KEY\"\nbranch_prefix = ",
         );
-        insta::assert_snapshot!(problems(&text), @"line 24: github.token_env: set either token_env (a token) or app_id with app_private_key_env or app_private_key_file (a GitHub App), not both");
+        insta::assert_snapshot!(problems(&text), @"line 25: github.token_env: set either token_env (a token) or app_id with app_private_key_env or app_private_key_file (a GitHub App), not both");
     }
 
     #[test]
     fn an_app_needs_its_id_and_exactly_one_key() {
         let text = example_with_app(r#"app_private_key_env = "GITHUB_APP_PRIVATE_KEY""#);
-        insta::assert_snapshot!(problems(&text), @"line 24: github.app_id: is required for GitHub App auth: the App ID shown on the App's settings page");
+        insta::assert_snapshot!(problems(&text), @"line 25: github.app_id: is required for GitHub App auth: the App ID shown on the App's settings page");
         let text = example_with_app("app_id = 1042\ninstallation_id = 7");
-        insta::assert_snapshot!(problems(&text), @"line 24: github.app_private_key_env: GitHub App auth needs the App's private key: set app_private_key_env (the .pem's contents in that variable) or app_private_key_file");
+        insta::assert_snapshot!(problems(&text), @"line 25: github.app_private_key_env: GitHub App auth needs the App's private key: set app_private_key_env (the .pem's contents in that variable) or app_private_key_file");
         let text = example_with_app(
             "app_id = 1042\napp_private_key_env = \"K\"\napp_private_key_file = \"k.pem\"",
         );
-        insta::assert_snapshot!(problems(&text), @"line 26: github.app_private_key_file: set app_private_key_env or app_private_key_file, not both");
+        insta::assert_snapshot!(problems(&text), @"line 27: github.app_private_key_file: set app_private_key_env or app_private_key_file, not both");
         let text = example_with_app("app_id = 0\napp_private_key_env = \"-----BEGIN\"");
         insta::assert_snapshot!(problems(&text), @r#"
-        line 24: github.app_id: must be at least 1 (got 0)
-        line 25: github.app_private_key_env: "-----BEGIN" must be the NAME of an environment variable (letters, digits, _), not a secret
+        line 25: github.app_id: must be at least 1 (got 0)
+        line 26: github.app_private_key_env: "-----BEGIN" must be the NAME of an environment variable (letters, digits, _), not a secret
         "#);
     }
 

@@ -56,7 +56,10 @@ pub const RETRY_MAX: Duration = Duration::from_secs(3600);
 
 /// The commands shown in Telegram's menu.
 pub const COMMANDS: &[(&str, &str)] = &[
-    ("status", "open experiments and their state"),
+    (
+        "status",
+        "open experiments and their state; /status N: one, with its chart",
+    ),
     ("funnel", "the funnel table and chart"),
     ("pause", "no new proposals (watching goes on)"),
     ("resume", "proposals again"),
@@ -108,18 +111,23 @@ impl DaemonLock {
     }
 }
 
-/// The two schedules.
+/// The schedules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pass {
     Propose,
     Monitor,
+    Digest,
 }
 
 impl Pass {
+    /// When two are due at once, they run in this order.
+    const ALL: [Pass; 3] = [Pass::Monitor, Pass::Propose, Pass::Digest];
+
     fn name(self) -> &'static str {
         match self {
             Pass::Propose => "propose",
             Pass::Monitor => "monitor",
+            Pass::Digest => "digest",
         }
     }
 
@@ -127,11 +135,13 @@ impl Pass {
         match self {
             Pass::Propose => &app.config.schedule.propose,
             Pass::Monitor => &app.config.schedule.monitor,
+            Pass::Digest => &app.config.schedule.digest,
         }
     }
 
-    /// Runs the pass; the errors it met, one line each (none: it worked).
-    async fn run(self, app: &App) -> Vec<String> {
+    /// Runs the pass of the run scheduled at `scheduled`; the errors it
+    /// met, one line each (none: it worked).
+    async fn run(self, app: &App, scheduled: DateTime<Utc>) -> Vec<String> {
         match self {
             Pass::Propose => pass_errors(app.propose_pass(false).await),
             Pass::Monitor => pass_errors(
@@ -140,6 +150,7 @@ impl Pass {
                     .into_iter()
                     .map(|(id, r)| (format!("experiment #{id}"), r)),
             ),
+            Pass::Digest => pass_errors([("digest", app.digest_pass(scheduled).await)]),
         }
     }
 }
@@ -340,13 +351,18 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
         let latest = app.store.latest_run(pass.name())?;
         Ok(next_due(pass.schedule(&app), latest.as_ref(), clock.now()))
     };
-    let mut next_monitor = due(Pass::Monitor)?;
-    let mut next_propose = due(Pass::Propose)?;
-    info!(?next_propose, ?next_monitor, "funnelfix is running");
+    let mut next = Pass::ALL.map(|pass| (pass, None));
+    for (pass, due_at) in &mut next {
+        *due_at = due(*pass)?;
+    }
+    info!(?next, "funnelfix is running");
 
-    loop {
-        let propose_at = next_propose.map(|d| until(&clock, d.at));
-        let monitor_at = next_monitor.map(|d| until(&clock, d.at));
+    'serve: loop {
+        let wake = next
+            .iter()
+            .filter_map(|(_, d)| d.map(|d| d.at))
+            .min()
+            .map(|at| until(&clock, at));
         tokio::select! {
             biased;
             () = &mut shutdown => {
@@ -359,24 +375,18 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<()> {
                 }
                 app.store.set_setting("telegram_offset", &(update_id + 1).to_string())?;
             }
-            () = sleep_opt(monitor_at) => {
-                // Woken early (a capped wait): look again.
-                if let Some(d) = next_monitor.filter(|d| clock.now() >= d.at)
-                    && try_run(&app, Pass::Monitor, d.scheduled, shutdown.as_mut()).await?
-                        == Tried::Shutdown
-                {
-                    break;
+            () = sleep_opt(wake) => {
+                // Every pass that is due runs; one woken early (a capped
+                // wait) is looked at again.
+                for (pass, due_at) in &mut next {
+                    if let Some(d) = due_at.filter(|d| clock.now() >= d.at)
+                        && try_run(&app, *pass, d.scheduled, shutdown.as_mut()).await?
+                            == Tried::Shutdown
+                    {
+                        break 'serve;
+                    }
+                    *due_at = due(*pass)?;
                 }
-                next_monitor = due(Pass::Monitor)?;
-            }
-            () = sleep_opt(propose_at) => {
-                if let Some(d) = next_propose.filter(|d| clock.now() >= d.at)
-                    && try_run(&app, Pass::Propose, d.scheduled, shutdown.as_mut()).await?
-                        == Tried::Shutdown
-                {
-                    break;
-                }
-                next_propose = due(Pass::Propose)?;
             }
         }
     }
@@ -412,7 +422,7 @@ async fn try_run(
             info!(run = name, %scheduled, attempt, "shutting down; the run in flight is resumed after a restart");
             return Ok(Tried::Shutdown);
         }
-        errors = pass.run(app) => errors,
+        errors = pass.run(app, scheduled) => errors,
     };
     let now = app.clock.now();
     if errors.is_empty() {

@@ -23,6 +23,7 @@ use crate::sandbox::world::{self, APPROVER, CHAT_ID, World};
 use crate::stats::Assessment;
 use crate::store::Experiment;
 use crate::text;
+use crate::watch_chart;
 
 /// What the stand-in model writes: first a change that hurts (fine print on
 /// the pricing page), then one that helps (a call to action on whatever page
@@ -111,6 +112,7 @@ const SPEED: f64 = 60_000.0;
 pub async fn run(opts: DemoOptions) -> Result<DemoResult> {
     let started = Instant::now();
     let temp;
+    let keep = opts.state_dir.is_some();
     let state_dir = match opts.state_dir {
         Some(d) => d,
         None => {
@@ -162,6 +164,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoResult> {
     for e in view.store.all()?.iter().rev() {
         println!("  {}", text::status_line(e));
     }
+    write_watch_charts(&view, &state_dir, keep)?;
     let wall_time = started.elapsed();
     println!(
         "\nDone in {:.1} s of wall time ({} simulated days). The daemon stopped; nothing is left running.",
@@ -263,6 +266,28 @@ async fn narrate(
         }
     }
     Ok(verdicts)
+}
+
+/// The watch chart of each merged experiment, as `watch-chart-N.png` in the
+/// state directory; named only when that directory is kept.
+fn write_watch_charts(view: &App, dir: &std::path::Path, keep: bool) -> Result<()> {
+    let mut written = Vec::new();
+    for e in view.store.all()?.iter().rev() {
+        if let Some(png) = watch_chart::for_experiment(&view.store, &view.config.thresholds, e)? {
+            let path = dir.join(format!("watch-chart-{}.png", e.id));
+            std::fs::write(&path, png)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            written.push(path);
+        }
+    }
+    if keep {
+        for path in &written {
+            println!("  watch chart: {}", path.display());
+        }
+    } else if !written.is_empty() {
+        println!("  (with --state-dir DIR the watch charts are kept there as watch-chart-N.png)");
+    }
+    Ok(())
 }
 
 fn last_message(world: &World) {

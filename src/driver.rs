@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use tracing::{info, warn};
 
 use crate::app::App;
@@ -19,8 +19,9 @@ use crate::github::{self, MergeOutcome, PrState, PullRequest};
 use crate::lifecycle::{self, Action, Command, Event, MergeResult, PrSeen, Rules};
 use crate::proposal::{self, ChangedFile, EditRules, FailedCheck, PromptInput};
 use crate::stats::{Assessment, Counts};
-use crate::store::Experiment;
+use crate::store::{Experiment, Period};
 use crate::text;
+use crate::watch_chart;
 
 /// A command that tells the chat is tried this often before it is dropped.
 const NOTIFY_ATTEMPTS: u32 = 20;
@@ -110,7 +111,7 @@ impl App {
                     let message = format!("{err:#}");
                     warn!(experiment = %id, command = p.command.name(), error = %message, "command failed");
                     let give_up = p.command.best_effort()
-                        || (matches!(p.command, Command::Notify { .. })
+                        || (matches!(p.command, Command::Notify { .. } | Command::SendWatchChart)
                             && p.attempts + 1 >= NOTIFY_ATTEMPTS);
                     if give_up {
                         self.store.command_done(p.row)?;
@@ -196,10 +197,14 @@ impl App {
                 })
             }
             Command::FetchBaseline { from, to } => Some(Event::BaselineFetched {
-                counts: self.step_counts(e, *from, *to, *to).await?,
+                counts: self
+                    .step_counts(e, Period::Baseline, *from, *to, *to)
+                    .await?,
             }),
             Command::FetchCounts { from, to } => Some(Event::CountsFetched {
-                counts: self.step_counts(e, *from, *to, self.clock.now()).await?,
+                counts: self
+                    .step_counts(e, Period::Watch, *from, *to, self.clock.now())
+                    .await?,
             }),
             Command::OpenRevertPr => Some(self.open_revert_pr(e).await?),
             Command::AskRevertApproval => {
@@ -233,6 +238,10 @@ impl App {
             }
             Command::Notify { html } => {
                 tg.send_html(html, &[]).await?;
+                None
+            }
+            Command::SendWatchChart => {
+                self.send_watch_chart(e).await?;
                 None
             }
             Command::EditMessage { message_id, html } => {
@@ -353,30 +362,61 @@ impl App {
         Ok(Event::ProposalSent { message_id })
     }
 
+    /// The watch chart as a photo. A chart that cannot be drawn is logged,
+    /// not retried; one Telegram did not take is.
+    async fn send_watch_chart(&self, e: &Experiment) -> Result<()> {
+        let png = match watch_chart::for_experiment(&self.store, &self.config.thresholds, e) {
+            Ok(Some(png)) => png,
+            Ok(None) => return Ok(()),
+            Err(err) => {
+                warn!(experiment = %e.id, error = %format!("{err:#}"), "could not draw the watch chart");
+                return Ok(());
+            }
+        };
+        self.services
+            .telegram
+            .send_photo(png, &text::watch_chart_caption(e))
+            .await?;
+        Ok(())
+    }
+
     /// The step's entries from `from` to `to` and their conversions to the
     /// next step, per weekday, censored at `now`: the same estimand as the
     /// funnel report's rate of the step (a two-step query counts exactly
-    /// the transition it would count in the whole funnel).
+    /// the transition it would count in the whole funnel). The counts per
+    /// date are kept for the watch chart.
     async fn step_counts(
         &self,
         e: &Experiment,
+        period: Period,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<[Counts; 7]> {
         let funnel = self.funnel_of(e)?;
-        let by_day = self
+        let steps = &funnel.steps[e.step..=e.step + 1];
+        let days = self
             .services
             .posthog
-            .funnel_counts(
-                &funnel.steps[e.step..=e.step + 1],
+            .funnel_days(
+                steps,
                 funnel.conversion_window,
                 EntryRange { from, to },
                 now,
             )
             .await?;
+        let daily: Vec<(NaiveDate, Counts)> = days
+            .days
+            .iter()
+            .map(|d| {
+                let (entrants, conversions) = d.counts.transition(0);
+                (d.date, Counts::new(entrants, conversions))
+            })
+            .collect();
+        self.store.record_days(e.id, period, &daily)?;
+        let by_weekday = days.by_weekday(steps.len());
         Ok(std::array::from_fn(|d| {
-            let (entrants, conversions) = by_day.days[d].transition(0);
+            let (entrants, conversions) = by_weekday.days[d].transition(0);
             Counts {
                 entrants,
                 conversions,

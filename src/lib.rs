@@ -15,9 +15,11 @@
 //! - [`driver`]: runs the lifecycle's commands and feeds their results back.
 //! - [`app`]: the propose pass, the monitor pass, the chat's commands.
 //! - [`daemon`]: the schedules, the heartbeat and the Telegram poller.
+//! - [`digest`]: pure: the weekly digest's content, from the store's experiments.
 //! - [`chart`]: the funnel chart sent to Telegram, drawn in-process.
 //! - [`init`]: pure: a saved PostHog funnel read into a draft config, and
 //!   the page files behind its steps guessed from the repository's paths.
+//! - [`watch_chart`]: the watch chart of an experiment, sent with each verdict.
 //! - [`posthog`], [`github`], [`telegram`], [`llm`]: one adapter per service.
 //! - [`github_app`]: pure: the GitHub App's key, its JWT, when a token is renewed.
 //! - [`retry`]: the retry policy the adapters share.
@@ -31,6 +33,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod digest;
 pub mod driver;
 pub mod experiment;
 pub mod funnel;
@@ -49,3 +52,4 @@ pub mod stats;
 pub mod store;
 pub mod telegram;
 pub mod text;
+pub mod watch_chart;

@@ -275,6 +275,9 @@ pub enum Command {
     Notify {
         html: String,
     },
+    /// The watch chart, drawn from the stored counts, as a photo: sent with
+    /// each verdict.
+    SendWatchChart,
     /// Replace a message's text, removing its buttons.
     EditMessage {
         message_id: i32,
@@ -323,6 +326,7 @@ impl Command {
             Command::CheckRevertPr => "check_revert_pr",
             Command::MergeRevert { .. } => "merge_revert",
             Command::Notify { .. } => "notify",
+            Command::SendWatchChart => "send_watch_chart",
             Command::EditMessage { .. } => "edit_message",
             Command::Annotate { .. } => "annotate",
             Command::Comment { .. } => "comment",
@@ -731,14 +735,8 @@ fn judge(e: &Experiment, post: [Counts; 7], step: WatchStep, rules: &Rules) -> D
     else {
         return Decision::nothing().note("error", None, "the stored baseline is unreadable");
     };
-    let input = WatchInput {
-        baseline,
-        post,
-        single_stratum: t.baseline < Duration::from_secs(7 * 86400),
-        expected_half_window_entrants: stats::expected_half_window(&baseline, t),
-    };
-    let rule = RevertRule::new(t.false_revert_rate, t.max_relative_drop);
-    let a = stats::assess(&input, &rule);
+    let input = WatchInput::configured(baseline, post, t);
+    let a = stats::assess(&input, &RevertRule::configured(t));
     let p_value = stats::p_value(e.p_value.unwrap_or(1.0), a.lambda);
     let figures = Decision::nothing()
         .set("assessment", json(&a))
@@ -767,6 +765,7 @@ fn judge(e: &Experiment, post: [Counts; 7], step: WatchStep, rules: &Rules) -> D
             ..figures
         }
         .set("verdict", store::text(&verdict))
+        .then(Command::SendWatchChart)
         .then(Command::Notify {
             html: text::kept_note(e, &verdict),
         });
@@ -923,6 +922,7 @@ fn reverted(
     let url = e.revert_pr_url.as_deref().unwrap_or("");
     let mut d = Decision::to(State::Reverted, verdict)
         .by(by)
+        .then(Command::SendWatchChart)
         .then(Command::Notify {
             html: text::reverted_note(e, verdict, url),
         })

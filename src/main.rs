@@ -37,7 +37,7 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The daemon: both schedules and Telegram polling, until SIGTERM or SIGINT.
+    /// The daemon: its schedules and Telegram polling, until SIGTERM or SIGINT.
     Run,
     /// One propose pass and one monitor pass now, then exit.
     Once {
@@ -54,8 +54,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Experiments from the state database.
-    Status,
+    /// Experiments from the state database; with a number, that experiment.
+    Status {
+        /// One experiment, by its number ("3" or "#3").
+        experiment: Option<String>,
+        /// Write the experiment's watch chart (PNG) to this file.
+        #[arg(long, value_name = "FILE", requires = "experiment")]
+        chart: Option<PathBuf>,
+    },
     /// Validate the config file and the environment; exit 1 listing every problem.
     CheckConfig,
     /// The whole loop against built-in simulated services; no credentials needed.
@@ -179,7 +185,10 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Funnel { funnel, json } => {
             runtime.block_on(commands::funnel(&config, funnel.as_deref(), json))
         }
-        Command::Status => commands::status(&config),
+        Command::Status { experiment, chart } => match experiment {
+            Some(n) => commands::experiment_status(&config, &n, chart.as_deref()),
+            None => commands::status(&config),
+        },
         Command::Health => commands::health(&config),
         Command::Once { dry_run } => runtime.block_on(commands::once(config, dry_run)),
         Command::Run => runtime.block_on(commands::run(config)),

@@ -144,6 +144,48 @@ pub struct Assessment {
     pub why: String,
 }
 
+impl WatchInput {
+    /// The watch's input as the monitor builds it from the config: the
+    /// baseline compared weekday by weekday unless it is shorter than a week.
+    pub fn configured(
+        baseline: [Counts; WEEKDAYS],
+        post: [Counts; WEEKDAYS],
+        t: &crate::config::Thresholds,
+    ) -> WatchInput {
+        WatchInput {
+            baseline,
+            post,
+            single_stratum: t.baseline < std::time::Duration::from_secs(7 * 86_400),
+            expected_half_window_entrants: expected_half_window(&baseline, t),
+        }
+    }
+}
+
+impl RevertRule {
+    /// The rule the config sets.
+    pub fn configured(t: &crate::config::Thresholds) -> RevertRule {
+        RevertRule::new(t.false_revert_rate, t.max_relative_drop)
+    }
+}
+
+/// The assessment after each day of post-merge entrants in turn, `days` in
+/// date order as `(weekday, counts)`: how the estimate and its always-valid
+/// interval moved as the days came in. `input.post` is not used.
+pub fn assess_each_day(
+    input: &WatchInput,
+    days: &[(usize, Counts)],
+    rule: &RevertRule,
+) -> Vec<Assessment> {
+    let mut post = [Counts::default(); WEEKDAYS];
+    days.iter()
+        .map(|&(weekday, counts)| {
+            let d = weekday % WEEKDAYS;
+            post[d] = post[d].add(counts);
+            assess(&WatchInput { post, ..*input }, rule)
+        })
+        .collect()
+}
+
 /// `n*`: the entrants expected in half the observation window, at the
 /// baseline's daily pace.
 pub fn expected_half_window(baseline: &[Counts; WEEKDAYS], t: &crate::config::Thresholds) -> f64 {
@@ -522,6 +564,29 @@ mod tests {
             "{}",
             a.why
         );
+    }
+
+    #[test]
+    fn each_day_adds_its_entrants_to_its_weekday() {
+        // Two weeks at a steady 20% from Monday on: the last look is the
+        // whole watch, and the interval narrows as the days come in.
+        let mut input = WatchInput {
+            baseline: [Counts::new(1000, 200); WEEKDAYS],
+            post: [Counts::default(); WEEKDAYS],
+            single_stratum: false,
+            expected_half_window_entrants: 7000.0,
+        };
+        let days: Vec<(usize, Counts)> = (0..14).map(|d| (d % 7, Counts::new(500, 100))).collect();
+        let looks = assess_each_day(&input, &days, &rule());
+        assert_eq!(looks.len(), 14);
+        input.post = [Counts::new(1000, 200); WEEKDAYS];
+        assert_eq!(looks[13], assess(&input, &rule()));
+        let widths: Vec<f64> = looks
+            .iter()
+            .map(|a| a.relative_interval.1 - a.relative_interval.0)
+            .collect();
+        assert!(widths.windows(2).all(|w| w[1] < w[0]), "{widths:?}");
+        assert!(assess_each_day(&input, &[], &rule()).is_empty());
     }
 
     /// Weekday rates (Mon..Sun) with a weekend dip.

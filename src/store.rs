@@ -8,13 +8,14 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::experiment::{ExperimentId, State};
 use crate::lifecycle::{Command, Decision};
+use crate::stats::Counts;
 
 /// Ordered schema steps; never edit one that has shipped, append a new one.
 const MIGRATIONS: &[&str] = &[
@@ -112,6 +113,16 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE experiments ADD COLUMN preview_url TEXT;
     ALTER TABLE experiments ADD COLUMN checks_failed_sha TEXT;
     ALTER TABLE experiments ADD COLUMN fix_asked INTEGER NOT NULL DEFAULT 0;",
+    // 5: a watched step's counts per UTC date of entry, before and after the
+    // merge, as the latest look saw them: the watch chart draws them.
+    "CREATE TABLE watch_days (
+        experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+        period TEXT NOT NULL CHECK (period IN ('baseline', 'watch')),
+        date TEXT NOT NULL,
+        entrants INTEGER NOT NULL,
+        conversions INTEGER NOT NULL,
+        PRIMARY KEY (experiment_id, period, date)
+    );",
 ];
 
 /// Columns an experiment has besides its identity; the only names
@@ -233,6 +244,32 @@ pub struct ScheduledRun {
     /// When an unfinished run is due again; `None` means at once (a try cut
     /// short by a shutdown, or a row from before retries were kept).
     pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// Which side of the merge a day of a watched step's counts lies on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// The baseline window before the merge.
+    Baseline,
+    /// The entrants watched after the merge.
+    Watch,
+}
+
+impl Period {
+    fn as_str(self) -> &'static str {
+        match self {
+            Period::Baseline => "baseline",
+            Period::Watch => "watch",
+        }
+    }
+}
+
+/// A watched step's entrants and conversions per UTC date of entry, oldest
+/// first, as the latest look counted them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WatchDays {
+    pub baseline: Vec<(NaiveDate, Counts)>,
+    pub watch: Vec<(NaiveDate, Counts)>,
 }
 
 /// What the store needs to start an experiment.
@@ -627,6 +664,65 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Keeps the counts of each date as a look saw them, replacing what an
+    /// earlier look saw (later looks count more entrants whose window ended).
+    pub fn record_days(
+        &self,
+        id: ExperimentId,
+        period: Period,
+        days: &[(NaiveDate, Counts)],
+    ) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        for (date, c) in days {
+            tx.execute(
+                "INSERT INTO watch_days (experiment_id, period, date, entrants, conversions)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (experiment_id, period, date)
+                 DO UPDATE SET entrants = excluded.entrants, conversions = excluded.conversions",
+                params![
+                    id.0,
+                    period.as_str(),
+                    date.to_string(),
+                    c.entrants as i64,
+                    c.conversions as i64
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The daily counts kept for `id` (none for an experiment watched before
+    /// they were kept).
+    pub fn watch_days(&self, id: ExperimentId) -> Result<WatchDays> {
+        let mut stmt = self.conn.prepare(
+            "SELECT period, date, entrants, conversions FROM watch_days
+             WHERE experiment_id = ?1 ORDER BY date",
+        )?;
+        let rows = stmt.query_map([id.0], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut out = WatchDays::default();
+        for row in rows {
+            let (period, date, entrants, conversions) = row?;
+            let date: NaiveDate = date
+                .parse()
+                .with_context(|| format!("watch_days has an unreadable date {date:?}"))?;
+            let counts = Counts::new(entrants.max(0) as u64, conversions.max(0) as u64);
+            if period == Period::Baseline.as_str() {
+                out.baseline.push((date, counts));
+            } else {
+                out.watch.push((date, counts));
+            }
+        }
+        Ok(out)
     }
 
     /// Starts a try of the run of schedule `name` due at `scheduled_at`
@@ -1318,6 +1414,46 @@ mod tests {
                 .begin_attempt("propose", now(), now(), minutes)
                 .expect("resume"),
             Some(1)
+        );
+    }
+
+    #[test]
+    fn a_later_look_replaces_the_counts_of_a_date() {
+        let store = Store::open_in_memory().expect("store");
+        let id = store.create(&new("signup"), now()).expect("create");
+        let d = |s: &str| s.parse::<NaiveDate>().expect("date");
+        store
+            .record_days(
+                id,
+                Period::Baseline,
+                &[(d("2026-02-28"), Counts::new(90, 20))],
+            )
+            .expect("baseline");
+        store
+            .record_days(
+                id,
+                Period::Watch,
+                &[
+                    (d("2026-03-03"), Counts::new(40, 5)),
+                    (d("2026-03-02"), Counts::new(100, 20)),
+                ],
+            )
+            .expect("first look");
+        store
+            .record_days(id, Period::Watch, &[(d("2026-03-03"), Counts::new(80, 15))])
+            .expect("second look");
+        let days = store.watch_days(id).expect("read");
+        assert_eq!(days.baseline, [(d("2026-02-28"), Counts::new(90, 20))]);
+        assert_eq!(
+            days.watch,
+            [
+                (d("2026-03-02"), Counts::new(100, 20)),
+                (d("2026-03-03"), Counts::new(80, 15))
+            ]
+        );
+        assert_eq!(
+            store.watch_days(ExperimentId(99)).expect("none"),
+            WatchDays::default()
         );
     }
 

@@ -26,7 +26,7 @@ pub fn pct(x: f64) -> String {
     format!("{:.1}%", x * 100.0)
 }
 
-fn signed_pct(x: f64) -> String {
+pub fn signed_pct(x: f64) -> String {
     format!("{:+.1}%", x * 100.0)
 }
 
@@ -498,6 +498,11 @@ fn experiment_on_step(e: &Experiment) -> String {
     )
 }
 
+/// The caption of the watch chart sent with a verdict or for `/status N`.
+pub fn watch_chart_caption(e: &Experiment) -> String {
+    format!("{}: the watch, day by day", experiment_on_step(e))
+}
+
 pub fn kept_note(e: &Experiment, verdict: &str) -> String {
     format!("🏁 {} is over: {}.", experiment_on_step(e), escape(verdict))
 }
@@ -697,8 +702,154 @@ pub fn status_line(e: &Experiment) -> String {
     line
 }
 
+// ---- The weekly digest ----
+
+fn digest_item(i: &crate::digest::Item) -> String {
+    let e = &i.experiment;
+    let mut line = format!(
+        "• #{} {} → {}",
+        e.id,
+        escape(&e.step_name),
+        escape(&e.next_step_name)
+    );
+    let measured = i.measured.as_ref();
+    match (e.state, measured) {
+        (State::Kept | State::KeptByPerson, Some(a)) => {
+            let _ = write!(
+                line,
+                ": {} (always-valid interval {} to {})",
+                signed_pct(a.relative_change),
+                signed_pct(a.relative_interval.0),
+                signed_pct(a.relative_interval.1)
+            );
+            if e.state == State::KeptByPerson {
+                line.push_str(", kept by a person who closed its revert");
+            }
+        }
+        (State::Reverted, Some(a)) => {
+            let _ = write!(line, ": {}", signed_pct(a.relative_change));
+            if let Some(p) = e.p_value {
+                let _ = write!(line, " (always-valid p = {p:.4})");
+            }
+        }
+        (State::Failed, _) => {
+            let _ = write!(line, ": {}", escape(e.failure.as_deref().unwrap_or("")));
+        }
+        _ => {
+            let _ = write!(line, ": {}", escape(e.title.as_deref().unwrap_or("")));
+            if let Some(pr) = e.pr_number {
+                let _ = write!(line, " (PR #{pr})");
+            }
+        }
+    }
+    line
+}
+
+fn digest_next(funnel: &str, next: &crate::digest::Next) -> String {
+    use crate::digest::Next;
+    let what = match next {
+        Next::Busy { id, state } => {
+            format!("experiment #{id} is {state}; nothing new until it ends")
+        }
+        Next::Paused => "proposals are paused (/resume)".to_string(),
+        Next::Step {
+            step,
+            next_step,
+            reason,
+        } => format!("{step} → {next_step}: {reason}"),
+        Next::Nothing(why) => format!("nothing: {why}"),
+        Next::Unknown(error) => format!("could not ask PostHog ({error})"),
+    };
+    format!("• {}: {}", escape(funnel), escape(&what))
+}
+
+/// The weekly digest, in Telegram HTML.
+pub fn digest_message(d: &crate::digest::Digest) -> String {
+    let mut out = format!(
+        "<b>funnelfix weekly digest</b> · {} to {}\n",
+        d.from.format("%Y-%m-%d"),
+        d.to.format("%Y-%m-%d")
+    );
+    if d.is_quiet() {
+        out.push_str("A quiet week: no experiment was opened or ended.\n");
+    } else {
+        let sections = [
+            ("opened", "Opened", &d.opened),
+            ("kept", "Kept", &d.kept),
+            ("reverted", "Reverted", &d.reverted),
+            ("rejected", "Rejected", &d.rejected),
+            ("expired", "Expired", &d.expired),
+            ("failed", "No change could be proposed", &d.failed),
+        ];
+        let counts: Vec<String> = sections
+            .iter()
+            .filter(|(word, _, items)| !items.is_empty() || *word != "failed")
+            .map(|(word, _, items)| format!("{} {word}", items.len()))
+            .collect();
+        let _ = writeln!(out, "{}", counts.join(" · "));
+        for (_, title, items) in sections.iter().filter(|(_, _, items)| !items.is_empty()) {
+            let _ = writeln!(out, "\n<b>{title}</b>");
+            for i in items.iter() {
+                let _ = writeln!(out, "{}", digest_item(i));
+            }
+        }
+        if !d.totals.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n<b>Since funnelfix started</b> ({}), the kept changes multiply to:",
+                d.since
+                    .map_or(String::new(), |t| t.format("%Y-%m-%d").to_string())
+            );
+            for s in &d.totals {
+                let _ = writeln!(
+                    out,
+                    "• {} · {} → {}: {} (interval {} to {}), {} kept change{}",
+                    escape(&s.funnel),
+                    escape(&s.step),
+                    escape(&s.next_step),
+                    signed_pct(s.change),
+                    signed_pct(s.interval.0),
+                    signed_pct(s.interval.1),
+                    s.changes,
+                    if s.changes == 1 { "" } else { "s" }
+                );
+            }
+            out.push_str(
+                "Each interval is the product of the kept changes' always-valid intervals.\n",
+            );
+        }
+    }
+    let _ = write!(out, "\n<b>Next</b>");
+    if let Some(t) = d.next_run {
+        let _ = write!(out, " (propose run {})", t.format("%a %Y-%m-%d %H:%M UTC"));
+    }
+    out.push('\n');
+    for (funnel, next) in &d.next {
+        let _ = writeln!(out, "{}", digest_next(funnel, next));
+    }
+    out.trim_end().to_string()
+}
+
+/// The experiment `/status N` or `status N` names: "3" or "#3".
+pub fn parse_experiment_number(arg: &str) -> Option<crate::experiment::ExperimentId> {
+    let n: i64 = arg.trim().trim_start_matches('#').parse().ok()?;
+    (n > 0).then_some(crate::experiment::ExperimentId(n))
+}
+
+pub fn status_usage(arg: &str) -> String {
+    format!("{arg:?} is not an experiment number; write e.g. 3 for experiment #3")
+}
+
+pub fn no_such_experiment(id: crate::experiment::ExperimentId) -> String {
+    format!("There is no experiment #{id}.")
+}
+
+/// `/status N` for an experiment that was never merged.
+pub const NO_WATCH_CHART: &str = "It was never merged, so it has no watch chart.";
+
 pub fn help() -> &'static str {
     "/status: open experiments and their state\n\
+     /status N: experiment #N with its watch chart\n\
      /funnel: the funnel table and chart\n\
      /pause: no new proposals (watching and reverting go on)\n\
      /resume: proposals again\n\
@@ -710,7 +861,7 @@ fn short(sha: &str) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::experiment::State;
     use crate::funnel::{Choice, FunnelCounts, StepRate};
@@ -752,13 +903,13 @@ mod tests {
         crate::store::sample_experiment()
     }
 
-    fn thresholds() -> Thresholds {
+    pub(crate) fn thresholds() -> Thresholds {
         crate::config::parse(include_str!("../config/funnelfix.example.toml"))
             .expect("example config")
             .thresholds
     }
 
-    fn assessment(change: f64) -> Assessment {
+    pub(crate) fn assessment(change: f64) -> Assessment {
         Assessment {
             p_baseline: 0.25,
             p_expected: 0.25,

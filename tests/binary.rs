@@ -185,6 +185,21 @@ async fn once_opens_one_pr_and_a_second_once_opens_none() {
         listed.contains("#1") && listed.contains("awaiting_approval"),
         "{listed}"
     );
+    let one = env.run(&["status", "#1"]).await;
+    assert!(one.status.success(), "{}", text(&one));
+    assert!(String::from_utf8_lossy(&one.stdout).starts_with("#1 signup"));
+    // Not merged yet: no watch chart, said in one line, nothing written.
+    let chart = env.db().with_file_name("chart.png");
+    let refused = env
+        .run(&["status", "1", "--chart", chart.to_str().expect("path")])
+        .await;
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("experiment #1: It was never merged, so it has no watch chart"),
+        "{}",
+        text(&refused)
+    );
+    assert!(!chart.exists());
 }
 
 #[tokio::test(flavor = "multi_thread")]

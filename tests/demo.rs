@@ -56,4 +56,42 @@ fn the_demo_keeps_its_state_where_asked() {
         .expect("the binary runs");
     assert!(out.status.success());
     assert!(dir.path().join("funnelfix.db").exists());
+    // The watch chart of each verdict is kept there too, and named.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for n in [1, 2] {
+        let chart = dir.path().join(format!("watch-chart-{n}.png"));
+        let png = std::fs::read(&chart).expect("the watch chart is written");
+        assert!(png.starts_with(b"\x89PNG"), "{} is a PNG", chart.display());
+        assert!(
+            stdout.contains(&format!("watch chart: {}", chart.display())),
+            "{stdout}"
+        );
+    }
+    // `status N --chart FILE` draws the same chart from the same database.
+    let config = dir.path().join("funnelfix.toml");
+    let mut text = funnelfix::sandbox::world::CONFIG_TEMPLATE.replace(
+        "STATE_PATH",
+        &dir.path().join("funnelfix.db").display().to_string(),
+    );
+    for service in ["POSTHOG_URL", "GITHUB_URL", "TELEGRAM_URL", "LLM_URL"] {
+        text = text.replace(service, "http://127.0.0.1:9");
+    }
+    std::fs::write(&config, text).expect("config");
+    let written = dir.path().join("status-chart.png");
+    let status = Command::new(env!("CARGO_BIN_EXE_funnelfix"))
+        .arg("-c")
+        .arg(&config)
+        .args(["status", "1", "--chart"])
+        .arg(&written)
+        .output()
+        .expect("the binary runs");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&written).expect("written"),
+        std::fs::read(dir.path().join("watch-chart-1.png")).expect("the demo's")
+    );
 }

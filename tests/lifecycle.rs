@@ -296,7 +296,7 @@ async fn lifecycle_with_crash(crash_after: Option<u64>) -> Ctx {
 
 /// A crash right after each command of a whole lifecycle, then a restart:
 /// every run ends reverted with exactly 2 PRs, 2 merges, one proposal
-/// message and one revert message.
+/// message, one revert message and one watch chart.
 #[tokio::test]
 async fn a_crash_after_any_command_changes_nothing_the_world_sees() {
     let clean = lifecycle_with_crash(None).await;
@@ -318,7 +318,15 @@ async fn a_crash_after_any_command_changes_nothing_the_world_sees() {
             .filter(|m| m.text.contains("funnelfix proposal"))
             .count();
         let reverts = messages.iter().filter(|m| m.text.starts_with("↩️")).count();
-        assert_eq!((proposals, reverts), (1, 1), "crash after command {n}");
+        let charts = messages
+            .iter()
+            .filter(|m| m.is_photo && m.text.contains("the watch, day by day"))
+            .count();
+        assert_eq!(
+            (proposals, reverts, charts),
+            (1, 1, 1),
+            "crash after command {n}"
+        );
     }
 }
 

@@ -302,6 +302,60 @@ async fn a_harmful_change_is_reverted_and_the_page_restored() {
         ctx.world.posthog.annotations().len() >= 2,
         "merge and revert are annotated"
     );
+    // The verdict comes with the watch chart, drawn from every day watched.
+    let messages = ctx.world.telegram.messages();
+    let verdict = messages
+        .iter()
+        .position(|m| m.text.starts_with("↩️"))
+        .expect("the revert is told");
+    let chart = &messages[verdict - 1];
+    assert!(chart.is_photo, "{chart:?}");
+    assert!(
+        chart.text.contains("the watch, day by day"),
+        "{}",
+        chart.text
+    );
+    assert_eq!(png_size(&chart.photo), (900, 640));
+    let days = ctx.app.store.watch_days(e.id).expect("days");
+    assert!(
+        days.baseline.len() >= 28,
+        "{} baseline days",
+        days.baseline.len()
+    );
+    assert!(!days.watch.is_empty());
+    assert!(
+        days.watch
+            .iter()
+            .all(|(d, _)| *d >= e.merged_at.expect("merged").date_naive())
+    );
+
+    // /status N sends it again; a wrong number is answered in words.
+    for command in [
+        format!("/status {}", e.id),
+        "/status #99".into(),
+        "/status x".into(),
+    ] {
+        ctx.world.telegram.send_command(CHAT_ID, APPROVER, &command);
+    }
+    ctx.deliver_updates().await;
+    let answers = &ctx.world.telegram.messages()[messages.len()..];
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    assert!(answers[0].is_photo && answers[0].text.contains("reverted"));
+    assert_eq!(
+        answers[0].photo, chart.photo,
+        "the same data, the same chart"
+    );
+    assert_eq!(answers[1].text, "There is no experiment #99.");
+    assert!(
+        answers[2].text.contains("is not an experiment number"),
+        "{}",
+        answers[2].text
+    );
+}
+
+fn png_size(png: &[u8]) -> (u32, u32) {
+    let info = png::Decoder::new(png).read_info().expect("a PNG");
+    (info.info().width, info.info().height)
 }
 
 #[tokio::test]
@@ -319,6 +373,14 @@ async fn helpful_and_neutral_changes_are_kept() {
         );
         assert!(ctx.messages().iter().any(|m| m.contains("is over: kept")));
         assert!(e.verdict.unwrap_or_default().starts_with("kept"));
+        let charts = ctx
+            .world
+            .telegram
+            .messages()
+            .into_iter()
+            .filter(|m| m.is_photo && m.text.contains("the watch, day by day"))
+            .count();
+        assert_eq!(charts, 1, "{line}: one watch chart, with the verdict");
     }
 }
 

@@ -166,16 +166,53 @@ async fn unescaped_html_is_refused_as_telegram_does() {
         .expect("escaped text passes");
 }
 
+/// A white PNG of `width` × `height` pixels.
+fn tiny_png(width: u32, height: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    let mut writer = encoder.write_header().expect("header");
+    writer
+        .write_image_data(&vec![255; (width * height * 3) as usize])
+        .expect("pixels");
+    writer.finish().expect("png");
+    out
+}
+
 #[tokio::test]
 async fn photos_are_sent_with_their_caption() {
     let (twin, tg) = setup().await;
-    tg.send_photo(vec![137, 80, 78, 71, 1, 2, 3], "Funnel <b>signup</b>")
+    let png = tiny_png(3, 2);
+    tg.send_photo(png.clone(), "Funnel <b>signup</b>")
         .await
         .expect("sent");
     let m = &twin.messages()[0];
     assert!(m.is_photo);
-    assert_eq!(m.photo_bytes, 7);
+    assert_eq!(m.photo, png, "the twin keeps the photo as sent");
+    assert_eq!(m.photo_bytes, png.len());
     assert_eq!(m.text, "Funnel <b>signup</b>");
+}
+
+#[tokio::test]
+async fn a_photo_telegram_cannot_read_is_refused_as_telegram_refuses_it() {
+    let (twin, tg) = setup().await;
+    let err = tg
+        .send_photo(vec![137, 80, 78, 71, 1, 2, 3], "broken")
+        .await
+        .expect_err("not an image");
+    assert!(
+        format!("{err:#}").contains("IMAGE_PROCESS_FAILED"),
+        "{err:#}"
+    );
+    let err = tg
+        .send_photo(tiny_png(1, 30), "too narrow")
+        .await
+        .expect_err("ratio over 20");
+    assert!(
+        format!("{err:#}").contains("PHOTO_INVALID_DIMENSIONS"),
+        "{err:#}"
+    );
+    assert!(twin.messages().is_empty());
 }
 
 #[tokio::test]

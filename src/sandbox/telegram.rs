@@ -55,6 +55,8 @@ pub struct SentMessage {
     pub buttons: Vec<(String, String)>,
     pub is_photo: bool,
     pub photo_bytes: usize,
+    /// The photo as uploaded (empty for a text message).
+    pub photo: Vec<u8>,
     pub edits: usize,
 }
 
@@ -259,11 +261,12 @@ fn bare_message(chat_id: i64, message_id: i32) -> Value {
 fn message_json(m: &SentMessage) -> Value {
     let mut v = bare_message(m.chat_id, m.message_id);
     if m.is_photo {
+        let size = photo_size(&m.photo).unwrap_or((0, 0));
         v.as_object_mut().map(|o| o.remove("text"));
         v["photo"] = json!([{
             "file_id": format!("photo{}", m.message_id),
             "file_unique_id": format!("u{}", m.message_id),
-            "width": 800, "height": 450, "file_size": m.photo_bytes,
+            "width": size.0, "height": size.1, "file_size": m.photo_bytes,
         }]);
         v["caption"] = json!(m.text);
     } else {
@@ -296,8 +299,9 @@ fn fail(status: u16, description: &str) -> Response {
         .into_response()
 }
 
-/// The parameters of a call, from JSON or multipart (files count their bytes).
-async fn params(request: Request) -> Result<(Value, usize), Response> {
+/// The parameters of a call, from JSON or multipart, and the bytes of an
+/// uploaded file.
+async fn params(request: Request) -> Result<(Value, Vec<u8>), Response> {
     let is_multipart = request
         .headers()
         .get("content-type")
@@ -308,17 +312,17 @@ async fn params(request: Request) -> Result<(Value, usize), Response> {
             .await
             .map_err(|_| fail(400, "Bad Request: cannot read the request"))?;
         if body.is_empty() {
-            return Ok((json!({}), 0));
+            return Ok((json!({}), Vec::new()));
         }
         let v =
             serde_json::from_slice(&body).map_err(|_| fail(400, "Bad Request: invalid JSON"))?;
-        return Ok((v, 0));
+        return Ok((v, Vec::new()));
     }
     let mut form = Multipart::from_request(request, &())
         .await
         .map_err(|_| fail(400, "Bad Request: invalid multipart body"))?;
     let mut fields = serde_json::Map::new();
-    let mut file_bytes = 0;
+    let mut file = Vec::new();
     while let Ok(Some(field)) = form.next_field().await {
         let name = field.name().unwrap_or("").to_string();
         let is_file = field.file_name().is_some();
@@ -327,7 +331,7 @@ async fn params(request: Request) -> Result<(Value, usize), Response> {
             .await
             .map_err(|_| fail(400, "Bad Request: broken multipart field"))?;
         if is_file {
-            file_bytes += data.len();
+            file.extend_from_slice(&data);
             fields.insert(name, json!("<file>"));
         } else {
             let text = String::from_utf8_lossy(&data).to_string();
@@ -336,7 +340,34 @@ async fn params(request: Request) -> Result<(Value, usize), Response> {
             fields.insert(name, value);
         }
     }
-    Ok((Value::Object(fields), file_bytes))
+    Ok((Value::Object(fields), file))
+}
+
+/// Telegram's limits on a photo: 10 MB, width + height at most 10000, and
+/// neither side more than 20 times the other.
+const MAX_PHOTO_BYTES: usize = 10 * 1024 * 1024;
+
+/// The width and height of an uploaded photo, checked as Telegram checks
+/// it. Only PNG is read: it is all funnelfix sends.
+fn photo_size(bytes: &[u8]) -> Result<(u32, u32), Response> {
+    if bytes.is_empty() {
+        return Err(fail(400, "Bad Request: there is no photo in the request"));
+    }
+    if bytes.len() > MAX_PHOTO_BYTES {
+        return Err(fail(400, "Bad Request: PHOTO_INVALID_DIMENSIONS"));
+    }
+    let unreadable = || fail(400, "Bad Request: IMAGE_PROCESS_FAILED");
+    let info = png::Decoder::new(bytes)
+        .read_info()
+        .map_err(|_| unreadable())?
+        .info()
+        .clone();
+    let (w, h) = (info.width, info.height);
+    let ratio_ok = u64::from(w.max(h)) <= 20 * u64::from(w.min(h));
+    if w == 0 || h == 0 || w + h > 10_000 || !ratio_ok {
+        return Err(fail(400, "Bad Request: PHOTO_INVALID_DIMENSIONS"));
+    }
+    Ok((w, h))
 }
 
 async fn method(
@@ -344,7 +375,7 @@ async fn method(
     Path((bot, method)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let (p, file_bytes) = match params(request).await {
+    let (p, file) = match params(request).await {
         Ok(v) => v,
         Err(reply) => return reply,
     };
@@ -378,17 +409,17 @@ async fn method(
             if let Err(e) = check_text(&p, text, MAX_TEXT, "message is too long") {
                 return e;
             }
-            send(&mut twin, &p, text, false, 0)
+            send(&mut twin, &p, text, Vec::new())
         }
         "sendphoto" => {
             let caption = p["caption"].as_str().unwrap_or("");
-            if file_bytes == 0 {
-                return fail(400, "Bad Request: there is no photo in the request");
+            if let Err(e) = photo_size(&file) {
+                return e;
             }
             if let Err(e) = check_text(&p, caption, MAX_CAPTION, "message caption is too long") {
                 return e;
             }
-            send(&mut twin, &p, caption, true, file_bytes)
+            send(&mut twin, &p, caption, file)
         }
         "editmessagetext" => {
             let text = p["text"].as_str().unwrap_or("");
@@ -458,7 +489,8 @@ async fn method(
     }
 }
 
-fn send(twin: &mut Twin, p: &Value, text: &str, is_photo: bool, photo_bytes: usize) -> Response {
+/// Stores a message, or a photo when `photo` is not empty.
+fn send(twin: &mut Twin, p: &Value, text: &str, photo: Vec<u8>) -> Response {
     let Some(chat_id) = p["chat_id"].as_i64().filter(|c| *c != 0) else {
         return fail(400, "Bad Request: chat not found");
     };
@@ -472,8 +504,9 @@ fn send(twin: &mut Twin, p: &Value, text: &str, is_photo: bool, photo_bytes: usi
         chat_id,
         text: text.to_string(),
         buttons,
-        is_photo,
-        photo_bytes,
+        is_photo: !photo.is_empty(),
+        photo_bytes: photo.len(),
+        photo,
         edits: 0,
     };
     let reply = message_json(&m);
