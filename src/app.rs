@@ -171,6 +171,19 @@ impl App {
         .await
     }
 
+    /// What PostHog says about step `step` of `funnel` over the lookback.
+    pub async fn evidence(&self, funnel: &FunnelConfig, step: usize) -> crate::evidence::Evidence {
+        let now = self.now();
+        let range = crate::funnel::EntryRange {
+            from: now - crate::experiment::chrono_duration(self.config.thresholds.lookback),
+            to: now,
+        };
+        self.services
+            .posthog
+            .evidence(funnel, step, range, now)
+            .await
+    }
+
     /// One propose pass over every funnel.
     pub async fn propose_pass(&self, dry_run: bool) -> Vec<(String, Result<ProposeOutcome>)> {
         let mut out = Vec::new();
@@ -263,6 +276,9 @@ impl App {
                     .unwrap_or_else(|| e.state.to_string()),
             })
             .collect();
+        let evidence = self.evidence(funnel, choice.step).await;
+        let mut report = report;
+        report.evidence = Some(evidence);
         let input = PromptInput {
             report: &report,
             step: choice.step,
@@ -270,6 +286,7 @@ impl App {
             history: &history,
             allowed_paths: &self.config.github.allowed_paths,
             max_changed_lines: self.config.github.max_changed_lines,
+            evidence: report.evidence.as_ref(),
         };
         let rules = EditRules {
             allowed: &self.config.github.allowed,

@@ -196,6 +196,7 @@ mod tests {
                 reason: "lowest".into(),
             }),
             reason_none: None,
+            evidence: None,
         }
     }
 

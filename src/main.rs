@@ -54,6 +54,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What PostHog says about why people stop at the step it would pick.
+    Evidence {
+        /// Only this funnel.
+        #[arg(long)]
+        funnel: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Experiments from the state database.
     Status,
     /// Validate the config file and the environment; exit 1 listing every problem.
@@ -136,6 +145,9 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Funnel { funnel, json } => {
             runtime.block_on(commands::funnel(&config, funnel.as_deref(), json))
+        }
+        Command::Evidence { funnel, json } => {
+            runtime.block_on(commands::evidence(&config, funnel.as_deref(), json))
         }
         Command::Status => commands::status(&config),
         Command::Health => commands::health(&config),

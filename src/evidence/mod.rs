@@ -216,6 +216,60 @@ pub struct Evidence {
     pub queries: usize,
 }
 
+impl Evidence {
+    /// Nothing read yet about `step` → `next_step` of `funnel`.
+    pub fn new(funnel: &str, step: &str, next_step: &str) -> Evidence {
+        Evidence {
+            funnel: funnel.to_string(),
+            step: step.to_string(),
+            next_step: next_step.to_string(),
+            all: None,
+            actions: Part::Absent,
+            segments: Part::Absent,
+            attention: Part::Absent,
+            frustration: Part::Absent,
+            speed: Part::Absent,
+            said: Part::Absent,
+            queries: 0,
+        }
+    }
+
+    /// Takes in the rows of part `kind`'s query.
+    pub fn read(&mut self, kind: Kind, results: &Value) -> Result<(), String> {
+        match kind {
+            Kind::Actions => {
+                let (all, actions, frustration) = actions(results)?;
+                self.all = Some(all);
+                self.actions = actions;
+                self.frustration = frustration;
+            }
+            Kind::Segments => {
+                let (all, segments) = segments(results)?;
+                self.all.get_or_insert(all);
+                self.segments = segments;
+            }
+            Kind::Attention => self.attention = attention(results)?,
+            Kind::Speed => self.speed = speed(results)?,
+            Kind::Said => self.said = said(results)?,
+        }
+        Ok(())
+    }
+
+    /// Marks part `kind` as not read, saying why.
+    pub fn fail(&mut self, kind: Kind, why: String) {
+        match kind {
+            Kind::Actions => {
+                self.actions = Part::Failed(why.clone());
+                self.frustration = Part::Failed(why);
+            }
+            Kind::Segments => self.segments = Part::Failed(why),
+            Kind::Attention => self.attention = Part::Failed(why),
+            Kind::Speed => self.speed = Part::Failed(why),
+            Kind::Said => self.said = Part::Failed(why),
+        }
+    }
+}
+
 fn share(part: u64, all: u64) -> f64 {
     if all == 0 {
         0.0

@@ -89,6 +89,9 @@ pub struct FunnelReport {
     /// `None` when no step can be judged; `reason_none` then says why.
     pub choice: Option<Choice>,
     pub reason_none: Option<String>,
+    /// What PostHog says about the chosen step, when the propose pass read it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<crate::evidence::Evidence>,
 }
 
 pub mod hogql;
