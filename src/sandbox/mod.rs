@@ -7,6 +7,7 @@ pub mod events;
 pub mod github;
 pub mod llm;
 pub mod posthog;
+pub mod posthog_evidence;
 pub mod site;
 pub mod telegram;
 pub mod world;

@@ -27,6 +27,7 @@ use serde_json::{Map, Value, json};
 use crate::sandbox::Server;
 pub use crate::sandbox::events::Event;
 use crate::sandbox::events::EventLog;
+use crate::sandbox::posthog_evidence;
 
 /// An annotation as funnelfix created it.
 #[derive(Debug, Clone, PartialEq)]
@@ -455,6 +456,14 @@ pub fn count_entries(log: &EventLog, asked: &Asked) -> BTreeMap<i64, Vec<u64>> {
 
 fn answer(twin: &Twin, body: &Value) -> Result<Value, String> {
     let asked = read_query(body)?;
+    let text = body["query"]["query"].as_str().unwrap_or("");
+    if let Some(part) = posthog_evidence::part_of(text) {
+        let (columns, results) = posthog_evidence::answer(&twin.log, &asked, part);
+        return Ok(reply(
+            columns.into_iter().map(String::from).collect(),
+            results,
+        ));
+    }
     let n = asked.steps.len();
     let results: Vec<Value> = count_entries(&twin.log, &asked)
         .into_iter()
@@ -471,8 +480,13 @@ fn answer(twin: &Twin, body: &Value) -> Result<Value, String> {
             columns.push(format!("converted_{i}"));
         }
     }
+    Ok(reply(columns, results))
+}
+
+/// PostHog's reply to a query: rows with their columns.
+fn reply(columns: Vec<String>, results: Vec<Value>) -> Value {
     let types: Vec<Value> = columns.iter().map(|c| json!([c, "UInt64"])).collect();
-    Ok(json!({
+    json!({
         "cache_key": "sandbox",
         "columns": columns,
         "types": types,
@@ -485,5 +499,5 @@ fn answer(twin: &Twin, body: &Value) -> Result<Value, String> {
         "error": null,
         "modifiers": {},
         "timings": [],
-    }))
+    })
 }
