@@ -51,6 +51,8 @@ struct Twin {
     log: EventLog,
     annotations: Vec<Annotation>,
     faults: Vec<Fault>,
+    /// Queries whose text contains the first string answer the status.
+    failing: Vec<(String, u16)>,
     delay: Option<Duration>,
     queries: Vec<Value>,
 }
@@ -109,6 +111,12 @@ impl PostHogTwin {
     /// (429 says when to come back in its `detail`, as PostHog does).
     pub fn fail_next(&self, status: u16, times: usize) {
         lock(&self.state).faults.push(Fault { status, times });
+    }
+
+    /// Every query whose text contains `needle` answers `status` from now on
+    /// (say, one evidence query that is too expensive).
+    pub fn fail_queries_containing(&self, needle: &str, status: u16) {
+        lock(&self.state).failing.push((needle.to_string(), status));
     }
 
     /// Every query answers only after `delay` (a busy ClickHouse).
@@ -182,12 +190,24 @@ async fn query(
                 );
             }
         };
+        let text = body["query"]["query"].as_str().unwrap_or("").to_string();
         twin.queries.push(body);
-        if let Some(fault) = twin.faults.iter_mut().find(|f| f.times > 0) {
-            fault.times -= 1;
+        let failing = twin
+            .failing
+            .iter()
+            .find(|(needle, _)| text.contains(needle.as_str()))
+            .map(|(_, status)| *status);
+        let fault = match failing {
+            Some(status) => Some(status),
+            None => twin.faults.iter_mut().find(|f| f.times > 0).map(|fault| {
+                fault.times -= 1;
+                fault.status
+            }),
+        };
+        if let Some(fault_status) = fault {
             let status =
-                StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return match fault.status {
+                StatusCode::from_u16(fault_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return match fault_status {
                 429 => error(
                     status,
                     "throttled_error",
