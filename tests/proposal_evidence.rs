@@ -14,9 +14,8 @@ fn assert_no_secret(what: &str, text: &str) {
     }
 }
 
-#[tokio::test]
-async fn the_model_the_pr_and_the_chat_see_the_evidence() {
-    let ctx = Ctx::new().await;
+/// Proposes a change; returns the prompt, the PR body and the chat's proposal.
+async fn propose(ctx: &Ctx) -> (String, String, String) {
     ctx.world.llm.script(vec![Reply::Content(proposal_json(
         "Pricing change",
         HELPFUL,
@@ -25,8 +24,20 @@ async fn the_model_the_pr_and_the_chat_see_the_evidence() {
         ctx.propose().await,
         ProposeOutcome::Proposed { .. }
     ));
-
     let prompt = ctx.world.llm.requests()[0].contents().join("\n");
+    let body = ctx.world.github.pulls()[0].body.clone();
+    let message = ctx
+        .messages()
+        .into_iter()
+        .find(|m| m.contains("funnelfix proposal"))
+        .expect("the proposal in the chat");
+    (prompt, body, message)
+}
+
+#[tokio::test]
+async fn the_model_the_pr_and_the_chat_see_the_evidence() {
+    let ctx = Ctx::new().await;
+    let (prompt, body, message) = propose(&ctx).await;
     let evidence = prompt
         .split("```text\nEvidence for")
         .nth(1)
@@ -45,7 +56,6 @@ async fn the_model_the_pr_and_the_chat_see_the_evidence() {
     assert!(prompt.contains("Ground your hypothesis in this evidence"));
     assert_no_secret("prompt", &prompt);
 
-    let body = ctx.world.github.pulls()[0].body.clone();
     assert!(body.contains("## Evidence\n"), "{body}");
     assert!(
         body.contains("| segments | $device_type = “Mobile” is much worse"),
@@ -53,11 +63,6 @@ async fn the_model_the_pr_and_the_chat_see_the_evidence() {
     );
     assert_no_secret("PR body", &body);
 
-    let message = ctx
-        .messages()
-        .into_iter()
-        .find(|m| m.contains("funnelfix proposal"))
-        .expect("the proposal in the chat");
     assert!(
         message.contains("Evidence: $device_type Mobile"),
         "{message}"
@@ -71,30 +76,16 @@ async fn a_failed_evidence_query_delays_nothing_and_is_said() {
     ctx.world
         .posthog
         .fail_queries_containing("AS dimension", 504);
-    ctx.world.llm.script(vec![Reply::Content(proposal_json(
-        "Pricing change",
-        HELPFUL,
-    ))]);
-    assert!(matches!(
-        ctx.propose().await,
-        ProposeOutcome::Proposed { .. }
-    ));
-    let prompt = ctx.world.llm.requests()[0].contents().join("\n");
+    let (prompt, body, message) = propose(&ctx).await;
     assert!(
         prompt.contains("- segments: not read: the query failed"),
         "{prompt}"
     );
-    let body = ctx.world.github.pulls()[0].body.clone();
     assert!(
         body.contains("| segments | not read: the query failed"),
         "{body}"
     );
     // The other parts are still there.
     assert!(body.contains("demo video played"), "{body}");
-    let message = ctx
-        .messages()
-        .into_iter()
-        .find(|m| m.contains("funnelfix proposal"))
-        .expect("the proposal in the chat");
     assert!(message.contains("not read: segments"), "{message}");
 }
