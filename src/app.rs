@@ -190,6 +190,19 @@ impl App {
         .await
     }
 
+    /// What PostHog says about step `step` of `funnel` over the lookback.
+    pub async fn evidence(&self, funnel: &FunnelConfig, step: usize) -> crate::evidence::Evidence {
+        let now = self.now();
+        let range = crate::funnel::EntryRange {
+            from: now - crate::experiment::chrono_duration(self.config.thresholds.lookback),
+            to: now,
+        };
+        self.services
+            .posthog
+            .evidence(funnel, step, range, now)
+            .await
+    }
+
     /// One propose pass over every funnel.
     pub async fn propose_pass(&self, dry_run: bool) -> Vec<(String, Result<ProposeOutcome>)> {
         let mut out = Vec::new();
@@ -282,6 +295,9 @@ impl App {
                     .unwrap_or_else(|| e.state.to_string()),
             })
             .collect();
+        let evidence = self.evidence(funnel, choice.step).await;
+        let mut report = report;
+        report.evidence = Some(evidence);
         let input = PromptInput {
             report: &report,
             step: choice.step,
@@ -289,6 +305,7 @@ impl App {
             history: &history,
             allowed_paths: &self.config.github.allowed_paths,
             max_changed_lines: self.config.github.max_changed_lines,
+            evidence: report.evidence.as_ref(),
         };
         let rules = EditRules {
             allowed: &self.config.github.allowed,
@@ -364,6 +381,7 @@ impl App {
                 ("title", store::text(&accepted.proposal.title)),
                 ("hypothesis", store::text(&accepted.proposal.hypothesis)),
                 ("diff", store::text(&diff)),
+                ("report", store::text(serde_json::to_string(&report)?)),
                 (
                     "changed_files",
                     store::text(serde_json::to_string(&changes)?),

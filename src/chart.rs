@@ -201,6 +201,7 @@ pub(crate) mod tests {
                 reason: "lowest".into(),
             }),
             reason_none: None,
+            evidence: None,
         }
     }
 

@@ -30,20 +30,29 @@ fn secrets(config: &Config) -> Result<Secrets> {
     })
 }
 
-/// `funnelfix funnel`: needs only the PostHog key.
-pub async fn funnel(config: &Config, only: Option<&str>, json: bool) -> Result<ExitCode> {
+/// The PostHog adapter alone, for the commands that need only its key.
+fn posthog_only(config: &Config) -> Result<PostHog> {
     let env = &config.posthog.api_key_env;
     let key = std::env::var(env)
         .ok()
         .filter(|k| !k.is_empty())
         .with_context(|| format!("environment variable {env} is not set (posthog.api_key_env)"))?;
-    let posthog = PostHog::new(
+    Ok(PostHog::new(
         &config.posthog.host,
         &config.posthog.project_id,
         SecretString::from(key),
         env,
         RetryPolicy::SERVICES,
-    )?;
+    )?)
+}
+
+/// Each funnel's report (only `only`, if named), with steps in cooldown
+/// shown as such when a state database exists.
+async fn reports(
+    posthog: &PostHog,
+    config: &Config,
+    only: Option<&str>,
+) -> Result<Vec<crate::funnel::FunnelReport>> {
     let funnels: Vec<_> = config
         .funnels
         .iter()
@@ -57,7 +66,6 @@ pub async fn funnel(config: &Config, only: Option<&str>, json: bool) -> Result<E
             names.join(", ")
         );
     }
-    // Steps in cooldown are shown as such when a state database exists.
     let store = if config.state.path.exists() {
         Some(Store::open(&config.state.path)?)
     } else {
@@ -65,8 +73,66 @@ pub async fn funnel(config: &Config, only: Option<&str>, json: bool) -> Result<E
     };
     let mut reports = Vec::new();
     for f in funnels {
-        reports.push(funnel_report(&posthog, store.as_ref(), config, f, Utc::now()).await?);
+        reports.push(funnel_report(posthog, store.as_ref(), config, f, Utc::now()).await?);
     }
+    Ok(reports)
+}
+
+/// `funnelfix evidence`: what PostHog says about the step each funnel
+/// would work on. Needs only the PostHog key.
+pub async fn evidence(config: &Config, only: Option<&str>, json: bool) -> Result<ExitCode> {
+    let posthog = posthog_only(config)?;
+    let now = Utc::now();
+    let range = crate::funnel::EntryRange {
+        from: now - crate::experiment::chrono_duration(config.thresholds.lookback),
+        to: now,
+    };
+    let mut out = Vec::new();
+    for report in reports(&posthog, config, only).await? {
+        let funnel = config
+            .funnels
+            .iter()
+            .find(|f| f.name == report.funnel)
+            .context("a reported funnel is configured")?;
+        match &report.choice {
+            Some(choice) => {
+                let e = posthog.evidence(funnel, choice.step, range, now).await;
+                if !json {
+                    println!(
+                        "funnel {}
+{}",
+                        funnel.name,
+                        text::evidence_text(&e)
+                    );
+                }
+                out.push(serde_json::json!({"funnel": funnel.name, "evidence": e}));
+            }
+            None => {
+                let why = report.reason_none.clone().unwrap_or_default();
+                if !json {
+                    println!(
+                        "funnel {}
+  no step to read evidence for: {why}
+",
+                        funnel.name
+                    );
+                }
+                out.push(
+                    serde_json::json!({"funnel": funnel.name, "evidence": null, "reason": why}),
+                );
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `funnelfix funnel`: needs only the PostHog key.
+pub async fn funnel(config: &Config, only: Option<&str>, json: bool) -> Result<ExitCode> {
+    let posthog = posthog_only(config)?;
+    let reports = reports(&posthog, config, only).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {

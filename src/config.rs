@@ -252,6 +252,21 @@ pub struct StepConfig {
     pub files: Vec<String>,
 }
 
+impl StepConfig {
+    /// A step without page files, from its name, event and property filters.
+    pub fn new(name: &str, event: &str, filters: &[(&str, &str)]) -> StepConfig {
+        StepConfig {
+            name: name.into(),
+            event: event.into(),
+            filters: filters
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            files: vec![],
+        }
+    }
+}
+
 /// The secret values named by the config, read from the environment.
 #[derive(Debug, Clone)]
 pub struct Secrets {

@@ -35,10 +35,16 @@ fn stand_in_model(messages: &[serde_json::Value]) -> String {
         .collect();
     let on_pricing = prompt.contains("<h1>Pricing</h1>") && !prompt.contains("fine-print");
     let earlier_reverted = prompt.contains("reverted");
+    // The stand-in grounds its hypothesis in the strongest evidence it was given.
+    let cited = crate::sandbox::llm::strongest_evidence(&prompt)
+        .map(|finding| format!(" Evidence used: {finding}."))
+        .unwrap_or_default();
     if on_pricing && !earlier_reverted {
         proposal(
             "Pricing: state the full price up front",
-            "Visitors who reach pricing may distrust prices that change at checkout; stating VAT and the setup fee up front could build trust.",
+            &format!(
+                "Visitors who reach pricing may distrust prices that change at checkout; stating VAT and the setup fee up front could build trust.{cited}"
+            ),
             "site/pricing.html",
             "  <h1>Pricing</h1>\n",
             "  <h1>Pricing</h1>\n  <p class=\"fine-print\">Prices exclude VAT and a one-time setup fee.</p>\n",
@@ -46,7 +52,9 @@ fn stand_in_model(messages: &[serde_json::Value]) -> String {
     } else if prompt.contains("<h1>Acme keeps your books in order</h1>") {
         proposal(
             "Homepage: a clear call to action above the fold",
-            "The homepage's only link to pricing is small text; a visible button should send more visitors on.",
+            &format!(
+                "The homepage's only link to pricing is small text; a visible button should send more visitors on.{cited}"
+            ),
             "site/index.html",
             "  <a href=\"/pricing\">See pricing</a>\n",
             "  <a class=\"cta\" href=\"/pricing\">See plans and start free</a>\n",
@@ -54,7 +62,7 @@ fn stand_in_model(messages: &[serde_json::Value]) -> String {
     } else {
         proposal(
             "Pricing: a clear call to action",
-            "Visitors on pricing do not see a clear next step.",
+            &format!("Visitors on pricing do not see a clear next step.{cited}"),
             "site/pricing.html",
             "  <h1>Pricing</h1>\n",
             "  <h1>Pricing</h1>\n  <a class=\"cta\" href=\"/signup\">Start your free trial</a>\n",
@@ -323,6 +331,8 @@ async fn show_proposal(view: &App, world: &World, e: &Experiment) -> Result<()> 
         text::human_duration(view.config.thresholds.lookback)
     );
     print!("{}", indent(&text::funnel_table(&report)));
+    let evidence = view.evidence(funnel, e.step).await;
+    print!("\n{}", indent(&text::evidence_text(&evidence)));
     println!(
         "\nThe model proposed: \"{}\"",
         e.title.as_deref().unwrap_or("")

@@ -278,8 +278,16 @@ impl App {
     }
 
     /// The funnel report for the proposal's PR body and message: the one the
-    /// propose pass just read, or a fresh one after a restart.
+    /// proposal was made from, or (for an experiment stored before reports
+    /// were) the one the propose pass just read, or a fresh one.
     async fn report_for(&self, e: &Experiment) -> Result<FunnelReport> {
+        if let Some(report) = e
+            .report
+            .as_deref()
+            .and_then(|r| serde_json::from_str::<FunnelReport>(r).ok())
+        {
+            return Ok(report);
+        }
         let cached = self
             .last_report
             .lock()
@@ -527,6 +535,7 @@ impl App {
             history: &[],
             allowed_paths: &g.allowed_paths,
             max_changed_lines: left,
+            evidence: report.evidence.as_ref(),
         };
         let rules = EditRules {
             allowed: &g.allowed,

@@ -6,6 +6,9 @@
 //! - [`config`]: the TOML file, validated, and secrets from the environment.
 //! - [`funnel`]: pure: the HogQL query, step rates, intervals, the worst step.
 //! - [`stats`]: pure: the always-valid revert test.
+//! - [`evidence`]: pure: the evidence queries for the chosen step, and
+//!   their rows turned into findings (secondary actions, segments,
+//!   attention, frustration, speed, what visitors said).
 //! - [`proposal`]: the prompt, and the LLM's edits parsed, checked and applied.
 //! - [`gate`]: pure: what no edit may bring to a page (scripts, handlers,
 //!   new origins, form targets, tracking snippets).
@@ -35,6 +38,7 @@ pub mod daemon;
 pub mod demo;
 pub mod digest;
 pub mod driver;
+pub mod evidence;
 pub mod experiment;
 pub mod funnel;
 pub mod gate;

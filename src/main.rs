@@ -54,6 +54,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What PostHog says about why people stop at the step it would pick.
+    Evidence {
+        /// Only this funnel.
+        #[arg(long)]
+        funnel: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Experiments from the state database; with a number, that experiment.
     Status {
         /// One experiment, by its number ("3" or "#3").
@@ -184,6 +193,9 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Funnel { funnel, json } => {
             runtime.block_on(commands::funnel(&config, funnel.as_deref(), json))
+        }
+        Command::Evidence { funnel, json } => {
+            runtime.block_on(commands::evidence(&config, funnel.as_deref(), json))
         }
         Command::Status { experiment, chart } => match experiment {
             Some(n) => commands::experiment_status(&config, &n, chart.as_deref()),

@@ -17,7 +17,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::instrument;
 
-use crate::config::StepConfig;
+use crate::config::{FunnelConfig, StepConfig};
+use crate::evidence::hogql as evidence_hogql;
+use crate::evidence::{Evidence, Kind};
 use crate::funnel::hogql::{self, HogQlQuery};
 use crate::funnel::{ByDay, ByWeekday, EntryRange};
 use crate::init::{self, SavedInsight, TopEvents};
@@ -125,6 +127,51 @@ impl PostHog {
     ) -> Result<ByWeekday, PostHogError> {
         let days = self.funnel_days(steps, window, range, now).await?;
         Ok(days.by_weekday(steps.len()))
+    }
+
+    /// What PostHog says about why entries at `funnel`'s step `step` stop
+    /// there, over `range` (right-censored like the funnel query): one
+    /// query per part, one after another (PostHog allows 3 at a time per
+    /// project, shared with everything else the project runs). A part whose
+    /// query fails is marked failed; the others still come.
+    #[instrument(skip_all, fields(funnel = %funnel.name, step))]
+    pub async fn evidence(
+        &self,
+        funnel: &FunnelConfig,
+        step: usize,
+        range: EntryRange,
+        now: DateTime<Utc>,
+    ) -> Evidence {
+        let (this, next) = (&funnel.steps[step], &funnel.steps[step + 1]);
+        let mut e = Evidence::new(&funnel.name, &this.name, &next.name);
+        for kind in Kind::ALL {
+            let results = match evidence_hogql::evidence_query(
+                kind,
+                this,
+                next,
+                funnel.conversion_window,
+                range,
+                now,
+            ) {
+                Ok(q) => {
+                    e.queries += 1;
+                    self.query(&q).await.and_then(|reply| {
+                        reply.get("results").cloned().ok_or_else(|| {
+                            PostHogError::Malformed("no `results` in the reply".into())
+                        })
+                    })
+                }
+                Err(problem) => Err(PostHogError::Malformed(problem)),
+            };
+            let read = results
+                .map_err(|err| err.to_string())
+                .and_then(|rows| e.read(kind, &rows));
+            if let Err(why) = read {
+                tracing::warn!(part = ?kind, error = %why, "an evidence query failed");
+                e.fail(kind, why);
+            }
+        }
+        e
     }
 
     /// Runs one HogQL query, fresh (`force_blocking`: otherwise PostHog may

@@ -107,12 +107,14 @@ const MIGRATIONS: &[&str] = &[
         attempts INTEGER NOT NULL DEFAULT 0,
         last_error TEXT
     );",
-    // 4: what CI and a preview deployer said about the PR head before asking.
+    // 4: what CI and a preview deployer said about the PR head before asking;
+    // the report the proposal was made from.
     "ALTER TABLE experiments ADD COLUMN head_seen_at TEXT;
     ALTER TABLE experiments ADD COLUMN head_checks TEXT;
     ALTER TABLE experiments ADD COLUMN preview_url TEXT;
     ALTER TABLE experiments ADD COLUMN checks_failed_sha TEXT;
-    ALTER TABLE experiments ADD COLUMN fix_asked INTEGER NOT NULL DEFAULT 0;",
+    ALTER TABLE experiments ADD COLUMN fix_asked INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE experiments ADD COLUMN report TEXT;",
     // 5: a watched step's counts per UTC date of entry, before and after the
     // merge, as the latest look saw them: the watch chart draws them.
     "CREATE TABLE watch_days (
@@ -163,6 +165,7 @@ const COLUMNS: &[&str] = &[
     "preview_url",
     "checks_failed_sha",
     "fix_asked",
+    "report",
 ];
 
 /// An experiment as stored.
@@ -225,6 +228,9 @@ pub struct Experiment {
     pub checks_failed_sha: Option<String>,
     /// The model was asked to fix a red head (once per experiment).
     pub fix_asked: bool,
+    /// JSON of the funnel report (with its evidence) the proposal was made
+    /// from, so the PR and the chat show the same numbers after a restart.
+    pub report: Option<String>,
 }
 
 /// One run of a schedule, as stored.
@@ -1001,6 +1007,7 @@ fn row_to_experiment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Experiment> {
         preview_url: r.get("preview_url")?,
         checks_failed_sha: r.get("checks_failed_sha")?,
         fix_asked: r.get::<_, i64>("fix_asked")? != 0,
+        report: r.get("report")?,
     })
 }
 
@@ -1067,6 +1074,7 @@ pub(crate) fn sample_experiment() -> Experiment {
         preview_url: None,
         checks_failed_sha: None,
         fix_asked: false,
+        report: None,
     }
 }
 

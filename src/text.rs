@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, Thresholds};
+use crate::evidence::{Action, Attention, Evidence, Part, Rate, Reading, Said, Segments, Speed};
 use crate::experiment::State;
 use crate::funnel::FunnelReport;
 use crate::github::Checks;
@@ -156,6 +157,7 @@ pub fn pr_body(b: &PrBody<'_>) -> String {
          {rate} of {entrants} entries at this step went on ({converted} did; 95% interval {low}–{high}).\n\n\
          {table}\n\
          ## Hypothesis\n\n{hypothesis}\n\n\
+         {evidence}\
          ## What changed\n\n```diff\n{diff}\n```\n\n\
          ## What happens next\n\n\
          - An approver decides in Telegram: Approve merges exactly this head; Reject closes this PR.\n\
@@ -172,6 +174,12 @@ pub fn pr_body(b: &PrBody<'_>) -> String {
         high = pct(s.high),
         table = funnel_markdown(b.report),
         hypothesis = b.hypothesis.trim(),
+        evidence = b
+            .report
+            .evidence
+            .as_ref()
+            .map(|e| format!("{}\n", evidence_markdown(e)))
+            .unwrap_or_default(),
         diff = b.diff.trim_end(),
         timeout = human_duration(b.config.thresholds.approval_timeout),
         rule = revert_rule(&b.config.thresholds),
@@ -195,6 +203,7 @@ pub fn proposal_message(
         "<b>funnelfix proposal #{id}</b> · funnel <b>{funnel}</b>\n\
          Step <b>{step} → {next}</b>: {rate} ({converted} of {entrants} daily entries went on, 95% CI {low}–{high})\n\n\
          <b>{title}</b>\n{hypothesis}\n\n\
+         {evidence}\
          Change: {summary}\n{excerpt}\
          PR: <a href=\"{pr}\">{pr}</a>\n{head}\n\
          If merged, it is watched for {obs} and reverted if the rate drops by more than {drop} with {conf} confidence.",
@@ -209,6 +218,11 @@ pub fn proposal_message(
         high = pct(s.high),
         title = escape(title),
         hypothesis = escape(hypothesis),
+        evidence = report
+            .evidence
+            .as_ref()
+            .map(evidence_lines)
+            .unwrap_or_default(),
         summary = escape(summary),
         excerpt = change_excerpt(e.diff.as_deref().unwrap_or("")),
         pr = escape(pr),
@@ -860,6 +874,259 @@ fn short(sha: &str) -> &str {
     &sha[..sha.len().min(7)]
 }
 
+// ---------------------------------------------------------------------------
+// Evidence.
+
+fn quoted(s: &str) -> String {
+    format!("\u{201c}{s}\u{201d}")
+}
+
+fn rate_text(r: &Rate) -> String {
+    format!("{} (95% {}–{})", pct(r.rate), pct(r.low), pct(r.high))
+}
+
+fn action_name(a: &Action) -> String {
+    match a.kind.as_str() {
+        "click" => format!("clicked {}", quoted(&a.label)),
+        "rageclick" => format!("rage-clicked {}", quoted(&a.label)),
+        "deadclick" => format!("dead-clicked {}", quoted(&a.label)),
+        _ => format!("sent the event {}", quoted(&a.label)),
+    }
+}
+
+fn action_line(a: &Action) -> String {
+    format!(
+        "{} entries ({} of the step's) {}: {} went on, against {} of the others ({:.1}×{})",
+        a.did.entries,
+        pct(a.reach),
+        action_name(a),
+        rate_text(&a.did),
+        pct(a.others.rate),
+        a.lift,
+        if a.clear { "" } else { ", intervals overlap" },
+    )
+}
+
+fn reading_line(who: &str, r: &Reading) -> String {
+    let seconds = r
+        .mean_seconds
+        .map(|s| format!(", {s:.0} s on the page on average"))
+        .unwrap_or_default();
+    format!(
+        "{} of the {who} with a reading ({}) scrolled less than a quarter of the page, {} less than half{seconds}",
+        pct(r.share_under_quarter()),
+        r.measured,
+        pct(if r.measured == 0 {
+            0.0
+        } else {
+            r.under_half as f64 / r.measured as f64
+        }),
+    )
+}
+
+/// What each part of the evidence found, in words: (part, finding), one
+/// finding per line; absent and unread parts say so.
+pub fn evidence_findings(e: &Evidence) -> Vec<(&'static str, String)> {
+    fn part<T>(
+        out: &mut Vec<(&'static str, String)>,
+        name: &'static str,
+        p: &Part<T>,
+        absent: &str,
+        found: impl Fn(&T) -> Vec<String>,
+    ) {
+        match p {
+            Part::Found(t) => out.extend(found(t).into_iter().map(|l| (name, l))),
+            Part::Absent => out.push((name, absent.to_string())),
+            Part::Failed(why) => out.push((name, format!("not read: the query failed ({why})"))),
+        }
+    }
+    let mut out = Vec::new();
+    part(
+        &mut out,
+        "secondary actions",
+        &e.actions,
+        "PostHog has no clicks or other events by enough of this step's entries on its page",
+        |v: &Vec<Action>| v.iter().take(3).map(action_line).collect(),
+    );
+    part(
+        &mut out,
+        "segments",
+        &e.segments,
+        "PostHog has no device, browser or referrer on this step's events",
+        |s: &Segments| match &s.worst {
+            Some(w) => vec![format!(
+                "{} = {} is much worse: {} of the step's entries, {} went on, against {} for the rest",
+                w.dimension,
+                quoted(&w.value),
+                pct(w.share),
+                rate_text(&w.rate),
+                pct(w.rest.rate),
+            )],
+            None => vec![format!(
+                "no segment is much worse than the rest ({} segments with {} or more entries compared)",
+                s.segments.len(),
+                crate::evidence::MIN_ENTRIES
+            )],
+        },
+    );
+    part(
+        &mut out,
+        "attention",
+        &e.attention,
+        "PostHog has no scroll depth for this page (page leaves with $prev_pageview_max_scroll_percentage)",
+        |a: &Attention| {
+            vec![
+                reading_line("entries that left", &a.left),
+                reading_line("entries that went on", &a.went_on),
+            ]
+        },
+    );
+    part(
+        &mut out,
+        "frustration",
+        &e.frustration,
+        "no rage clicks or dead clicks on this page",
+        |v: &Vec<Action>| v.iter().take(3).map(action_line).collect(),
+    );
+    part(
+        &mut out,
+        "speed",
+        &e.speed,
+        "PostHog has no web vitals for this page",
+        |s: &Speed| {
+            let metric = |name: &str, v: Option<f64>, unit: &str| {
+                v.map(|v| format!("{name} p75 {v:.0}{unit}"))
+            };
+            let mut parts: Vec<String> = [
+                metric("LCP", s.lcp_p75, " ms"),
+                metric("INP", s.inp_p75, " ms"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            if let Some(cls) = s.cls_p75 {
+                parts.push(format!("CLS p75 {cls:.2}"));
+            }
+            vec![format!(
+                "{} ({} of {} entries measured)",
+                parts.join(", "),
+                s.measured,
+                s.entries
+            )]
+        },
+    );
+    part(
+        &mut out,
+        "what visitors said",
+        &e.said,
+        "no survey answers on this page",
+        |s: &Said| {
+            let mut lines = vec![format!(
+                "{} survey answers from this step's entries, {} from entries that went on; the most recent:",
+                s.answers, s.from_converters
+            )];
+            lines.extend(s.recent.iter().map(|a| {
+                format!(
+                    "{} ({}, {})",
+                    quoted(&a.text),
+                    a.at.format("%Y-%m-%d"),
+                    if a.went_on { "went on" } else { "left" }
+                )
+            }));
+            lines
+        },
+    );
+    out
+}
+
+fn evidence_heading(e: &Evidence) -> String {
+    match &e.all {
+        Some(all) => format!(
+            "Evidence for {} → {} from PostHog: {} daily entries, {} went on.",
+            e.step,
+            e.next_step,
+            all.entries,
+            pct(all.rate)
+        ),
+        None => format!("Evidence for {} → {} from PostHog.", e.step, e.next_step),
+    }
+}
+
+/// The evidence as plain text: `funnelfix evidence` and the prompt.
+pub fn evidence_text(e: &Evidence) -> String {
+    let mut out = evidence_heading(e);
+    out.push('\n');
+    for (part, line) in evidence_findings(e) {
+        let _ = writeln!(out, "- {part}: {line}");
+    }
+    out
+}
+
+/// The PR body's Evidence section: a compact table.
+pub fn evidence_markdown(e: &Evidence) -> String {
+    let mut out = format!(
+        "## Evidence\n\n{}\n\n| part | finding |\n|---|---|\n",
+        evidence_heading(e)
+    );
+    for (part, line) in evidence_findings(e) {
+        // Visitors' own words may hold markup: shown as text, never as HTML.
+        let cell = line
+            .replace('|', "\\|")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        let _ = writeln!(out, "| {part} | {cell} |");
+    }
+    out
+}
+
+/// One or two lines for the chat: the strongest findings (a segment much
+/// worse than the rest, the action that goes most with going on, what
+/// leavers scrolled), and the parts that could not be read.
+pub fn evidence_lines(e: &Evidence) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    if let Some(w) = e.segments.found().and_then(|s| s.worst.as_ref()) {
+        lines.push(format!(
+            "{} {}: {} of entries, {} went on vs {}",
+            w.dimension,
+            w.value,
+            pct(w.share),
+            pct(w.rate.rate),
+            pct(w.rest.rate)
+        ));
+    }
+    if let Some(a) = e.actions.found().and_then(|v| v.iter().find(|a| a.clear)) {
+        lines.push(format!(
+            "{} {}: {} went on vs {} ({:.1}×)",
+            a.did.entries,
+            action_name(a),
+            pct(a.did.rate),
+            pct(a.others.rate),
+            a.lift
+        ));
+    }
+    if lines.len() < 2
+        && let Some(a) = e.attention.found()
+    {
+        lines.push(format!(
+            "{} of leavers scrolled less than a quarter of the page",
+            pct(a.left.share_under_quarter())
+        ));
+    }
+    lines.truncate(2);
+    let failed: Vec<&str> = evidence_findings(e)
+        .into_iter()
+        .filter(|(_, l)| l.starts_with("not read"))
+        .map(|(p, _)| p)
+        .collect();
+    if !failed.is_empty() {
+        lines.push(format!("not read: {}", failed.join(", ")));
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!("Evidence: {}\n", escape(&lines.join("; ")))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -896,6 +1163,7 @@ pub(crate) mod tests {
                 reason: "Viewed pricing → Started signup converts 25.0% (95% CI 23.7–26.3%), the lowest upper bound among 3 judged steps".into(),
             }),
             reason_none: None,
+            evidence: None,
         }
     }
 
@@ -1155,5 +1423,88 @@ pub(crate) mod tests {
         ⚠️ Experiment #3 on <b>Viewed pricing → Started signup</b> should be reverted: reverted: -30.0% &lt;x&gt;. The revert PR is ready: https://github.com/a/b/pull/13
         Tap to merge it.
         ");
+    }
+
+    /// Evidence as the pure core reads it from rows: a demo video that goes
+    /// with going on, mobile much worse, shallow scrolling, rage clicks,
+    /// survey answers; web vitals not captured; one query failed.
+    pub(crate) fn sample_evidence() -> Evidence {
+        let mut e = Evidence::new("signup", "Viewed pricing", "Started signup");
+        use crate::evidence::Kind;
+        use serde_json::json;
+        let read = |e: &mut Evidence, kind, rows| e.read(kind, &rows).expect("rows");
+        read(
+            &mut e,
+            Kind::Actions,
+            json!([
+                ["", "", 4500, 1125],
+                ["event", "demo video played", 900, 450],
+                ["click", "Compare plans | yearly", 1200, 310],
+                ["rageclick", "Choose monthly", 400, 20],
+            ]),
+        );
+        read(
+            &mut e,
+            Kind::Segments,
+            json!([
+                ["$device_type", "Desktop", 2700, 855],
+                ["$device_type", "Mobile", 1800, 270],
+                ["visitor", "new", 3000, 750],
+                ["visitor", "returning", 1500, 375],
+            ]),
+        );
+        read(
+            &mut e,
+            Kind::Attention,
+            json!([
+                [0, 3375, 3000, 2100, 2500, 2800, 9.4],
+                [1, 1125, 1100, 110, 300, 600, 41.0]
+            ]),
+        );
+        read(&mut e, Kind::Speed, json!([[4500, 0, 0, 0, 0, 0, 0, 0]]));
+        read(
+            &mut e,
+            Kind::Said,
+            json!([[7, 1, [[1774600000, "Is there no <monthly> plan?", 0]]]]),
+        );
+        e.fail(
+            Kind::Speed,
+            "PostHog answered 504: The query timed out.".into(),
+        );
+        e
+    }
+
+    #[test]
+    fn evidence_in_the_pr_body_and_the_chat() {
+        let e = sample_evidence();
+        insta::assert_snapshot!(evidence_markdown(&e), @r#"
+        ## Evidence
+
+        Evidence for Viewed pricing → Started signup from PostHog: 4500 daily entries, 25.0% went on.
+
+        | part | finding |
+        |---|---|
+        | secondary actions | 900 entries (20.0% of the step's) sent the event “demo video played”: 50.0% (95% 46.7%–53.3%) went on, against 18.8% of the others (2.7×) |
+        | secondary actions | 1200 entries (26.7% of the step's) clicked “Compare plans \| yearly”: 25.8% (95% 23.4%–28.4%) went on, against 24.7% of the others (1.0×, intervals overlap) |
+        | segments | $device_type = “Mobile” is much worse: 40.0% of the step's entries, 15.0% (95% 13.4%–16.7%) went on, against 31.7% for the rest |
+        | attention | 70.0% of the entries that left with a reading (3000) scrolled less than a quarter of the page, 83.3% less than half, 9 s on the page on average |
+        | attention | 10.0% of the entries that went on with a reading (1100) scrolled less than a quarter of the page, 27.3% less than half, 41 s on the page on average |
+        | frustration | 400 entries (8.9% of the step's) rage-clicked “Choose monthly”: 5.0% (95% 3.3%–7.6%) went on, against 27.0% of the others (0.2×) |
+        | speed | not read: the query failed (PostHog answered 504: The query timed out.) |
+        | what visitors said | 7 survey answers from this step's entries, 1 from entries that went on; the most recent: |
+        | what visitors said | “Is there no &lt;monthly&gt; plan?” (2026-03-27, left) |
+        "#);
+        insta::assert_snapshot!(evidence_lines(&e), @"Evidence: $device_type Mobile: 40.0% of entries, 15.0% went on vs 31.7%; 900 sent the event “demo video played”: 50.0% went on vs 18.8% (2.7×); not read: speed");
+        let mut r = report();
+        r.evidence = Some(e);
+        let msg = proposal_message(
+            &experiment(),
+            &r,
+            "site/pricing.html: 1 line added",
+            &thresholds(),
+            Duration::from_secs(900),
+        );
+        assert!(msg.contains("Evidence: $device_type Mobile"), "{msg}");
+        assert!(!msg.contains("<monthly>"));
     }
 }

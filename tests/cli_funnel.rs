@@ -182,3 +182,45 @@ async fn a_new_site_is_judged_at_its_own_pace() {
     // the site has existed it is about 50, and it is the weakest step.
     assert_eq!(reports[0]["choice"]["step"], 1, "{reports}");
 }
+
+/// A project with only the funnel's own events: the evidence says plainly
+/// what PostHog has no data for, and exits 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn evidence_without_such_data_says_so() {
+    let twin = PostHogTwin::start("5", KEY).await.expect("twin");
+    twin.push_events(traffic());
+    let dir = tempfile::tempdir().expect("dir");
+    let url = twin.url();
+    let dir_path = dir.path().to_path_buf();
+    let (text, json) = tokio::task::spawn_blocking(move || {
+        (
+            funnelfix(&dir_path, &url, &["evidence"]),
+            funnelfix(&dir_path, &url, &["evidence", "--json"]),
+        )
+    })
+    .await
+    .expect("joined");
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&text.stderr)
+    );
+    for absent in [
+        "Evidence for Viewed pricing → Started signup from PostHog: 600 daily entries, 50.0% went on.",
+        "- secondary actions: PostHog has no clicks or other events",
+        "- attention: PostHog has no scroll depth for this page",
+        "- speed: PostHog has no web vitals for this page",
+        "- what visitors said: no survey answers on this page",
+    ] {
+        assert!(stdout.contains(absent), "{absent}\n{stdout}");
+    }
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(
+        parsed[0]["evidence"]["speed"]["status"], "absent",
+        "{parsed}"
+    );
+    assert_eq!(parsed[0]["evidence"]["all"]["entries"], 600, "{parsed}");
+    // One funnel query, then five evidence queries, per run.
+    assert_eq!(twin.query_count(), 12);
+}

@@ -6,12 +6,12 @@
 //! Outside CI, a machine without those packages skips with a notice; in CI
 //! (CI=true) their absence fails the test.
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use funnelfix::config::StepConfig;
+use funnelfix::evidence::hogql::{Kind, evidence_query};
 use funnelfix::funnel::EntryRange;
 use funnelfix::funnel::hogql::funnel_query;
 use serde_json::{Value, json};
@@ -21,15 +21,7 @@ fn t(s: &str) -> DateTime<Utc> {
 }
 
 fn step(name: &str, event: &str, filters: &[(&str, &str)]) -> StepConfig {
-    StepConfig {
-        name: name.into(),
-        event: event.into(),
-        filters: filters
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<BTreeMap<_, _>>(),
-        files: vec![],
-    }
+    StepConfig::new(name, event, filters)
 }
 
 fn case(
@@ -46,6 +38,28 @@ fn case(
         "values": q.values,
         "window_secs": window.as_secs(),
         "steps": steps.iter().map(|s| json!({"event": s.event, "filters": s.filters})).collect::<Vec<_>>(),
+    })
+}
+
+/// An evidence query's case: `pages` are where the synthetic visitors see
+/// each step.
+fn evidence_case(
+    name: &str,
+    kind: Kind,
+    steps: &[StepConfig; 2],
+    pages: [&str; 2],
+    window: Duration,
+    range: EntryRange,
+    now: DateTime<Utc>,
+) -> Value {
+    let q = evidence_query(kind, &steps[0], &steps[1], window, range, now).expect("a query");
+    json!({
+        "name": name,
+        "kind": serde_json::to_value(kind).expect("a kind"),
+        "query": q.query,
+        "values": q.values,
+        "window_secs": window.as_secs(),
+        "steps": steps.iter().zip(pages).map(|(s, page)| json!({"event": s.event, "filters": s.filters, "page": page})).collect::<Vec<_>>(),
     })
 }
 
@@ -95,7 +109,13 @@ fn every_query_parses_in_hogql_and_counts_right_on_clickhouse() {
     let day = Duration::from_secs(86_400);
     let now = t("2026-03-30T10:17:00Z");
     let merge = t("2026-03-20T15:00:00Z");
-    let cases = vec![
+    let lookback = EntryRange {
+        from: now - chrono::Duration::days(28),
+        to: now,
+    };
+    let pricing = [signup[1].clone(), signup[2].clone()];
+    let started = [signup[2].clone(), signup[3].clone()];
+    let mut cases = vec![
         // `funnel` and the propose pass: the lookback window.
         case(
             "lookback, 4 steps, 1 day",
@@ -150,6 +170,27 @@ fn every_query_parses_in_hogql_and_counts_right_on_clickhouse() {
             now,
         ),
     ];
+    for kind in Kind::ALL {
+        cases.push(evidence_case(
+            &format!("evidence {kind:?}, pricing → signup started"),
+            kind,
+            &pricing,
+            ["/pricing", "/signup"],
+            day,
+            lookback,
+            now,
+        ));
+    }
+    // A step that is not a page view: its page is its event's $pathname.
+    cases.push(evidence_case(
+        "evidence Actions, signup started → completed, 2 hours",
+        Kind::Actions,
+        &started,
+        ["/signup", "/welcome"],
+        Duration::from_secs(2 * 3600),
+        lookback,
+        now,
+    ));
     let dir = tempfile::tempdir().expect("a temp dir");
     let path = dir.path().join("cases.json");
     std::fs::write(&path, serde_json::to_string(&cases).expect("json")).expect("written");

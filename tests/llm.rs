@@ -84,6 +84,7 @@ impl Ctx {
             history: &self.history,
             allowed_paths: &allowed_paths,
             max_changed_lines: 6,
+            evidence: None,
         };
         let rules = EditRules {
             allowed: &self.allowed,
@@ -133,6 +134,7 @@ fn report() -> FunnelReport {
             reason: "lowest upper bound".into(),
         }),
         reason_none: None,
+        evidence: None,
     }
 }
 

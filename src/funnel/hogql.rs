@@ -68,7 +68,7 @@ pub fn censored(range: EntryRange, window: Duration, now: DateTime<Utc>) -> Entr
 /// step's condition as `s<i>`, its property comparisons first so each reads
 /// the extracted column rather than extracting again. Also returns each
 /// event name's placeholder, once per name.
-fn step_columns(
+pub(crate) fn step_columns(
     steps: &[StepConfig],
     values: &mut Map<String, Value>,
 ) -> Result<(String, Vec<String>), String> {
@@ -128,6 +128,35 @@ fn step_columns(
     Ok((columns, events))
 }
 
+/// The times of the (censored) entry range and the window as values:
+/// entries in `[date_from, date_to)`, events read in `[date_read,
+/// date_until]`. Returns `(from, to)` in Unix seconds.
+pub(crate) fn range_values(
+    range: EntryRange,
+    window: Duration,
+    values: &mut Map<String, Value>,
+) -> (i64, i64) {
+    let from = range.from.timestamp();
+    let to = range.to.timestamp();
+    let window_secs = window.as_secs().max(1) as i64;
+    values.insert("date_from".into(), json!(from));
+    values.insert("date_to".into(), json!(to));
+    // The first event of the entry range's first day decides whether that
+    // day's entry falls in the range, so reading starts at midnight.
+    values.insert("date_read".into(), json!(from.div_euclid(DAY) * DAY));
+    values.insert("date_until".into(), json!(to + window_secs));
+    values.insert("window".into(), json!(window_secs));
+    (from, to)
+}
+
+/// A count in a result row: PostHog sends 64-bit integers as numbers or,
+/// like ClickHouse's JSON, as strings.
+pub(crate) fn count_cell(v: &Value) -> Result<u64, String> {
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .ok_or_else(|| format!("not a count: {v}"))
+}
+
 /// Midnight UTC that starts `date`, as a Unix time.
 pub fn day_start(date: NaiveDate) -> i64 {
     date.and_time(chrono::NaiveTime::MIN).and_utc().timestamp()
@@ -146,16 +175,7 @@ pub fn funnel_query(
     let range = censored(range, window, now);
     let mut values = Map::new();
     let (columns, events) = step_columns(steps, &mut values)?;
-    let from = range.from.timestamp();
-    let to = range.to.timestamp();
-    let window_secs = window.as_secs().max(1) as i64;
-    values.insert("date_from".into(), json!(from));
-    values.insert("date_to".into(), json!(to));
-    // The first event of the entry range's first day decides whether that
-    // day's entry falls in the range, so reading starts at midnight.
-    values.insert("date_read".into(), json!(from.div_euclid(DAY) * DAY));
-    values.insert("date_until".into(), json!(to + window_secs));
-    values.insert("window".into(), json!(window_secs));
+    let (from, to) = range_values(range, window, &mut values);
 
     let times: String = (0..n)
         .map(|i| format!(",\n        arraySort(groupArrayIf(t, s{i})) AS t{i}"))
@@ -240,11 +260,7 @@ pub fn parse_days(steps: usize, range: EntryRange, results: &Value) -> Result<By
                 cells.len()
             ));
         }
-        let number = |v: &Value| -> Result<u64, String> {
-            v.as_u64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-                .ok_or_else(|| format!("not a count: {v}"))
-        };
+        let number = count_cell;
         let day = number(&cells[0])?;
         let date = i64::try_from(day)
             .ok()
@@ -283,18 +299,9 @@ pub fn weekday(t: DateTime<Utc>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn step(name: &str, event: &str, filters: &[(&str, &str)]) -> StepConfig {
-        StepConfig {
-            name: name.into(),
-            event: event.into(),
-            filters: filters
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-            files: vec![],
-        }
+        StepConfig::new(name, event, filters)
     }
 
     fn t(s: &str) -> DateTime<Utc> {

@@ -49,7 +49,7 @@ impl FunnelCounts {
 
 /// One step-to-step transition: of `entrants` entries at step `index`,
 /// `converted` went on to step `index + 1` within the conversion window.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRate {
     /// Index of the step people leave from (0-based).
     pub index: usize,
@@ -69,7 +69,7 @@ pub struct StepRate {
 }
 
 /// The step funnelfix would work on, and why in words.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Choice {
     /// Index into [`FunnelReport::steps`].
     pub step: usize,
@@ -77,7 +77,7 @@ pub struct Choice {
 }
 
 /// Everything `funnelfix funnel` prints for one funnel.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FunnelReport {
     pub funnel: String,
     pub counts: FunnelCounts,
@@ -89,6 +89,9 @@ pub struct FunnelReport {
     /// `None` when no step can be judged; `reason_none` then says why.
     pub choice: Option<Choice>,
     pub reason_none: Option<String>,
+    /// What PostHog says about the chosen step, when the propose pass read it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<crate::evidence::Evidence>,
 }
 
 pub mod hogql;
@@ -104,7 +107,7 @@ pub struct EntryRange {
 }
 
 /// Funnel counts of the entries made on one UTC date.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DayCounts {
     pub date: NaiveDate,
     pub counts: FunnelCounts,
@@ -148,7 +151,7 @@ impl ByDay {
 }
 
 /// Funnel counts split by the UTC weekday of entry (0 = Monday).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ByWeekday {
     pub days: [FunnelCounts; 7],
 }

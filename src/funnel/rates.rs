@@ -138,6 +138,7 @@ pub fn report(
         overall,
         choice,
         reason_none,
+        evidence: None,
     }
 }
 

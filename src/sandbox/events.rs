@@ -92,6 +92,11 @@ impl EventLog {
         self.names.find(&name.to_string())
     }
 
+    /// How many distinct event names there are (ids are `0..names_len()`).
+    pub fn names_len(&self) -> u32 {
+        self.names.len() as u32
+    }
+
     pub fn event_name(&self, id: u32) -> &str {
         self.names.get(id)
     }

@@ -17,6 +17,23 @@ use serde_json::{Value, json};
 
 use super::Server;
 
+/// The strongest finding of the evidence quoted in a prompt, as a stand-in
+/// model would cite it: a segment much worse than the rest, else the first
+/// secondary action whose rate is clearly apart from the others'.
+pub fn strongest_evidence(prompt: &str) -> Option<String> {
+    let block = prompt.split("```text\nEvidence for").nth(1)?;
+    let block = block.split("\n```").next()?;
+    let finding = |prefix: &str, skip: &str| {
+        block
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .find(|l| !l.contains(skip) && !l.starts_with("not read"))
+            .map(str::to_string)
+    };
+    finding("- segments: ", "no segment")
+        .or_else(|| finding("- secondary actions: ", "intervals overlap"))
+}
+
 /// One scripted answer to a valid request.
 #[derive(Debug, Clone)]
 pub enum Reply {

@@ -8,6 +8,7 @@ pub mod github;
 pub mod github_app;
 pub mod llm;
 pub mod posthog;
+pub mod posthog_evidence;
 pub mod site;
 pub mod telegram;
 pub mod world;

@@ -33,6 +33,7 @@ use serde_json::{Map, Value, json};
 use crate::sandbox::Server;
 pub use crate::sandbox::events::Event;
 use crate::sandbox::events::EventLog;
+use crate::sandbox::posthog_evidence;
 
 /// An annotation as funnelfix created it.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +57,8 @@ struct Twin {
     log: EventLog,
     annotations: Vec<Annotation>,
     faults: Vec<Fault>,
+    /// Queries whose text contains the first string answer the status.
+    failing: Vec<(String, u16)>,
     delay: Option<Duration>,
     queries: Vec<Value>,
     /// Saved insights, in the order they were saved.
@@ -120,6 +123,12 @@ impl PostHogTwin {
     /// (429 says when to come back in its `detail`, as PostHog does).
     pub fn fail_next(&self, status: u16, times: usize) {
         lock(&self.state).faults.push(Fault { status, times });
+    }
+
+    /// Every query whose text contains `needle` answers `status` from now on
+    /// (say, one evidence query that is too expensive).
+    pub fn fail_queries_containing(&self, needle: &str, status: u16) {
+        lock(&self.state).failing.push((needle.to_string(), status));
     }
 
     /// Every query answers only after `delay` (a busy ClickHouse).
@@ -240,12 +249,24 @@ async fn query(
                 );
             }
         };
+        let text = body["query"]["query"].as_str().unwrap_or("").to_string();
         twin.queries.push(body);
-        if let Some(fault) = twin.faults.iter_mut().find(|f| f.times > 0) {
-            fault.times -= 1;
+        let failing = twin
+            .failing
+            .iter()
+            .find(|(needle, _)| text.contains(needle.as_str()))
+            .map(|(_, status)| *status);
+        let fault = match failing {
+            Some(status) => Some(status),
+            None => twin.faults.iter_mut().find(|f| f.times > 0).map(|fault| {
+                fault.times -= 1;
+                fault.status
+            }),
+        };
+        if let Some(fault_status) = fault {
             let status =
-                StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return match fault.status {
+                StatusCode::from_u16(fault_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return match fault_status {
                 429 => error(
                     status,
                     "throttled_error",
@@ -663,6 +684,14 @@ fn answer(twin: &Twin, body: &Value) -> Result<Value, String> {
         return top_events(&twin.log, body);
     }
     let asked = read_query(body)?;
+    let text = body["query"]["query"].as_str().unwrap_or("");
+    if let Some(part) = posthog_evidence::part_of(text) {
+        let (columns, results) = posthog_evidence::answer(&twin.log, &asked, part);
+        return Ok(reply(
+            columns.into_iter().map(String::from).collect(),
+            results,
+        ));
+    }
     let n = asked.steps.len();
     let results: Vec<Value> = count_entries(&twin.log, &asked)
         .into_iter()
@@ -679,8 +708,13 @@ fn answer(twin: &Twin, body: &Value) -> Result<Value, String> {
             columns.push(format!("converted_{i}"));
         }
     }
+    Ok(reply(columns, results))
+}
+
+/// PostHog's reply to a query: rows with their columns.
+fn reply(columns: Vec<String>, results: Vec<Value>) -> Value {
     let types: Vec<Value> = columns.iter().map(|c| json!([c, "UInt64"])).collect();
-    Ok(json!({
+    json!({
         "cache_key": "sandbox",
         "columns": columns,
         "types": types,
@@ -693,5 +727,5 @@ fn answer(twin: &Twin, body: &Value) -> Result<Value, String> {
         "error": null,
         "modifiers": {},
         "timings": [],
-    }))
+    })
 }

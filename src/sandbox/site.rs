@@ -15,7 +15,7 @@
 //! leaves. The rate of a transition (`base_rates`, times the page effects) is
 //! the chance that a visit at that step goes on to the next one at all.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use rand::rngs::SmallRng;
@@ -60,6 +60,9 @@ pub struct Behaviour {
     pub browse_only: f64,
     /// Share of funnel visits that read another page first.
     pub other_page_first: f64,
+    /// Whether the troubled step's page carries the planted evidence
+    /// (segments, a demo video, scrolling, rage clicks, surveys, web vitals).
+    pub evidence: bool,
 }
 
 /// Traffic by weekday (Monday first): quieter weekends, as most sites have.
@@ -89,6 +92,7 @@ impl Behaviour {
             drift_per_day: 0.0,
             browse_only: 0.5,
             other_page_first: 0.4,
+            evidence: true,
         }
     }
 
@@ -105,6 +109,7 @@ impl Behaviour {
             drift_per_day: 0.0,
             browse_only: 0.0,
             other_page_first: 0.0,
+            evidence: false,
         }
     }
 }
@@ -121,6 +126,12 @@ pub struct Site {
     /// Rates drift from here (the start of the first simulated range).
     origin: Option<DateTime<Utc>>,
     rng: SmallRng,
+    /// Draws for what the funnel's events do not depend on (devices,
+    /// referrers, scrolling, clicks, surveys), kept apart so the funnel's
+    /// own draws stay as they were.
+    evidence_rng: SmallRng,
+    /// The step whose page carries the planted evidence ([`Planted`]).
+    pub troubled: Option<usize>,
     next_person: u64,
     /// Recent funnel visits (start ms, person), oldest first, for returns.
     recent: VecDeque<(i64, u32)>,
@@ -142,12 +153,77 @@ const OTHER_PAGES: [&str; 5] = [
     "/changelog",
 ];
 
+/// What visitors bring on every event (posthog-js sends them all).
+const DEVICES: [&str; 2] = ["Desktop", "Mobile"];
+const BROWSERS: [&str; 3] = ["Chrome", "Safari", "Firefox"];
+const REFERRERS: [&str; 3] = ["google.com", "$direct", "news.ycombinator.com"];
+
+/// The planted truths on the troubled step's page, for the evidence:
+/// mobile visitors go on at half the desktop rate; those who play the demo
+/// video go on 2.5 times as often as those who do not; most leavers scroll
+/// less than a quarter of the page; some rage-click the disabled monthly
+/// plan button; a few answer a survey, most of them asking for a monthly
+/// plan. The factors keep the step's mean rate at its base rate.
+const MOBILE_SHARE: u64 = 40;
+const DEMO_SHARE: f64 = 0.2;
+const DEMO_LIFT: f64 = 2.5;
+pub const DEMO_EVENT: &str = "demo video played";
+pub const DISABLED_BUTTON: &str = "Choose monthly";
+pub const MONTHLY_ANSWERS: [&str; 2] = [
+    "Is there no monthly plan? I can't commit to a whole year.",
+    "I'd sign up today if there was a monthly option.",
+];
+const OTHER_ANSWERS: [&str; 2] = [
+    "Too expensive for a small team.",
+    "Just comparing tools for now.",
+];
+
+/// An autocapture `elements_chain` of a clicked element with `text`.
+fn element_chain(tag: &str, text: &str) -> String {
+    format!(
+        "{tag}:text=\"{text}\"nth-child=\"2\"nth-of-type=\"1\";div.plans:nth-child=\"3\"nth-of-type=\"1\";body:nth-child=\"1\"nth-of-type=\"1\""
+    )
+}
+
+/// A person's device (index into [`DEVICES`]) and browser, fixed per person.
+fn device_of(person: u32) -> (usize, usize) {
+    let h = u64::from(person).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    let device = usize::from(h % 100 < MOBILE_SHARE);
+    let browser = if device == 1 {
+        (h / 100 % 2) as usize
+    } else {
+        [0, 0, 2][(h / 100 % 3) as usize]
+    };
+    (device, browser)
+}
+
+/// One visit to the troubled page: what the visitor brings and does there.
+struct Planted {
+    mobile: bool,
+    demo: bool,
+}
+
+impl Planted {
+    /// The visit's rate relative to the step's mean.
+    fn factor(&self) -> f64 {
+        let device = if self.mobile { 0.5 } else { 1.0 } / (1.0 - MOBILE_SHARE as f64 / 200.0);
+        let demo = if self.demo { DEMO_LIFT } else { 1.0 } / (1.0 + (DEMO_LIFT - 1.0) * DEMO_SHARE);
+        device * demo
+    }
+}
+
 /// Ids of the events and property sets a visit writes, interned once per
 /// [`Site::record`] call.
 struct Vocabulary {
     pageview: u32,
     pageleave: u32,
     autocapture: u32,
+    rageclick: u32,
+    web_vitals: u32,
+    survey: u32,
+    demo: u32,
+    /// Property sets of step events by (step, device, browser, referrer).
+    step_props: HashMap<(usize, usize, usize, usize), u32>,
     /// Per step: its event and property set, and the page it is on (with
     /// the page leave and click property sets of that page).
     steps: Vec<StepIds>,
@@ -157,7 +233,7 @@ struct Vocabulary {
 
 struct StepIds {
     event: u32,
-    props: u32,
+    path: String,
     /// The page view to write before the step's own event, when the step
     /// is not a page view itself.
     view: Option<u32>,
@@ -193,11 +269,12 @@ impl Vocabulary {
                     ("$pathname", &path),
                     ("$event_type", "click"),
                     ("$el_text", "Continue"),
+                    ("elements_chain", &element_chain("a.button", "Continue")),
                 ]));
                 let event = log.event_id(&step.event);
                 StepIds {
                     event,
-                    props: log.props_id(&step.filters),
+                    path: path.clone(),
                     view: (event != pageview).then_some(page),
                     page,
                     click,
@@ -221,6 +298,11 @@ impl Vocabulary {
             pageview,
             pageleave: log.event_id("$pageleave"),
             autocapture: log.event_id("$autocapture"),
+            rageclick: log.event_id("$rageclick"),
+            web_vitals: log.event_id("$web_vitals"),
+            survey: log.event_id("survey sent"),
+            demo: log.event_id(DEMO_EVENT),
+            step_props: HashMap::new(),
             steps,
             others,
         }
@@ -235,6 +317,11 @@ impl Site {
         visitors_per_day: f64,
         seed: u64,
     ) -> Site {
+        let troubled = base_rates
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i);
         Site {
             funnel,
             branch: branch.to_string(),
@@ -244,6 +331,8 @@ impl Site {
             behaviour: Behaviour::realistic(),
             origin: None,
             rng: SmallRng::seed_from_u64(seed),
+            evidence_rng: SmallRng::seed_from_u64(seed ^ 0x5eed_e71d_e4ce),
+            troubled,
             next_person: 0,
             recent: VecDeque::new(),
             visits: 0,
@@ -333,7 +422,7 @@ impl Site {
         log: &mut EventLog,
     ) -> usize {
         let before = log.len();
-        let words = Vocabulary::new(&self.funnel, log);
+        let mut words = Vocabulary::new(&self.funnel, log);
         let origin = *self.origin.get_or_insert(from);
         let window_ms = self.funnel.conversion_window.as_millis().max(1) as f64;
         let b = self.behaviour.clone();
@@ -360,7 +449,7 @@ impl Site {
             starts.sort_unstable();
             for start in starts {
                 let person = self.visitor(start, log);
-                self.walk(start, person, window_ms, &live, &words, log);
+                self.walk(start, person, window_ms, &live, &mut words, log);
             }
             for _ in 0..browsing {
                 let start =
@@ -431,7 +520,7 @@ impl Site {
         person: u32,
         window_ms: f64,
         rates: &[f64],
-        words: &Vocabulary,
+        words: &mut Vocabulary,
         log: &mut EventLog,
     ) {
         let (direct_share, later_session_share, other_page_first) = (
@@ -451,9 +540,24 @@ impl Site {
             0
         };
         let mut step = first;
+        let referrer = self.evidence_rng.random_range(0..REFERRERS.len());
         loop {
-            at = self.step_page(at, person, step, words, log);
-            if step + 1 >= self.funnel.steps.len() || self.rng.random::<f64>() >= rates[step] {
+            let planted =
+                (self.behaviour.evidence && Some(step) == self.troubled).then(|| Planted {
+                    mobile: device_of(person).0 == 1,
+                    demo: self.evidence_rng.random::<f64>() < DEMO_SHARE,
+                });
+            let started = at;
+            let (end, leave) =
+                self.step_page(at, person, step, referrer, planted.is_none(), words, log);
+            at = end;
+            let factor = planted.as_ref().map_or(1.0, Planted::factor);
+            let goes_on = step + 1 < self.funnel.steps.len()
+                && self.rng.random::<f64>() < (rates[step] * factor).clamp(0.0, 1.0);
+            if let Some(p) = &planted {
+                self.planted_events(started, leave, person, step, p, goes_on, words, log);
+            }
+            if !goes_on {
                 return;
             }
             let gap = if self.rng.random::<f64>() < later_session_share {
@@ -468,19 +572,128 @@ impl Site {
         }
     }
 
+    /// What a visit to the troubled page leaves besides the funnel's
+    /// events, between its start and its page leave at `leave` (written
+    /// here, with the scroll depth and time on the page).
+    #[allow(clippy::too_many_arguments)]
+    fn planted_events(
+        &mut self,
+        start: i64,
+        leave: i64,
+        person: u32,
+        step: usize,
+        p: &Planted,
+        went_on: bool,
+        words: &mut Vocabulary,
+        log: &mut EventLog,
+    ) {
+        let path = words.steps[step].path.clone();
+        let r = &mut self.evidence_rng;
+        let at = |r: &mut SmallRng| start + 1 + r.random_range(0..(leave - start).max(1));
+        let push = |log: &mut EventLog, event: u32, ms: i64, pairs: &[(&str, &str)]| {
+            let mut all = vec![("$pathname", path.as_str())];
+            all.extend_from_slice(pairs);
+            let props = log.props_id(&props(&all));
+            log.push(event, Row { ms, person, props });
+        };
+        if p.demo {
+            let ms = at(r);
+            push(
+                log,
+                words.autocapture,
+                ms,
+                &[
+                    ("$event_type", "click"),
+                    (
+                        "elements_chain",
+                        &element_chain("button.demo", "Watch the demo"),
+                    ),
+                ],
+            );
+            push(log, words.demo, ms + 500, &[]);
+        }
+        if r.random::<f64>() < if went_on { 0.02 } else { 0.1 } {
+            let ms = at(r);
+            let chain = element_chain("button.plan-monthly.disabled", DISABLED_BUTTON);
+            push(log, words.rageclick, ms, &[("elements_chain", &chain)]);
+        }
+        if r.random::<f64>() < 0.6 {
+            let slow = if p.mobile { 1.6 } else { 1.0 };
+            let lcp = format!(
+                "{:.0}",
+                (1200.0 + r.random::<f64>() * 1800.0) * slow / 100.0 * 100.0
+            );
+            let lcp = format!(
+                "{}",
+                (lcp.parse::<f64>().unwrap_or(0.0) / 100.0).round() * 100.0
+            );
+            let inp = format!("{}", (5.0 + r.random::<f64>() * 25.0).round() * 10.0);
+            let cls = format!("{:.2}", r.random::<f64>() * 0.15);
+            let ms = at(r);
+            push(
+                log,
+                words.web_vitals,
+                ms,
+                &[
+                    ("$web_vitals_LCP_value", &lcp),
+                    ("$web_vitals_INP_value", &inp),
+                    ("$web_vitals_CLS_value", &cls),
+                ],
+            );
+        }
+        if r.random::<f64>() < if went_on { 0.005 } else { 0.03 } {
+            let text = if went_on {
+                "Looks good, trying it out."
+            } else if r.random::<f64>() < 0.6 {
+                MONTHLY_ANSWERS[r.random_range(0..MONTHLY_ANSWERS.len())]
+            } else {
+                OTHER_ANSWERS[r.random_range(0..OTHER_ANSWERS.len())]
+            };
+            let ms = at(r);
+            push(log, words.survey, ms, &[("$survey_response", text)]);
+        }
+        let shallow = r.random::<f64>() < if went_on { 0.15 } else { 0.75 };
+        let scroll = if shallow {
+            0.02 + r.random::<f64>() * 0.22
+        } else {
+            0.3 + r.random::<f64>() * 0.7
+        };
+        let seconds = if went_on {
+            20 + r.random_range(0..100)
+        } else {
+            3 + r.random_range(0..40)
+        };
+        push(
+            log,
+            words.pageleave,
+            leave,
+            &[
+                ("$prev_pageview_pathname", &path),
+                (
+                    "$prev_pageview_max_scroll_percentage",
+                    &format!("{scroll:.2}"),
+                ),
+                ("$prev_pageview_duration", &seconds.to_string()),
+            ],
+        );
+    }
+
     /// The events of one step: its page view (and its own event, when it is
-    /// not a page view), clicks, and the page leave. Returns when it ended.
+    /// not a page view), clicks, and the page leave (written here only when
+    /// `leave` is set). Returns when it ended and when it is left.
+    #[allow(clippy::too_many_arguments)]
     fn step_page(
         &mut self,
         at: i64,
         person: u32,
         step: usize,
-        words: &Vocabulary,
+        referrer: usize,
+        leave: bool,
+        words: &mut Vocabulary,
         log: &mut EventLog,
-    ) -> i64 {
-        let ids = &words.steps[step];
+    ) -> (i64, i64) {
         let mut t = at;
-        if let Some(view) = ids.view {
+        if let Some(view) = words.steps[step].view {
             log.push(
                 words.pageview,
                 Row {
@@ -491,14 +704,30 @@ impl Site {
             );
             t += 1_000 + self.rng.random_range(0..20_000);
         }
+        let (device, browser) = device_of(person);
+        let ids = &words.steps[step];
+        let event = ids.event;
+        let props = *words
+            .step_props
+            .entry((step, device, browser, referrer))
+            .or_insert_with(|| {
+                let mut p = self.funnel.steps[step].filters.clone();
+                p.entry("$pathname".into())
+                    .or_insert_with(|| ids.path.clone());
+                p.insert("$device_type".into(), DEVICES[device].into());
+                p.insert("$browser".into(), BROWSERS[browser].into());
+                p.insert("$referring_domain".into(), REFERRERS[referrer].into());
+                log.props_id(&p)
+            });
         log.push(
-            ids.event,
+            event,
             Row {
                 ms: t,
                 person,
-                props: ids.props,
+                props,
             },
         );
+        let ids = &words.steps[step];
         for _ in 0..self.rng.random_range(0..3) {
             t += 500 + self.rng.random_range(0..15_000);
             log.push(
@@ -511,15 +740,17 @@ impl Site {
             );
         }
         t += 500 + self.rng.random_range(0..10_000);
-        log.push(
-            words.pageleave,
-            Row {
-                ms: t,
-                person,
-                props: ids.page,
-            },
-        );
-        t
+        if leave {
+            log.push(
+                words.pageleave,
+                Row {
+                    ms: t,
+                    person,
+                    props: ids.page,
+                },
+            );
+        }
+        (t, t)
     }
 
     /// A page outside the funnel: view, clicks, leave. Returns when it ended.

@@ -1,6 +1,6 @@
 //! What the scenario tests share: a world of twins with the real `App`
 //! driven through the real adapters on a hand-moved clock.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub use std::time::Duration;
 

@@ -22,9 +22,12 @@ import re
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "stub"))
+sys.path.insert(0, os.path.dirname(__file__))
 
 import chdb.session  # noqa: E402
 import hogql_parser  # noqa: E402
+
+import evidence  # noqa: E402
 
 
 def literal(value):
@@ -40,6 +43,20 @@ def to_clickhouse(query, values):
     sql = re.sub(r"\{(\w+)\}", lambda m: literal(values[m.group(1)]), query)
     sql = re.sub(r"properties\.(\$?\w+)", lambda m: f"JSONExtractString(properties, '{m.group(1)}')", sql)
     return sql
+
+
+def as_posthog(query, values):
+    """PostHog's own rewrite (as in bench.py): properties read from the JSON
+    as nullable strings, comparisons with a nullable side wrapped in
+    ifNull, toFloat that gives NULL for what is not a number."""
+    sql = re.sub(r"((?:properties\.\$?\w+)|\bf\d+) = (\{\w+\})", r"ifNull(equals(\1, \2), 0)", query)
+    sql = re.sub(
+        r"properties\.(\$?\w+)",
+        lambda m: f"replaceRegexpAll(nullIf(nullIf(JSONExtractRaw(properties, '{m.group(1)}'), ''), 'null'), '^\"|\"$', '')",
+        sql,
+    )
+    sql = sql.replace("toFloat(", "toFloat64OrNull(")
+    return re.sub(r"\{(\w+)\}", lambda m: literal(values[m.group(1)]), sql)
 
 
 def synthetic_events(case, seed):
@@ -62,7 +79,7 @@ def synthetic_events(case, seed):
             while when in used:  # whole, distinct seconds per person: no ties
                 when += 1
             used.add(when)
-            events.append((person, event, when, json.dumps(props)))
+            events.append((person, event, when, json.dumps(props), ""))
 
         def step(k, when, wrong=False):
             props = dict(steps[k]["filters"])
@@ -107,7 +124,7 @@ def synthetic_events(case, seed):
     for p in range(case.get("people", 1200) // 5):
         for _ in range(rng.randint(1, 4)):
             name, props = rng.choice(NOISE)
-            events.append((f"other-{p}", name, rng.randint(frm, until), json.dumps(props)))
+            events.append((f"other-{p}", name, rng.randint(frm, until), json.dumps(props), ""))
     return events
 
 
@@ -172,18 +189,38 @@ def main(path):
         if placeholders != set(case["values"]):
             print(f"{case['name']}: placeholders {sorted(placeholders)} != values {sorted(case['values'])}")
             failures += 1
-        events = synthetic_events(case, seed=n + 1)
+        kind = case.get("kind")
+        events = (evidence.synthetic_events if kind else synthetic_events)(case, seed=n + 1)
         session.query("DROP TABLE IF EXISTS events")
         session.query(
             "CREATE TABLE events (person_id String, event String, timestamp DateTime64(3, 'UTC'), "
-            "properties String) ENGINE = Memory"
+            "properties String, elements_chain String, elements_chain_texts Array(String) MATERIALIZED "
+            "arrayDistinct(extractAll(elements_chain, '(?::|\")text=\"(.*?)\"'))) ENGINE = Memory"
         )
         for i in range(0, len(events), 5000):
             chunk = ",".join(
-                f"({literal(p)}, {literal(e)}, toDateTime64({t}, 3, 'UTC'), {literal(props)})"
-                for p, e, t, props in events[i:i + 5000]
+                f"({literal(p)}, {literal(e)}, toDateTime64({t}, 3, 'UTC'), {literal(props)}, {literal(el)})"
+                for p, e, t, props, el in events[i:i + 5000]
             )
-            session.query(f"INSERT INTO events VALUES {chunk}")
+            session.query(f"INSERT INTO events (person_id, event, timestamp, properties, elements_chain) VALUES {chunk}")
+        if kind:
+            sql = as_posthog(case["query"], case["values"])
+            try:
+                got = evidence.normal(json.loads(str(session.query(sql, "JSONCompact")))["data"])
+            except Exception as e:  # noqa: BLE001 - every case is reported
+                print(f"{case['name']}: ClickHouse: {str(e)[:600]}")
+                failures += 1
+                continue
+            want = evidence.normal(evidence.reference(case, events))
+            if got != want:
+                print(f"{case['name']}: ClickHouse {got}\n{' ' * len(case['name'])}  expected   {want}")
+                failures += 1
+            elif want in ([], [[0, 0, 0, 0, 0, 0, 0, 0]], [[0, 0, []]]) or len(evidence.entries(case, events)) == 0:
+                print(f"{case['name']}: the simulated events gave nothing to count")
+                failures += 1
+            else:
+                print(f"{case['name']}: ok ({len(events)} events, {len(evidence.entries(case, events))} entries, {len(want)} rows)")
+            continue
         got = json.loads(str(session.query(to_clickhouse(case["query"], case["values"]), "JSONCompact")))["data"]
         got = [[int(x) for x in row] for row in got]
         want = reference(case, events)

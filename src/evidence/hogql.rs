@@ -1,0 +1,279 @@
+//! The evidence queries: one HogQL query per part, each over the chosen
+//! step's entries in the funnel's own unit (see [`crate::funnel::hogql`]):
+//! an entry is a person's first step event of a UTC day in the (censored)
+//! lookback; it *went on* if the person's next-step event follows within
+//! the conversion window.
+//!
+//! What an entry did is read from the person's events on the entry's page
+//! (the `$pathname` of the step event) from the entry until it went on, or
+//! until the end of its UTC day when it did not (a person's later visit
+//! that day is part of the same entry; the next day is another entry).
+//!
+//! Every query reads the step's and the next step's events plus only the
+//! event names its part needs (`event IN (...)`), and, like the funnel
+//! query, takes every config value as a `{placeholder}`; property names
+//! come from the config only after [`crate::config::is_property_name`]
+//! accepted them, or are PostHog's own (`$device_type`, ...).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Map;
+
+use crate::config::StepConfig;
+use crate::funnel::EntryRange;
+use crate::funnel::hogql::{DAY, HogQlQuery, censored, range_values, step_columns};
+
+/// The evidence parts, one query each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Other events and autocaptured clicks, rage clicks and dead clicks.
+    Actions,
+    Segments,
+    Attention,
+    Speed,
+    Said,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::Actions,
+        Kind::Segments,
+        Kind::Attention,
+        Kind::Speed,
+        Kind::Said,
+    ];
+}
+
+/// Rows of groups per part are capped: the top ones are what matters.
+pub const MAX_ACTIONS: usize = 200;
+/// Values per segment dimension.
+pub const MAX_SEGMENT_VALUES: usize = 20;
+/// Survey answers quoted verbatim.
+pub const RECENT_ANSWERS: usize = 5;
+
+/// What a part reads besides the two steps' events: the WHERE prefilter,
+/// the condition of its rows (`k`), the row's columns after `(t, page)`,
+/// and the per-entry columns it adds (`entry.5` onwards).
+struct Reads {
+    events: &'static str,
+    condition: &'static str,
+    columns: &'static [&'static str],
+    entry_columns: &'static [&'static str],
+}
+
+fn reads(kind: Kind) -> Reads {
+    match kind {
+        Kind::Actions => Reads {
+            events: "event IN ('$autocapture', '$rageclick', '$dead_click') OR NOT startsWith(event, '$')",
+            condition: "((event = '$autocapture' AND coalesce(properties.$event_type, '') IN ('click', 'submit')) \
+                        OR event IN ('$rageclick', '$dead_click') \
+                        OR (NOT startsWith(event, '$') AND NOT startsWith(event, 'survey '))) \
+                        AND NOT s0 AND NOT s1",
+            columns: &[
+                "multiIf(event = '$autocapture', 'click', event = '$rageclick', 'rageclick', event = '$dead_click', 'deadclick', 'event')",
+                "if(startsWith(event, '$'), coalesce(elements_chain_texts[1], ''), event)",
+            ],
+            entry_columns: &[],
+        },
+        Kind::Segments => Reads {
+            events: "",
+            condition: "",
+            columns: &[],
+            entry_columns: &[
+                "coalesce(properties.$device_type, '')",
+                "coalesce(properties.$browser, '')",
+                "coalesce(properties.$referring_domain, '')",
+                "coalesce(properties.utm_source, '')",
+            ],
+        },
+        Kind::Attention => Reads {
+            events: "event IN ('$pageleave', '$pageview')",
+            condition: "event IN ('$pageleave', '$pageview') \
+                        AND properties.$prev_pageview_max_scroll_percentage IS NOT NULL",
+            columns: &[
+                "toFloat(properties.$prev_pageview_max_scroll_percentage)",
+                "toFloat(properties.$prev_pageview_duration)",
+            ],
+            entry_columns: &[],
+        },
+        Kind::Speed => Reads {
+            events: "event = '$web_vitals'",
+            condition: "event = '$web_vitals'",
+            columns: &[
+                "coalesce(toFloat(properties.$web_vitals_LCP_value), -1)",
+                "coalesce(toFloat(properties.$web_vitals_INP_value), -1)",
+                "coalesce(toFloat(properties.$web_vitals_CLS_value), -1)",
+            ],
+            entry_columns: &[],
+        },
+        Kind::Said => Reads {
+            events: "event = 'survey sent'",
+            condition: "event = 'survey sent' AND coalesce(properties.$survey_response, '') != ''",
+            columns: &["coalesce(properties.$survey_response, '')"],
+            entry_columns: &[],
+        },
+    }
+}
+
+/// The page a part's row is about: for the page leaves and page views of
+/// the attention part the page just left, otherwise the page it is on.
+fn part_page(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Attention => "coalesce(properties.$prev_pageview_pathname, '')",
+        _ => "page",
+    }
+}
+
+/// Per entry (one row each, `seen` the part's rows in its span), what the
+/// outer query makes of them.
+fn outer(kind: Kind) -> String {
+    match kind {
+        Kind::Actions => format!(
+            "SELECT\n    action.1 AS kind,\n    action.2 AS label,\n    count() AS entries,\n    countIf(went_on) AS converted\n\
+             FROM (\n    SELECT\n        went_on,\n        \
+             arrayJoin(arrayConcat([tuple('', '')], arrayDistinct(arrayMap(a -> tuple(a.3, a.4), seen)))) AS action\n    \
+             FROM ({{entries}})\n)\n\
+             GROUP BY kind, label\nORDER BY entries DESC, kind, label\nLIMIT {MAX_ACTIONS}"
+        ),
+        Kind::Segments => format!(
+            "SELECT\n    segment.1 AS dimension,\n    segment.2 AS value,\n    count() AS entries,\n    countIf(went_on) AS converted\n\
+             FROM (\n    SELECT\n        went_on,\n        \
+             arrayJoin([tuple('$device_type', entry.5), tuple('$browser', entry.6), tuple('$referring_domain', entry.7), \
+             tuple('utm_source', entry.8), tuple('visitor', if(entry.4, 'returning', 'new'))]) AS segment\n    \
+             FROM ({{entries}})\n)\n\
+             GROUP BY dimension, value\nORDER BY dimension, entries DESC, value\nLIMIT {MAX_SEGMENT_VALUES} BY dimension"
+        ),
+        Kind::Attention => "SELECT\n    went_on,\n    count() AS entries,\n    countIf(has_reading) AS measured,\n    \
+             countIf(has_reading AND scroll < 0.25) AS under_quarter,\n    \
+             countIf(has_reading AND scroll < 0.5) AS under_half,\n    \
+             countIf(has_reading AND scroll < 0.75) AS under_three_quarters,\n    \
+             avgIf(seconds, has_reading AND seconds IS NOT NULL) AS mean_seconds\n\
+             FROM (\n    SELECT\n        went_on,\n        length(seen) > 0 AS has_reading,\n        \
+             seen[1].3 AS scroll,\n        seen[1].4 AS seconds\n    FROM ({entries})\n)\n\
+             GROUP BY went_on\nORDER BY went_on"
+            .to_string(),
+        Kind::Speed => {
+            let metric = |i: usize| {
+                format!(
+                    "if(length(arrayFilter(v -> v >= 0, arrayMap(a -> a.{i}, seen))) > 0, arrayMax(arrayFilter(v -> v >= 0, arrayMap(a -> a.{i}, seen))), -1)"
+                )
+            };
+            let p75 = |name: &str| format!("{name}s[intDiv(length({name}s) * 3, 4) + 1] AS {name}_p75");
+            format!(
+                "SELECT\n    entries,\n    measured,\n    length(lcps) AS lcp_count,\n    {},\n    length(inps) AS inp_count,\n    {},\n    length(clss) AS cls_count,\n    {}\n\
+                 FROM (\n    SELECT\n        count() AS entries,\n        countIf(has_reading) AS measured,\n        \
+                 arraySort(groupArrayIf(lcp, lcp >= 0)) AS lcps,\n        \
+                 arraySort(groupArrayIf(inp, inp >= 0)) AS inps,\n        \
+                 arraySort(groupArrayIf(cls, cls >= 0)) AS clss\n    \
+                 FROM (\n        SELECT\n            length(seen) > 0 AS has_reading,\n            \
+                 {} AS lcp,\n            {} AS inp,\n            {} AS cls\n        FROM ({{entries}})\n    )\n)",
+                p75("lcp"),
+                p75("inp"),
+                p75("cls"),
+                metric(3),
+                metric(4),
+                metric(5),
+            )
+        }
+        Kind::Said => format!(
+            "SELECT\n    count() AS answers,\n    countIf(answer.3) AS from_converters,\n    \
+             arraySlice(arrayReverseSort(groupArray(answer)), 1, {RECENT_ANSWERS}) AS recent\n\
+             FROM (\n    SELECT\n        arrayJoin(arrayMap(a -> tuple(a.1, a.3, went_on), seen)) AS answer\n    \
+             FROM ({{entries}})\n)"
+        ),
+    }
+}
+
+/// `,\n<expr> AS <prefix>1, ...`: a part's columns in the rows' SELECT.
+fn aliased(columns: &[&str], prefix: &str) -> String {
+    columns
+        .iter()
+        .enumerate()
+        .map(|(j, c)| format!(",\n                {c} AS {prefix}{}", j + 1))
+        .collect()
+}
+
+/// `, <prefix>1, ...`: the same columns by name.
+fn names(columns: &[&str], prefix: &str) -> String {
+    (1..=columns.len())
+        .map(|j| format!(", {prefix}{j}"))
+        .collect()
+}
+
+/// The query of part `kind` for the transition `step` → `next`.
+pub fn evidence_query(
+    kind: Kind,
+    step: &StepConfig,
+    next: &StepConfig,
+    window: Duration,
+    range: EntryRange,
+    now: DateTime<Utc>,
+) -> Result<HogQlQuery, String> {
+    let range = censored(range, window, now);
+    let mut values = Map::new();
+    let steps = [step.clone(), next.clone()];
+    let (columns, events) = step_columns(&steps, &mut values)?;
+    range_values(range, window, &mut values);
+
+    let r = reads(kind);
+    let has_rows = !r.condition.is_empty();
+    let read_events = if r.events.is_empty() {
+        format!("event IN ({})", events.join(", "))
+    } else {
+        format!("(event IN ({}) OR {})", events.join(", "), r.events)
+    };
+    let (k_column, k_filter, acts_column, acts, seen) = if has_rows {
+        (
+            format!(
+                ",\n                {} AS part_page{},\n                {} AS k",
+                part_page(kind),
+                aliased(r.columns, "c"),
+                r.condition
+            ),
+            " OR k",
+            format!(
+                ",\n            arraySort(groupArrayIf(tuple(t, part_page{}), k)) AS acts",
+                names(r.columns, "c")
+            ),
+            ", acts",
+            format!(
+                ",\n        arrayFilter(a -> a.1 >= entry.1 AND a.1 <= if(entry.3 > 0 AND entry.3 < (intDiv(entry.1, {DAY}) + 1) * {DAY}, entry.3, (intDiv(entry.1, {DAY}) + 1) * {DAY} - 1) \
+                 AND a.2 = entry.2, acts) AS seen"
+            ),
+        )
+    } else {
+        (String::new(), "", String::new(), "", String::new())
+    };
+    let extra: String = (0..r.entry_columns.len())
+        .map(|j| format!(", x.{}", j + 3))
+        .collect();
+    // An entry: (time, page, time it went on or 0, returning, attributes...).
+    let entries = format!(
+        "\n    SELECT\n        entry,\n        entry.3 > 0 AS went_on{seen}\n    \
+         FROM (\n        SELECT\n            \
+         arrayJoin(arrayMap(x -> tuple(x.1, x.2, arrayFirst(y -> y >= x.1 AND y <= x.1 + {{window}}, tn), \
+         intDiv(ts[1].1, {DAY}) < intDiv(x.1, {DAY}){extra}), \
+         arrayFilter((x, i) -> (i = 1 OR intDiv(x.1, {DAY}) != intDiv(ts[i - 1].1, {DAY})) AND x.1 >= {{date_from}} AND x.1 < {{date_to}}, ts, arrayEnumerate(ts)))) AS entry{acts}\n        \
+         FROM (\n            SELECT\n                person_id,\n                \
+         arraySort(groupArrayIf(tuple(t, page{entry_names}), s0)) AS ts,\n                \
+         arraySort(groupArrayIf(t, s1)) AS tn{acts_column}\n            \
+         FROM (\n                SELECT\n                    person_id,\n                    \
+         toUnixTimestamp(timestamp) AS t,\n                    \
+         coalesce(properties.$pathname, '') AS page{entry_columns}{columns}{k_column}\n                \
+         FROM events\n                \
+         WHERE timestamp >= fromUnixTimestamp({{date_read}}) AND timestamp <= fromUnixTimestamp({{date_until}})\n                    \
+         AND {read_events}\n                    \
+         AND (s0 OR s1{k_filter})\n            )\n            \
+         GROUP BY person_id\n        )\n    )\n",
+        entry_names = names(r.entry_columns, "e"),
+        acts_column = acts_column.replace("\n            ", "\n                "),
+        entry_columns =
+            aliased(r.entry_columns, "e").replace("\n                ", "\n                    "),
+        columns = columns.replace("\n                ", "\n                    "),
+        k_column = k_column.replace("\n                ", "\n                    "),
+    );
+    let query = outer(kind).replace("{entries}", &entries);
+    Ok(HogQlQuery { query, values })
+}
