@@ -84,6 +84,10 @@ pub enum Checks {
         names: Vec<String>,
     },
     Passed,
+    /// The check runs cannot be read with this credential (GitHub offers
+    /// fine-grained tokens no Checks permission) and no status failed:
+    /// whether CI passed is unknown.
+    Unreadable,
     /// The first that failed, with its page and what it reported (for a
     /// model asked to fix it; may be empty).
     Failed {
@@ -95,7 +99,14 @@ pub enum Checks {
 }
 
 impl Checks {
-    fn combine(runs: &[CheckRunJson], statuses: &[StatusJson]) -> Checks {
+    /// `runs` is `None` when GitHub refused to show them.
+    fn combine(runs: Option<&[CheckRunJson]>, statuses: &[StatusJson]) -> Checks {
+        let Some(runs) = runs else {
+            return match Checks::combine(Some(&[]), statuses) {
+                failed @ Checks::Failed { .. } => failed,
+                _ => Checks::Unreadable,
+            };
+        };
         const FAILED: &[&str] = &[
             "failure",
             "cancelled",
@@ -710,7 +721,7 @@ impl GitHub {
     #[tracing::instrument(skip_all, fields(sha = %sha))]
     pub async fn checks(&self, sha: &str) -> anyhow::Result<Checks> {
         let (runs, statuses) = self.ci_reports(sha).await?;
-        Ok(Checks::combine(&runs, &statuses))
+        Ok(Checks::combine(runs.as_deref(), &statuses))
     }
 
     /// CI on commit `sha` and the preview a deployer posted for it, if any:
@@ -718,17 +729,30 @@ impl GitHub {
     #[tracing::instrument(skip_all, fields(sha = %sha))]
     pub async fn head_report(&self, sha: &str) -> anyhow::Result<HeadReport> {
         let (runs, statuses) = self.ci_reports(sha).await?;
+        // A preview is a convenience: without one (or without the
+        // Deployments permission) the approver is still asked.
         let preview = match preview_in_statuses(&statuses) {
             Some(url) => Some(url),
-            None => self.deployment_preview(sha).await?,
+            None => self
+                .deployment_preview(sha)
+                .await
+                .unwrap_or_else(|err| {
+                    tracing::warn!(error = %format!("{err:#}"), "could not read the preview deployments");
+                    None
+                }),
         };
         Ok(HeadReport {
-            checks: Checks::combine(&runs, &statuses),
+            checks: Checks::combine(runs.as_deref(), &statuses),
             preview,
         })
     }
 
-    async fn ci_reports(&self, sha: &str) -> anyhow::Result<(Vec<CheckRunJson>, Vec<StatusJson>)> {
+    /// The check runs (`None` when this credential may not read them) and
+    /// the commit statuses of `sha`.
+    async fn ci_reports(
+        &self,
+        sha: &str,
+    ) -> anyhow::Result<(Option<Vec<CheckRunJson>>, Vec<StatusJson>)> {
         let what = format!("reading the checks of {}", short(sha));
         let answer = self
             .send(
@@ -738,10 +762,14 @@ impl GitHub {
                 &what,
             )
             .await?;
-        if !answer.ok() {
+        let runs = if answer.status == 403 && answer.message().contains("not accessible") {
+            tracing::warn!(message = %answer.message(), "this credential cannot read check runs");
+            None
+        } else if answer.ok() {
+            Some(answer.json::<CheckRunsJson>(&what)?.check_runs)
+        } else {
             return Err(self.failure(&answer, &what));
-        }
-        let runs: CheckRunsJson = answer.json(&what)?;
+        };
         let answer = self
             .send(Method::Get, &format!("commits/{sha}/status"), None, &what)
             .await?;
@@ -749,7 +777,7 @@ impl GitHub {
             return Err(self.failure(&answer, &what));
         }
         let status: CombinedStatusJson = answer.json(&what)?;
-        Ok((runs.check_runs, status.statuses))
+        Ok((runs, status.statuses))
     }
 
     /// The newest successful non-production deployment of `sha` with an

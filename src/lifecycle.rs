@@ -533,6 +533,13 @@ fn awaiting_approval(e: &Experiment, event: &Event, now: DateTime<Utc>, rules: &
                 .then(Command::Notify {
                     html: text::checks_failed_note(e, name, url),
                 }),
+            // Never merged blind: a person can merge on GitHub, where CI
+            // shows, and the merge is then watched like any other.
+            Checks::Unreadable => Decision::nothing()
+                .note("merge_refused", Some(*by), "check runs unreadable")
+                .then(Command::Notify {
+                    html: text::checks_unreadable_note(e),
+                }),
             Checks::Pending { names } => Decision::nothing()
                 .note("merge_refused", Some(*by), "checks still running")
                 .then(Command::Notify {
@@ -650,7 +657,8 @@ fn head_checked(
             });
     }
     match checks {
-        Checks::Passed | Checks::None => d.then(Command::AskApproval),
+        // Unreadable: asked at once, the message says CI could not be read.
+        Checks::Passed | Checks::None | Checks::Unreadable => d.then(Command::AskApproval),
         Checks::Pending { .. } if now - seen_at >= chrono_duration(rules.checks_wait) => {
             d.then(Command::AskApproval)
         }

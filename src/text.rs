@@ -380,6 +380,10 @@ pub fn head_lines(e: &Experiment, checks_wait: Duration) -> String {
     let mut lines = match checks {
         Some(Checks::Passed) => "CI: ✅ checks passed\n".to_string(),
         Some(Checks::None) => "CI: none on this repository\n".to_string(),
+        Some(Checks::Unreadable) => {
+            "CI: ⚠️ its check runs cannot be read with funnelfix's token; look on GitHub\n"
+                .to_string()
+        }
         Some(Checks::Pending { names }) => format!(
             "CI: ⏳ still running after {} ({}); read again before merging\n",
             human_duration(checks_wait),
@@ -404,6 +408,14 @@ pub fn checks_failed_note(e: &Experiment, check: &str, url: &str) -> String {
     format!(
         "⛔ Not merged: the check <b>{}</b> failed on PR #{}.{link} Fix it on the branch and tap Approve again, or close the PR.",
         escape(check),
+        e.pr_number.unwrap_or_default()
+    )
+}
+
+/// Approve was tapped but funnelfix may not read the head's check runs.
+pub fn checks_unreadable_note(e: &Experiment) -> String {
+    format!(
+        "⚠️ Not merged: funnelfix's GitHub token cannot read the check runs of PR #{} (GitHub gives fine-grained tokens no Checks permission), so it cannot tell whether CI passed. Merge it on GitHub once CI is green (funnelfix then watches it as usual), or give funnelfix a GitHub App or a classic token.",
         e.pr_number.unwrap_or_default()
     )
 }

@@ -918,3 +918,45 @@ async fn a_preview_is_linked_in_the_pr_description_once() {
     let body = ctx.twin.pulls()[0].body.clone();
     assert_eq!(body, format!("**Preview:** {url}\n\nWhy: people stop."));
 }
+
+#[tokio::test]
+async fn a_fine_grained_token_cannot_read_check_runs_and_says_so() {
+    let token = "github_pat_11AAAA_twin0123456789";
+    let twin = GitHubTwin::start(
+        OWNER,
+        REPO,
+        "main",
+        &[("site/pricing.html", PRICING)],
+        token,
+    )
+    .await
+    .unwrap();
+    let gh = adapter(&twin, token, &format!("{OWNER}/{REPO}"));
+    let base = gh.base_head().await.unwrap();
+    let sha = gh
+        .commit_files(
+            &base,
+            "funnelfix/fg",
+            "x",
+            &[("site/pricing.html".into(), Some("<p>x</p>\n".into()))],
+        )
+        .await
+        .unwrap();
+    // Unknown, never "no CI": check runs may exist that it cannot see.
+    assert_eq!(gh.checks(&sha).await.unwrap(), Checks::Unreadable);
+    let report = gh.head_report(&sha).await.unwrap();
+    assert_eq!(report.checks, Checks::Unreadable);
+    // A failing commit status still shows.
+    twin.set_status(
+        &sha,
+        CommitStatus {
+            context: "ci/legacy".into(),
+            state: "failure".into(),
+            target_url: None,
+        },
+    );
+    assert!(matches!(
+        gh.checks(&sha).await.unwrap(),
+        Checks::Failed { .. }
+    ));
+}

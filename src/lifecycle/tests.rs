@@ -826,3 +826,29 @@ fn a_red_head_gets_one_fix_from_the_model_then_waits_for_a_person() {
     assert_eq!(d.note.as_ref().map(|n| n.kind), Some("fix_failed"));
     assert!(d.change.is_none());
 }
+
+#[test]
+fn unreadable_checks_are_asked_about_but_never_merged_blind() {
+    let rules = rules(RevertMode::Merge);
+    let d = decide(
+        &not_yet_asked(),
+        &head_checked("head1", Checks::Unreadable, None),
+        now(),
+        &rules,
+    );
+    assert_eq!(d.commands, [Command::AskApproval]);
+    let d = decide(
+        &in_state(State::AwaitingApproval),
+        &Event::ChecksSeen {
+            sha: "head1".into(),
+            checks: Checks::Unreadable,
+            by: APPROVER,
+        },
+        now(),
+        &rules,
+    );
+    let [Command::Notify { html }] = d.commands.as_slice() else {
+        panic!("{d:?}");
+    };
+    assert!(html.contains("Merge it on GitHub"), "{html}");
+}

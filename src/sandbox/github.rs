@@ -53,6 +53,9 @@ pub struct TwinPull {
 }
 
 /// Who a request comes from, once its credential is checked.
+/// How a fine-grained personal access token starts (a classic one: `ghp_`).
+const FINE_GRAINED_PREFIX: &str = "github_pat_";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Caller {
     /// The token the twin was started with (a person's token).
@@ -895,6 +898,13 @@ impl Repo {
                 true => reply(200, &self.commit_json(sha)),
                 false => not_found(),
             },
+            // GitHub has no Checks permission for fine-grained tokens.
+            ("GET", ["commits", _, "check-runs"])
+                if matches!(self.caller, Caller::Token)
+                    && self.token.starts_with(FINE_GRAINED_PREFIX) =>
+            {
+                error(403, "Resource not accessible by personal access token")
+            }
             ("GET", ["commits", sha, "check-runs"]) => self.check_runs_json(sha),
             ("GET", ["commits", sha, "status"]) => self.combined_status_json(sha),
             ("GET", ["deployments"]) => self.deployments_json(query),
