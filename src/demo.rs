@@ -19,6 +19,7 @@ use crate::daemon;
 use crate::experiment::State;
 use crate::funnel::Choice;
 use crate::report;
+use crate::sandbox::github::{PreviewDeployer, Workflow};
 use crate::sandbox::world::{self, APPROVER, CHAT_ID, World};
 use crate::stats::Assessment;
 use crate::store::Experiment;
@@ -141,6 +142,17 @@ pub async fn run(opts: DemoOptions) -> Result<DemoResult> {
     )
     .await?;
     world.llm.set_responder(std::sync::Arc::new(stand_in_model));
+    // The site's repository runs CI and deploys previews, as most do: each
+    // proposal is asked once its checks pass, with its preview linked.
+    world.github.run_ci_on_push(Workflow {
+        name: "build".into(),
+        takes: Duration::from_secs(8 * 60),
+        fails_on: None,
+    });
+    world.github.deploy_previews(PreviewDeployer {
+        domain: "preview.acme.test".into(),
+        takes: Duration::from_secs(5 * 60),
+    });
     // From here simulated time runs by itself, fast; the site keeps up with it.
     world.set_clock(Clock::scaled(start, SPEED));
     println!(
