@@ -163,10 +163,15 @@ impl App {
             Command::CheckHead => {
                 let pr = gh.pull_request(pr_number(e)?).await?;
                 let report = gh.head_report(&pr.head_sha).await?;
+                let diff = match e.head_sha.as_deref() == Some(pr.head_sha.as_str()) {
+                    true => None,
+                    false => Some(self.whole_diff(e, &pr.head_sha).await?),
+                };
                 Some(Event::HeadChecked {
                     sha: pr.head_sha,
                     checks: report.checks,
                     preview: report.preview,
+                    diff,
                 })
             }
             Command::AskFix { check, details } => Some(self.ask_fix(e, check, details).await?),
@@ -492,29 +497,15 @@ impl App {
         };
         let step = &self.funnel_of(e)?.steps[e.step];
         let head = gh.pull_request(pr_number(e)?).await?.head_sha;
-        let at_base = present(gh.read_files(base, &step.files).await?);
-        let on_branch = present(gh.read_files(&head, &step.files).await?);
-        let whole_diff = |files: &BTreeMap<String, String>| {
-            let changed: Vec<ChangedFile> = files
-                .iter()
-                .filter_map(|(path, after)| {
-                    let before = at_base.get(path)?;
-                    (before != after).then(|| ChangedFile {
-                        path: path.clone(),
-                        before: before.clone(),
-                        after: after.clone(),
-                    })
-                })
-                .collect();
-            proposal::unified_diff(&changed)
-        };
         // Pushed already: by a person, or by this command before a restart.
         if e.checks_failed_sha.as_deref() != Some(head.as_str()) {
             return Ok(Event::FixPushed {
-                diff: whole_diff(&on_branch),
+                diff: self.whole_diff(e, &head).await?,
                 sha: head,
             });
         }
+        let at_base = present(gh.read_files(base, &step.files).await?);
+        let on_branch = present(gh.read_files(&head, &step.files).await?);
         let used: usize = on_branch
             .iter()
             .map(|(path, after)| {
@@ -574,15 +565,36 @@ impl App {
                 });
             }
         };
-        let mut fixed = on_branch;
-        for c in accepted.changes {
-            fixed.insert(c.path, c.after);
-        }
         info!(experiment = %e.id, sha = %sha, "fix committed on the branch");
         Ok(Event::FixPushed {
-            diff: whole_diff(&fixed),
+            diff: self.whole_diff(e, &sha).await?,
             sha,
         })
+    }
+
+    /// The change on the PR's branch at `head` against the base it was
+    /// proposed on, over the step's files, as a unified diff.
+    async fn whole_diff(&self, e: &Experiment, head: &str) -> Result<String> {
+        let gh = &self.services.github;
+        let base = e
+            .base_sha
+            .as_deref()
+            .with_context(|| format!("experiment {} has no base commit", e.id))?;
+        let step = &self.funnel_of(e)?.steps[e.step];
+        let at_base = present(gh.read_files(base, &step.files).await?);
+        let at_head = present(gh.read_files(head, &step.files).await?);
+        let changed: Vec<ChangedFile> = at_head
+            .into_iter()
+            .filter_map(|(path, after)| {
+                let before = at_base.get(&path)?.clone();
+                (before != after).then_some(ChangedFile {
+                    path,
+                    before,
+                    after,
+                })
+            })
+            .collect();
+        Ok(proposal::unified_diff(&changed))
     }
 }
 

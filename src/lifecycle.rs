@@ -137,6 +137,10 @@ pub enum Event {
         sha: String,
         checks: Checks,
         preview: Option<String>,
+        /// The whole change against the base, when the head is not the
+        /// one last seen (a person pushed to the branch).
+        #[serde(default)]
+        diff: Option<String>,
     },
     /// What CI says about the head an approver asked to merge.
     ChecksSeen {
@@ -489,7 +493,16 @@ fn awaiting_approval(e: &Experiment, event: &Event, now: DateTime<Utc>, rules: &
             sha,
             checks,
             preview,
-        } => head_checked(e, sha, checks, preview.as_deref(), now, rules),
+            diff,
+        } => head_checked(
+            e,
+            sha,
+            checks,
+            preview.as_deref(),
+            diff.as_deref(),
+            now,
+            rules,
+        ),
         Event::PrSeen(PrSeen::Open) => Decision::nothing(),
         Event::PrSeen(PrSeen::Merged { at, sha }) => {
             Decision::to(State::Merged, "merged on GitHub by a person")
@@ -576,9 +589,18 @@ fn awaiting_approval(e: &Experiment, event: &Event, now: DateTime<Utc>, rules: &
             by,
         } => Decision::nothing()
             .note("merge_refused", Some(*by), "head moved")
+            // The new head is offered afresh, with its own CI and diff.
+            .set("message_id", Value::Null)
+            .then_all(mark_decided(
+                e,
+                text::DECIDED_SUPERSEDED,
+                &text::by_user(*by),
+                now,
+            ))
             .then(Command::Notify {
                 html: text::head_moved_note(e),
-            }),
+            })
+            .then(Command::CheckHead),
         Event::MergeDone {
             result: MergeResult::Refused(why),
             by,
@@ -635,10 +657,14 @@ fn head_checked(
     sha: &str,
     checks: &Checks,
     preview: Option<&str>,
+    diff: Option<&str>,
     now: DateTime<Utc>,
     rules: &Rules,
 ) -> Decision {
     let mut d = Decision::nothing().set("head_checks", json(checks));
+    if let Some(diff) = diff {
+        d = d.set("diff", store::text(diff));
+    }
     let mut seen_at = e.head_seen_at.or(e.asked_at).unwrap_or(now);
     if e.head_sha.as_deref() != Some(sha) {
         // A person pushed to the branch: its CI is waited for afresh.

@@ -292,7 +292,7 @@ pub fn merged_note(e: &Experiment, sha: &str, thresholds: &Thresholds) -> String
 
 pub fn head_moved_note(e: &Experiment) -> String {
     format!(
-        "⚠️ Not merged: the branch of PR #{} moved after the proposal, so it is not what was approved. Review it on GitHub.",
+        "⚠️ Not merged: the branch of PR #{} moved after the proposal, so it is not what was approved. funnelfix reads the new head and asks again once its checks pass.",
         e.pr_number.unwrap_or_default()
     )
 }
@@ -579,6 +579,7 @@ pub const DECIDED_EXPIRED: &str = "Expired";
 pub const DECIDED_MERGED_ON_GITHUB: &str = "Merged on GitHub";
 pub const DECIDED_CLOSED_ON_GITHUB: &str = "Closed on GitHub";
 pub const DECIDED_REVERT_MERGED: &str = "Revert merged";
+pub const DECIDED_SUPERSEDED: &str = "Not merged: its branch moved; asked again for the new head";
 pub const DECIDED_REVERT_CLOSED: &str = "Revert PR closed on GitHub";
 pub const BY_A_PERSON_ON_GITHUB: &str = "a person on GitHub";
 pub const BY_FUNNELFIX: &str = "funnelfix";

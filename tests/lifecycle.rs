@@ -599,3 +599,63 @@ async fn a_red_head_is_fixed_by_the_model_on_the_same_branch() {
         "{page}"
     );
 }
+
+/// A person pushes to the PR's branch after the approver was asked: Approve
+/// merges nothing unseen; the new head is offered afresh with its own diff
+/// once its CI passes, and that one merges.
+#[tokio::test]
+async fn a_branch_moved_after_the_ask_is_offered_again_with_its_new_diff() {
+    let mut ctx = Ctx::new().await;
+    ctx.world.github.run_ci_on_push(workflow(5 * MINUTE, None));
+    ctx.world
+        .llm
+        .script(vec![Reply::Content(proposal_json("Pricing CTA", HELPFUL))]);
+    ctx.propose().await;
+    ctx.run_for(10 * MINUTE, 5 * MINUTE).await;
+    let first = ctx.experiment();
+    let first_message = first.message_id.expect("asked once CI passed");
+    let branch = first.branch.expect("branch");
+    let page = ctx
+        .world
+        .github
+        .file_on_branch(&branch, "site/pricing.html")
+        .expect("page");
+    let pushed = ctx.world.github.push_to_branch(
+        &branch,
+        "site/pricing.html",
+        &page.replace("Start your free trial", "Try it free for 30 days"),
+    );
+    ctx.press("Approve", APPROVER, CHAT_ID).await;
+    assert_eq!(ctx.world.github.merge_requests(), 1, "one refused attempt");
+    assert_eq!(ctx.experiment().state, State::AwaitingApproval);
+    let edited = ctx
+        .world
+        .telegram
+        .messages()
+        .into_iter()
+        .find(|m| m.message_id == first_message as i32)
+        .expect("first proposal");
+    assert!(edited.text.contains("branch moved"), "{}", edited.text);
+    assert!(edited.buttons.is_empty(), "the old buttons are gone");
+    ctx.run_for(10 * MINUTE, 5 * MINUTE).await;
+    let again = ctx.experiment();
+    assert_eq!(again.head_sha.as_deref(), Some(pushed.as_str()));
+    assert_ne!(again.message_id, Some(first_message), "asked again");
+    assert!(
+        again
+            .diff
+            .as_deref()
+            .unwrap_or("")
+            .contains("Try it free for 30 days"),
+        "the new proposal shows the change as it now is"
+    );
+    ctx.press("Approve", APPROVER, CHAT_ID).await;
+    assert_eq!(ctx.experiment().state, State::Merged);
+    assert!(
+        ctx.world
+            .github
+            .file_on_branch("main", "site/pricing.html")
+            .expect("page")
+            .contains("Try it free for 30 days")
+    );
+}

@@ -81,6 +81,7 @@ fn head_checked(sha: &str, checks: Checks, preview: Option<&str>) -> Event {
         sha: sha.into(),
         checks,
         preview: preview.map(String::from),
+        diff: None,
     }
 }
 
