@@ -1426,7 +1426,7 @@ pub(crate) mod tests {
     fn status_and_notes() {
         let e = experiment();
         insta::assert_snapshot!(status_line(&e), @"#3 signup · Viewed pricing → Started signup · awaiting_approval · PR #12 · rate before 25.0%");
-        insta::assert_snapshot!(head_moved_note(&e), @"⚠️ Not merged: the branch of PR #12 moved after the proposal, so it is not what was approved. Review it on GitHub.");
+        insta::assert_snapshot!(head_moved_note(&e), @"⚠️ Not merged: the branch of PR #12 moved after the proposal, so it is not what was approved. funnelfix reads the new head and asks again once its checks pass.");
         insta::assert_snapshot!(expired_note(&e, std::time::Duration::from_secs(72 * 3600)), @"⌛ Proposal #3 got no answer within 3 days: PR #12 closed.");
         insta::assert_snapshot!(failed_note("signup", "Viewed pricing", &["attempt 1: edit 1: \"site/x.html\" is not a file of this step".into()]), @r#"
         ❌ No change proposed for <b>signup</b> / <b>Viewed pricing</b>: the model's edits were refused.
