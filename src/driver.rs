@@ -425,10 +425,7 @@ impl App {
         let by_weekday = days.by_weekday(steps.len());
         Ok(std::array::from_fn(|d| {
             let (entrants, conversions) = by_weekday.days[d].transition(0);
-            Counts {
-                entrants,
-                conversions,
-            }
+            Counts::new(entrants, conversions)
         }))
     }
 
