@@ -22,7 +22,10 @@
 //! entries whose window has ended, per weekday, with the per-person sums the
 //! query returns. Both rules run `stats::assess` on the same counts:
 //! - old: without the per-person sums (every entry independent);
-//! - new: with them (the person-clustered variance).
+//! - new: with them (the person-clustered variance);
+//! - new + z at day 14: the new rule, and at the look of day 14 also a
+//!   fixed-horizon test, revert if `θ/√V ≤ −2.5` with the same gates (not
+//!   what the daemon does: measured to see what it would add).
 
 mod common;
 
@@ -54,6 +57,8 @@ const LATER_SESSION_SHARE: f64 = 0.3;
 const MOBILE_SHARE: f64 = 0.4;
 const DEMO_SHARE: f64 = 0.2;
 const DEMO_LIFT: f64 = 2.5;
+/// The fixed-horizon test's threshold on `θ/√V`.
+const FIXED_Z: f64 = -2.5;
 /// Days of traffic before the baseline, so that it already has returning people.
 const WARM_UP: i64 = 28 * DAY;
 
@@ -80,6 +85,8 @@ struct Scenario {
 struct Outcome {
     old: Option<usize>,
     new: Option<usize>,
+    /// The new rule, plus one fixed-horizon z-test at the look of day 14.
+    new_fixed: Option<usize>,
 }
 
 /// One entry: a person's first step event of a UTC day.
@@ -309,12 +316,22 @@ fn replicate(s: &Scenario, seed: u64) -> Outcome {
             post.add(entries[next]);
             next += 1;
         }
-        if next == before && look != LAST_LOOK_HOUR {
+        let day_14 = look as usize == DAY_14;
+        if next == before && look != LAST_LOOK_HOUR && !day_14 {
             continue;
         }
         new_input.post = post.counts;
-        if outcome.new.is_none() && assess(&new_input, &rule).revert {
+        let a = assess(&new_input, &rule);
+        if outcome.new.is_none() && a.revert {
             outcome.new = Some(look as usize);
+        }
+        let fixed = day_14
+            && a.variance > 0.0
+            && a.theta / a.variance.sqrt() <= FIXED_Z
+            && a.post_conversions >= rule.min_conversions
+            && a.relative_change <= -rule.max_relative_drop;
+        if outcome.new_fixed.is_none() && (a.revert || fixed) {
+            outcome.new_fixed = Some(look as usize);
         }
         let old_input = WatchInput {
             baseline: old_baseline,
@@ -324,7 +341,7 @@ fn replicate(s: &Scenario, seed: u64) -> Outcome {
         if outcome.old.is_none() && assess(&old_input, &rule).revert {
             outcome.old = Some(look as usize);
         }
-        if outcome.old.is_some() && outcome.new.is_some() {
+        if outcome.old.is_some() && outcome.new_fixed.is_some() && outcome.new.is_some() {
             break;
         }
     }
@@ -339,6 +356,10 @@ fn new(o: &Outcome) -> Option<usize> {
     o.new
 }
 
+fn new_fixed(o: &Outcome) -> Option<usize> {
+    o.new_fixed
+}
+
 fn main() {
     let started = Instant::now();
     let reps = common::reps(2000);
@@ -349,9 +370,9 @@ fn main() {
          observation ({reps} runs per row)\n"
     );
     println!(
-        "| merge | conversions/day | old rule (entries independent) | new rule (person-clustered) |"
+        "| merge | conversions/day | old rule (entries independent) | new rule (person-clustered) | new + z at day 14 |"
     );
-    println!("|---|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|");
     for (i, (name, merge)) in [("Friday", Merge::Friday), ("Monday", Merge::Monday)]
         .into_iter()
         .enumerate()
@@ -366,9 +387,10 @@ fn main() {
                 replicate(&s, seed)
             });
             println!(
-                "| {name} | {volume} | {} | {} |",
+                "| {name} | {volume} | {} | {} | {} |",
                 pct(share(&out, usize::MAX, old)),
                 pct(share(&out, usize::MAX, new)),
+                pct(share(&out, usize::MAX, new_fixed)),
             );
             eprintln!(
                 "done: {name} merge at {volume}/day ({:.0?})",
@@ -382,9 +404,9 @@ fn main() {
          by the look of day 14, median days among those ({reps} runs per row)\n"
     );
     println!(
-        "| drop | conversions/day | old: by day 14 | old: median d | new: by day 14 | new: median d |"
+        "| drop | conversions/day | old: by day 14 | median d | new: by day 14 | median d | new + z: by day 14 | median d |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (i, drop) in [0.15, 0.30].into_iter().enumerate() {
         for (j, volume) in [40.0, 200.0].into_iter().enumerate() {
             let s = Scenario {
@@ -396,12 +418,14 @@ fn main() {
                 replicate(&s, seed)
             });
             println!(
-                "| −{:.0}% | {volume} | {} | {} | {} | {} |",
+                "| −{:.0}% | {volume} | {} | {} | {} | {} | {} | {} |",
                 drop * 100.0,
                 pct(share(&out, DAY_14, old)),
                 median_days(&out, DAY_14, old),
                 pct(share(&out, DAY_14, new)),
                 median_days(&out, DAY_14, new),
+                pct(share(&out, DAY_14, new_fixed)),
+                median_days(&out, DAY_14, new_fixed),
             );
             eprintln!(
                 "done: −{}% at {volume}/day ({:.0?})",

@@ -105,7 +105,7 @@ impl Counts {
     }
 
     /// The sum; it has per-person sums only if every part with entries has.
-    fn add(self, other: Counts) -> Self {
+    pub(crate) fn add(self, other: Counts) -> Self {
         let people = match (self.people, other.people) {
             (Some(a), Some(b)) => Some(a.add(b)),
             (a, None) if other.entrants == 0 => a,
