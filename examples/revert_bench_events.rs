@@ -87,6 +87,8 @@ struct Outcome {
     new: Option<usize>,
     /// The new rule, plus one fixed-horizon z-test at the look of day 14.
     new_fixed: Option<usize>,
+    /// The design effects (after the merge, before) at the last look made.
+    design_effect: (f64, f64),
 }
 
 /// One entry: a person's first step event of a UTC day.
@@ -322,6 +324,7 @@ fn replicate(s: &Scenario, seed: u64) -> Outcome {
         }
         new_input.post = post.counts;
         let a = assess(&new_input, &rule);
+        outcome.design_effect = a.design_effect;
         if outcome.new.is_none() && a.revert {
             outcome.new = Some(look as usize);
         }
@@ -348,6 +351,10 @@ fn replicate(s: &Scenario, seed: u64) -> Outcome {
     outcome
 }
 
+fn mean(outcomes: &[Outcome], pick: fn(&Outcome) -> f64) -> f64 {
+    outcomes.iter().map(pick).sum::<f64>() / outcomes.len() as f64
+}
+
 fn old(o: &Outcome) -> Option<usize> {
     o.old
 }
@@ -370,9 +377,9 @@ fn main() {
          observation ({reps} runs per row)\n"
     );
     println!(
-        "| merge | conversions/day | old rule (entries independent) | new rule (person-clustered) | new + z at day 14 |"
+        "| merge | conversions/day | old rule (entries independent) | new rule (person-clustered) | new + z at day 14 | design effect after / before |"
     );
-    println!("|---|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|");
     for (i, (name, merge)) in [("Friday", Merge::Friday), ("Monday", Merge::Monday)]
         .into_iter()
         .enumerate()
@@ -387,10 +394,12 @@ fn main() {
                 replicate(&s, seed)
             });
             println!(
-                "| {name} | {volume} | {} | {} | {} |",
+                "| {name} | {volume} | {} | {} | {} | {:.3} / {:.3} |",
                 pct(share(&out, usize::MAX, old)),
                 pct(share(&out, usize::MAX, new)),
                 pct(share(&out, usize::MAX, new_fixed)),
+                mean(&out, |o| o.design_effect.0),
+                mean(&out, |o| o.design_effect.1),
             );
             eprintln!(
                 "done: {name} merge at {volume}/day ({:.0?})",
