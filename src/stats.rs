@@ -10,8 +10,11 @@
 //! - per weekday d: baseline `n_bd`, `x_bd`; after the merge `n_td` (and in
 //!   total `n_t`, `x_t`), all counted only once their conversion window ended;
 //! - `w_d = n_td/n_t`, `p_exp = Σ w_d·p_bd`, `p_t = x_t/n_t`, `θ = p_t − p_exp`;
-//! - `p̄ = (x_t + x_b)/(n_t + n_b)`, `V = p̄(1−p̄)·(1/n_t + Σ w_d²/n_bd)`;
-//! - `τ² = (2 ln(1/α) + ln(1 + 2 ln(1/α)))·V*`, `V* = p_b(1−p_b)(1/n* + 1/n_b)`;
+//! - `p̄ = (x_t + x_b)/(n_t + n_b)`, `V = p̄(1−p̄)·(D_t/n_t + D_b·Σ w_d²/n_bd)`,
+//!   with `D_t`, `D_b` the design effects of one person's correlated entries
+//!   after and before the merge ([`Counts::design_effect`]; 1 without
+//!   per-person sums, which gives DESIGN.md's `V`);
+//! - `τ² = (2 ln(1/α) + ln(1 + 2 ln(1/α)))·V*`, `V* = D_b·p_b(1−p_b)(1/n* + 1/n_b)`;
 //! - `Λ = 2·√(V/(V+τ²))·exp(τ²θ²/(2V(V+τ²)))·Φ(−τθ/√(V(V+τ²)))`;
 //! - revert iff `Λ ≥ 1/α` and `x_t ≥ min_conversions` and
 //!   `p_t/p_exp − 1 ≤ −max_relative_drop`.
