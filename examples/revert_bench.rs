@@ -18,7 +18,11 @@
 //! - naive: a one-sided pooled two-proportion z-test, every hour;
 //! - fixed: the same z-test, once, at day 14.
 
+mod common;
+
 use std::time::Instant;
+
+use common::{median_days, pct, share};
 
 use funnelfix::stats::{Counts, RevertRule, WEEKDAYS, WatchInput, assess};
 use rand::rngs::SmallRng;
@@ -229,66 +233,11 @@ fn replicate(s: &Scenario, seed: u64) -> Outcome {
     outcome
 }
 
-/// Runs `reps` replications over all cores; each replication has its own seed,
-/// so the result does not depend on the number of threads.
-fn run(s: &Scenario, reps: usize, seed: u64) -> Vec<Outcome> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut outcomes = vec![Outcome::default(); reps];
-    let chunk = reps.div_ceil(threads);
-    std::thread::scope(|scope| {
-        for (c, slice) in outcomes.chunks_mut(chunk).enumerate() {
-            scope.spawn(move || {
-                for (i, out) in slice.iter_mut().enumerate() {
-                    let rep = (c * chunk + i) as u64;
-                    *out = replicate(s, seed ^ rep.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                }
-            });
-        }
-    });
-    outcomes
-}
-
-fn share(outcomes: &[Outcome], by_hour: usize, pick: fn(&Outcome) -> Option<usize>) -> f64 {
-    let caught = outcomes
-        .iter()
-        .filter(|o| pick(o).is_some_and(|h| h <= by_hour))
-        .count();
-    caught as f64 / outcomes.len() as f64
-}
-
-/// Median of the revert times (days) among the replications that reverted by `by_hour`.
-fn median_days(
-    outcomes: &[Outcome],
-    by_hour: usize,
-    pick: fn(&Outcome) -> Option<usize>,
-) -> String {
-    let mut hours: Vec<usize> = outcomes
-        .iter()
-        .filter_map(pick)
-        .filter(|&h| h <= by_hour)
-        .collect();
-    if hours.is_empty() {
-        return "–".into();
-    }
-    hours.sort_unstable();
-    format!(
-        "{:.1}",
-        hours[hours.len() / 2] as f64 / HOURS_PER_DAY as f64
-    )
-}
-
-fn pct(x: f64) -> String {
-    format!("{:.1}%", 100.0 * x)
-}
-
 const VOLUMES: [f64; 3] = [10.0, 40.0, 200.0];
 
 fn main() {
     let started = Instant::now();
-    let reps_no_change: usize = std::env::var("REPS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(10_000);
+    let reps_no_change = common::reps(10_000);
     let reps_drop = reps_no_change;
 
     let no_change = [
@@ -314,7 +263,9 @@ fn main() {
                 conversions_per_day: volume,
                 watch_hours: 28 * HOURS_PER_DAY,
             };
-            let out = run(&s, reps_no_change, 1000 + 10 * i as u64 + j as u64);
+            let out = common::run(reps_no_change, 1000 + 10 * i as u64 + j as u64, |seed| {
+                replicate(&s, seed)
+            });
             let all = usize::MAX;
             println!(
                 "| {} | {volume} | {} | {} | {} |",
@@ -349,7 +300,7 @@ fn main() {
                     watch_hours: MATURED_14_DAYS,
                 };
                 let seed = 2000 + 100 * k as u64 + 10 * i as u64 + j as u64;
-                let out = run(&s, reps_drop, seed);
+                let out = common::run(reps_drop, seed, |seed| replicate(&s, seed));
                 let (d7, d14) = (7 * HOURS_PER_DAY, 14 * HOURS_PER_DAY);
                 println!(
                     "| {} | {:.0}% | {volume} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -375,6 +326,6 @@ fn main() {
     println!(
         "\nRun time {:.0?} on {} threads.",
         started.elapsed(),
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        common::threads()
     );
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use tracing::{info, warn};
 
 use crate::app::App;
@@ -423,18 +423,21 @@ impl App {
             .iter()
             .map(|d| {
                 let (entrants, conversions) = d.counts.transition(0);
-                (d.date, Counts::new(entrants, conversions))
+                let counts = Counts::new(entrants, conversions);
+                let counts = match d.people.first() {
+                    Some(people) => counts.with_people(*people),
+                    None => counts,
+                };
+                (d.date, counts)
             })
             .collect();
         self.store.record_days(e.id, period, &daily)?;
-        let by_weekday = days.by_weekday(steps.len());
-        Ok(std::array::from_fn(|d| {
-            let (entrants, conversions) = by_weekday.days[d].transition(0);
-            Counts {
-                entrants,
-                conversions,
-            }
-        }))
+        let mut by_weekday = [Counts::default(); 7];
+        for (date, counts) in &daily {
+            let d = date.weekday().num_days_from_monday() as usize;
+            by_weekday[d] = by_weekday[d].add(*counts);
+        }
+        Ok(by_weekday)
     }
 
     /// Commits the files as they were before the merge on the revert branch

@@ -10,8 +10,11 @@
 //! - per weekday d: baseline `n_bd`, `x_bd`; after the merge `n_td` (and in
 //!   total `n_t`, `x_t`), all counted only once their conversion window ended;
 //! - `w_d = n_td/n_t`, `p_exp = Σ w_d·p_bd`, `p_t = x_t/n_t`, `θ = p_t − p_exp`;
-//! - `p̄ = (x_t + x_b)/(n_t + n_b)`, `V = p̄(1−p̄)·(1/n_t + Σ w_d²/n_bd)`;
-//! - `τ² = (2 ln(1/α) + ln(1 + 2 ln(1/α)))·V*`, `V* = p_b(1−p_b)(1/n* + 1/n_b)`;
+//! - `p̄ = (x_t + x_b)/(n_t + n_b)`, `V = p̄(1−p̄)·(D_t/n_t + D_b·Σ w_d²/n_bd)`,
+//!   with `D_t`, `D_b` the design effects of one person's correlated entries
+//!   after and before the merge ([`Counts::design_effect`]; 1 without
+//!   per-person sums, which gives DESIGN.md's `V`);
+//! - `τ² = (2 ln(1/α) + ln(1 + 2 ln(1/α)))·V*`, `V* = D_b·p_b(1−p_b)(1/n* + 1/n_b)`;
 //! - `Λ = 2·√(V/(V+τ²))·exp(τ²θ²/(2V(V+τ²)))·Φ(−τθ/√(V(V+τ²)))`;
 //! - revert iff `Λ ≥ 1/α` and `x_t ≥ min_conversions` and
 //!   `p_t/p_exp − 1 ≤ −max_relative_drop`.
@@ -40,11 +43,43 @@ pub const WEEKDAYS: usize = 7;
 /// below it the normal approximation behind `V` is not to be trusted.
 pub const DEFAULT_MIN_CONVERSIONS: u64 = 30;
 
-/// People who entered a step and how many of them reached the next one.
+/// Entries at a step and how many of them reached the next one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Counts {
     pub entrants: u64,
     pub conversions: u64,
+    /// Per-person sums behind these entries, when the query returned them.
+    /// Baselines stored before they existed have none: their entries are
+    /// taken as independent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub people: Option<PersonSums>,
+}
+
+/// Per-person sums of one stratum's entries, for the variance of a rate whose
+/// entries are not independent: one person's entries (a returning visitor's
+/// days) tend to convert together. For person `i` with `n_i`, `x_i` entries
+/// and conversions in this stratum and `N_i`, `X_i` over the whole range:
+/// `entries_sq = Σ n_i·N_i`, `conversions_entries = Σ x_i·N_i`,
+/// `conversions_sq = Σ x_i·X_i`. Added over the strata they are the whole
+/// range's `Σ N_i²`, `Σ X_i·N_i`, `Σ X_i²`, so a person who enters on
+/// several weekdays still counts as one cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PersonSums {
+    pub entries_sq: u64,
+    pub conversions_entries: u64,
+    pub conversions_sq: u64,
+}
+
+impl PersonSums {
+    fn add(self, other: PersonSums) -> Self {
+        PersonSums {
+            entries_sq: self.entries_sq.saturating_add(other.entries_sq),
+            conversions_entries: self
+                .conversions_entries
+                .saturating_add(other.conversions_entries),
+            conversions_sq: self.conversions_sq.saturating_add(other.conversions_sq),
+        }
+    }
 }
 
 impl Counts {
@@ -52,6 +87,14 @@ impl Counts {
         Counts {
             entrants,
             conversions,
+            people: None,
+        }
+    }
+
+    pub fn with_people(self, people: PersonSums) -> Self {
+        Counts {
+            people: Some(people),
+            ..self
         }
     }
 
@@ -59,16 +102,41 @@ impl Counts {
     /// more, but a rate above 1 would make `p̄(1−p̄)` negative).
     fn sane(self) -> Self {
         Counts {
-            entrants: self.entrants,
             conversions: self.conversions.min(self.entrants),
+            ..self
         }
     }
 
-    fn add(self, other: Counts) -> Self {
+    /// The sum; it has per-person sums only if every part with entries has.
+    pub(crate) fn add(self, other: Counts) -> Self {
+        let people = match (self.people, other.people) {
+            (Some(a), Some(b)) => Some(a.add(b)),
+            (a, None) if other.entrants == 0 => a,
+            (None, b) if self.entrants == 0 => b,
+            _ => None,
+        };
         Counts {
             entrants: self.entrants.saturating_add(other.entrants),
             conversions: self.conversions.saturating_add(other.conversions),
+            people,
         }
+    }
+
+    /// How much larger the variance of the rate is than if every entry were
+    /// independent, at a rate of `p`: `Σ(X_i − p·N_i)² / (p(1−p)·Σ N_i)`,
+    /// the cluster-robust (ratio estimator) variance over the binomial one.
+    /// At least 1 (fewer people than entries can only add variance; below
+    /// 1 is noise), and 1 without per-person sums.
+    pub fn design_effect(&self, p: f64) -> f64 {
+        let Some(s) = self.people else { return 1.0 };
+        let binomial = p * (1.0 - p) * self.entrants as f64;
+        if binomial.is_nan() || binomial <= 0.0 {
+            return 1.0;
+        }
+        let clustered = s.conversions_sq as f64 - 2.0 * p * s.conversions_entries as f64
+            + p * p * s.entries_sq as f64;
+        let d = clustered / binomial;
+        if d.is_finite() { d.max(1.0) } else { 1.0 }
     }
 }
 
@@ -139,9 +207,18 @@ pub struct Assessment {
     /// normal-mixture confidence sequence on `theta`, divided by `p_expected`.
     pub relative_interval: (f64, f64),
     pub post_conversions: u64,
+    /// The design effects of the post-merge and baseline entries (1 when
+    /// entries are independent or the query gave no per-person sums); `V`
+    /// and `τ²` include them.
+    #[serde(default = "independent")]
+    pub design_effect: (f64, f64),
     pub revert: bool,
     /// Which gates held or failed, in words with numbers.
     pub why: String,
+}
+
+fn independent() -> (f64, f64) {
+    (1.0, 1.0)
 }
 
 impl WatchInput {
@@ -307,6 +384,7 @@ pub fn assess(input: &WatchInput, rule: &RevertRule) -> Assessment {
             relative_change: 0.0,
             relative_interval: whole_range(p_baseline),
             post_conversions: post.conversions,
+            design_effect: independent(),
             revert: false,
             why: why.to_string(),
         };
@@ -351,9 +429,14 @@ pub fn assess(input: &WatchInput, rule: &RevertRule) -> Assessment {
     let theta = p_post - p_expected;
 
     let p_bar = (x_t + x_b) / (n_t + n_b);
-    let variance = (p_bar * (1.0 - p_bar)).max(0.0) * (1.0 / n_t + baseline_variance_factor);
+    // One person's entries convert together: each side's variance grows by
+    // its design effect, and the mixture's width with the baseline's.
+    let design_effect = (post.design_effect(p_bar), baseline.design_effect(p_bar));
+    let variance = (p_bar * (1.0 - p_bar)).max(0.0)
+        * (design_effect.0 / n_t + design_effect.1 * baseline_variance_factor);
     let n_star = input.expected_half_window_entrants.max(1.0);
-    let v_star = (p_baseline * (1.0 - p_baseline)).max(0.0) * (1.0 / n_star + 1.0 / n_b);
+    let v_star =
+        (p_baseline * (1.0 - p_baseline)).max(0.0) * design_effect.1 * (1.0 / n_star + 1.0 / n_b);
     let tau2 = mixture_scale(alpha) * v_star;
     let lambda = mixture_lambda(theta, variance, tau2);
 
@@ -402,6 +485,13 @@ pub fn assess(input: &WatchInput, rule: &RevertRule) -> Assessment {
             days.join(", ")
         ));
     }
+    if design_effect.0 > 1.0 || design_effect.1 > 1.0 {
+        why.push_str(&format!(
+            "; one person's entries counted as correlated (variance ×{} after the merge, ×{} before)",
+            number(design_effect.0),
+            number(design_effect.1)
+        ));
+    }
     if tau2 <= 0.0 {
         why.push_str("; the baseline rate is 0 or 1, so the test cannot detect a drop");
     }
@@ -417,6 +507,7 @@ pub fn assess(input: &WatchInput, rule: &RevertRule) -> Assessment {
         relative_change,
         relative_interval,
         post_conversions: post.conversions,
+        design_effect,
         revert,
         why,
     }
@@ -564,6 +655,101 @@ mod tests {
             "{}",
             a.why
         );
+    }
+
+    /// Four people with two entries each: two converted both times, two never.
+    fn paired(entrants: u64) -> Counts {
+        let people = entrants / 2;
+        Counts::new(entrants, entrants / 2).with_people(PersonSums {
+            entries_sq: 4 * people,
+            conversions_entries: 2 * people,
+            conversions_sq: 2 * people,
+        })
+    }
+
+    #[test]
+    fn hand_checked_design_effect() {
+        // N_i = 2 for all four, X_i = 2, 2, 0, 0; p = 0.5:
+        // Σ(X_i − p·N_i)² = 4·1 = 4; p(1−p)·ΣN_i = 0.25·8 = 2; D = 2.
+        let c = Counts::new(8, 4).with_people(PersonSums {
+            entries_sq: 16,
+            conversions_entries: 8,
+            conversions_sq: 8,
+        });
+        close(c.design_effect(0.5), 2.0, 1e-12);
+        assert_eq!(paired(8), c);
+        // One entry a person: the sums are the counts themselves, D = 1.
+        let single = Counts::new(100, 20).with_people(PersonSums {
+            entries_sq: 100,
+            conversions_entries: 20,
+            conversions_sq: 20,
+        });
+        close(single.design_effect(0.2), 1.0, 1e-12);
+        // Without sums, or without variance, entries are taken as independent.
+        assert_eq!(Counts::new(8, 4).design_effect(0.5), 1.0);
+        assert_eq!(c.design_effect(0.0), 1.0);
+    }
+
+    #[test]
+    fn sums_add_up_over_strata_only_when_every_stratum_has_them() {
+        let with = paired(8);
+        assert_eq!(with.add(Counts::default()), with);
+        assert_eq!(Counts::default().add(with), with);
+        assert_eq!(with.add(with).people.map(|p| p.entries_sq), Some(32));
+        assert_eq!(with.add(Counts::new(10, 2)).people, None);
+    }
+
+    #[test]
+    fn stored_counts_without_sums_still_read_and_write_the_same() {
+        let old: Counts = serde_json::from_str(r#"{"entrants":10,"conversions":2}"#).unwrap();
+        assert_eq!(old, Counts::new(10, 2));
+        assert_eq!(
+            serde_json::to_string(&old).unwrap(),
+            r#"{"entrants":10,"conversions":2}"#
+        );
+        let new = paired(8);
+        let back: Counts = serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
+        assert_eq!(back, new);
+    }
+
+    #[test]
+    fn correlated_entries_widen_the_variance_and_weaken_the_evidence() {
+        let independent = one_stratum(Counts::new(10_000, 2000), Counts::new(3000, 450), 2500.0);
+        let a = assess(&independent, &rule());
+        assert_eq!(a.design_effect, (1.0, 1.0));
+        // The same counts made by people who enter twice and convert both
+        // times or never: each side's variance nearly doubles.
+        let clustered = one_stratum(
+            Counts::new(10_000, 2000).with_people(PersonSums {
+                entries_sq: 20_000,
+                conversions_entries: 4000,
+                conversions_sq: 4000,
+            }),
+            Counts::new(3000, 450).with_people(PersonSums {
+                entries_sq: 6000,
+                conversions_entries: 900,
+                conversions_sq: 900,
+            }),
+            2500.0,
+        );
+        let c = assess(&clustered, &rule());
+        let p_bar = 2450.0 / 13_000.0;
+        let deff = |n: f64, x: f64| {
+            (2.0 * x - 2.0 * p_bar * 2.0 * x + p_bar * p_bar * 2.0 * n)
+                / (p_bar * (1.0 - p_bar) * n)
+        };
+        close(c.design_effect.0, deff(3000.0, 450.0), 1e-9);
+        close(c.design_effect.1, deff(10_000.0, 2000.0), 1e-9);
+        assert!(c.design_effect.0 > 1.5 && c.design_effect.1 > 1.5);
+        assert!(c.variance > 1.5 * a.variance);
+        assert!(c.lambda < a.lambda, "{} vs {}", c.lambda, a.lambda);
+        assert_eq!(c.theta, a.theta);
+        assert!(
+            c.why.contains("one person's entries counted as correlated"),
+            "{}",
+            c.why
+        );
+        assert!(!a.why.contains("correlated"), "{}", a.why);
     }
 
     #[test]

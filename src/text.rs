@@ -1202,6 +1202,7 @@ pub(crate) mod tests {
             relative_change: change,
             relative_interval: (change - 0.08, change + 0.08),
             post_conversions: 412,
+            design_effect: (1.0, 1.0),
             revert: change < -0.1,
             why: String::new(),
         }

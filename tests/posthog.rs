@@ -153,6 +153,41 @@ async fn counts_equal_a_hand_count_of_the_log() {
     assert_eq!(body["query"]["kind"], "HogQLQuery");
     let text = body["query"]["query"].as_str().expect("text");
     assert!(!text.contains("/pricing") && !text.contains("signup_completed"));
+
+    // The per-person sums, by hand. Home: d has two entries (Wednesday, not
+    // converted; Friday, converted); a, b, j one converted; c, i, f one not:
+    // Σ N² = 7·1 + 3 = 10, Σ X·N = 3 + 2 = 5, Σ X² = 3 + 1 = 4. Pricing: eight
+    // people with one entry each, a and d converted: 8, 2, 2.
+    let days = ph
+        .funnel_days(&steps(), DAY, range(), t("2026-03-11T00:00:00Z"))
+        .await
+        .expect("days");
+    let total = |i: usize| {
+        days.days.iter().fold((0, 0, 0), |(a, b, c), d| {
+            let p = d.people[i];
+            (
+                a + p.entries_sq,
+                b + p.conversions_entries,
+                c + p.conversions_sq,
+            )
+        })
+    };
+    assert_eq!(total(0), (10, 5, 4));
+    assert_eq!(total(1), (8, 2, 2));
+    let friday = days
+        .days
+        .iter()
+        .find(|d| d.date.to_string() == "2026-03-06");
+    let d_on_friday = friday.expect("Friday").people[0];
+    assert_eq!(
+        (
+            d_on_friday.entries_sq,
+            d_on_friday.conversions_entries,
+            d_on_friday.conversions_sq
+        ),
+        (2, 2, 1),
+        "Friday's home entry is d's, who has two entries and one conversion"
+    );
 }
 
 #[tokio::test]

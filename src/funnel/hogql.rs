@@ -24,7 +24,11 @@
 //! Times are whole seconds (`toUnixTimestamp`), dates are UTC. Rows come per
 //! date of entry (days since 1970-01-01) with, per step, the entries and,
 //! but for the last step, the conversions: `[day, entries_0, converted_0,
-//! entries_1, converted_1, ..., entries_{n-1}]`.
+//! entries_1, converted_1, ..., entries_{n-1}]`, then per transition `i`
+//! the per-person sums of [`crate::stats::PersonSums`] (`entries_sq_i`,
+//! `conversions_entries_i`, `conversions_sq_i`): one person's entries are
+//! not independent, and the revert test's variance needs to know how they
+//! cluster without reading any person's data.
 //!
 //! Cost: besides the time range, the query reads only the funnel's own event
 //! names (`event IN (...)`): PostHog's events table is sorted by date and
@@ -43,6 +47,7 @@ use serde_json::{Map, Value, json};
 
 use super::{ByDay, DayCounts, EntryRange, FunnelCounts};
 use crate::config::{StepConfig, is_property_name};
+use crate::stats::PersonSums;
 
 /// Seconds in a day: entries are per UTC date.
 pub const DAY: i64 = 86_400;
@@ -189,18 +194,26 @@ pub fn funnel_query(
             )
         })
         .collect();
-    // Each entry as (step, time, converted).
+    // Per step but the last, whether each of its entries converted.
+    let converted: String = (0..n - 1)
+        .map(|i| {
+            format!(
+                ",\n        arrayMap(x -> arrayExists(y -> y >= x AND y <= x + {{window}}, t{}), e{i}) AS c{i}",
+                i + 1
+            )
+        })
+        .collect();
+    // Each entry as (step, time, converted, the person's entries and
+    // conversions at this step over the range).
     let units: Vec<String> = (0..n)
         .map(|i| {
-            let converted = if i + 1 < n {
+            if i + 1 < n {
                 format!(
-                    "arrayExists(y -> y >= x AND y <= x + {{window}}, t{})",
-                    i + 1
+                    "arrayMap((x, c) -> tuple({i}, x, toUInt64(c), toUInt64(length(e{i})), toUInt64(arraySum(c{i}))), e{i}, c{i})"
                 )
             } else {
-                "0".to_string()
-            };
-            format!("arrayMap(x -> tuple({i}, x, {converted}), e{i})")
+                format!("arrayMap(x -> tuple({i}, x, toUInt64(0), toUInt64(0), toUInt64(0)), e{i})")
+            }
         })
         .collect();
     let counts: String = (0..n)
@@ -215,15 +228,26 @@ pub fn funnel_query(
             c
         })
         .collect();
+    // Per transition, the per-person sums of `stats::PersonSums`: each entry
+    // adds its person's entries (and, if converted, conversions) of the range.
+    let sums: String = (0..n - 1)
+        .map(|i| {
+            format!(
+                ",\n    sumIf(entry.4, entry.1 = {i}) AS entries_sq_{i}\
+                 ,\n    sumIf(entry.4, entry.1 = {i} AND entry.3 = 1) AS conversions_entries_{i}\
+                 ,\n    sumIf(entry.5, entry.1 = {i} AND entry.3 = 1) AS conversions_sq_{i}"
+            )
+        })
+        .collect();
     let any_step: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
     // One row per date the range touches, so nothing is cut off.
     let dates = to.div_euclid(DAY) - from.div_euclid(DAY) + 1;
     let query = format!(
-        "SELECT\n    intDiv(entry.2, {DAY}) AS day{counts}\n\
+        "SELECT\n    intDiv(entry.2, {DAY}) AS day{counts}{sums}\n\
          FROM (\n    \
          SELECT\n        arrayJoin(arrayConcat(\n            {units}\n        )) AS entry\n    \
          FROM (\n        \
-         SELECT\n            person_id{times}{entries}\n        \
+         SELECT\n            person_id{times}{entries}{converted}\n        \
          FROM (\n            \
          SELECT\n                person_id,\n                toUnixTimestamp(timestamp) AS t{columns}\n            \
          FROM events\n            \
@@ -235,20 +259,23 @@ pub fn funnel_query(
         units = units.join(",\n            "),
         times = times.replace("\n        ", "\n            "),
         entries = entries.replace("\n        ", "\n            "),
+        converted = converted.replace("\n        ", "\n            "),
         events = events.join(", "),
         any_step = any_step.join(" OR "),
     );
     Ok(HogQlQuery { query, values })
 }
 
-/// Rows `[day, entries_0, converted_0, ..., entries_{n-1}]` of a funnel of
-/// `steps` steps into counts per date of entry; `range` is the censored
-/// entry range the query counted.
+/// Rows `[day, entries_0, converted_0, ..., entries_{n-1}, entries_sq_0,
+/// conversions_entries_0, conversions_sq_0, ...]` of a funnel of `steps`
+/// steps into counts per date of entry; `range` is the censored entry range
+/// the query counted.
 pub fn parse_days(steps: usize, range: EntryRange, results: &Value) -> Result<ByDay, String> {
     let rows = results
         .as_array()
         .ok_or_else(|| "the reply has no results list".to_string())?;
-    let columns = 2 * steps;
+    let counted = 2 * steps;
+    let columns = counted + 3 * steps.saturating_sub(1);
     let mut days: Vec<DayCounts> = Vec::with_capacity(rows.len());
     for row in rows {
         let cells = row
@@ -276,15 +303,25 @@ pub fn parse_days(steps: usize, range: EntryRange, results: &Value) -> Result<By
         if days.iter().any(|d| d.date == date) {
             return Err(format!("day {date} appears twice"));
         }
-        let counts = cells[1..]
+        let cells = cells[1..]
             .iter()
             .map(number)
             .collect::<Result<Vec<_>, _>>()?;
+        let (counts, sums) = cells.split_at(counted - 1);
         let entries: Vec<u64> = counts.iter().step_by(2).copied().collect();
         let converted: Vec<u64> = counts.iter().skip(1).step_by(2).copied().collect();
+        let people = sums
+            .chunks_exact(3)
+            .map(|s| PersonSums {
+                entries_sq: s[0],
+                conversions_entries: s[1],
+                conversions_sq: s[2],
+            })
+            .collect();
         days.push(DayCounts {
             date,
             counts: FunnelCounts { entries, converted },
+            people,
         });
     }
     days.sort_by_key(|d| d.date);
@@ -495,14 +532,29 @@ mod tests {
         };
         let monday = t("2026-03-02T00:00:00Z").timestamp() / DAY;
         let rows = json!([
-            [monday + 4, "7", "3", "4", "1", "2"],
-            [monday, 10, 5, 6, 2, 1]
+            [monday + 4, "7", "3", "4", "1", "2", 9, 4, 3, 5, 1, 1],
+            [monday, 10, 5, 6, 2, 1, 14, 7, 5, 8, 3, 2]
         ]);
         let by = parse_days(3, range, &rows).expect("rows");
         assert_eq!(by.days[0].date, range.from.date_naive());
         assert_eq!(by.days[0].counts.entries, vec![10, 6, 1]);
         assert_eq!(by.days[0].counts.converted, vec![5, 2]);
         assert_eq!(by.days[1].counts.entries, vec![7, 4, 2]);
+        assert_eq!(
+            by.days[0].people,
+            [
+                PersonSums {
+                    entries_sq: 14,
+                    conversions_entries: 7,
+                    conversions_sq: 5
+                },
+                PersonSums {
+                    entries_sq: 8,
+                    conversions_entries: 3,
+                    conversions_sq: 2
+                }
+            ]
+        );
         let week = by.by_weekday(3);
         assert_eq!(week.days[4].entries, vec![7, 4, 2]);
         assert_eq!(week.days[1], FunnelCounts::empty(3));
@@ -511,17 +563,13 @@ mod tests {
         assert_eq!(total.converted, vec![8, 3]);
         assert_eq!(total.transition(1), (10, 3));
         // Dates outside the range, twice the same date, wrong shapes.
-        assert!(parse_days(3, range, &json!([[monday - 1, 1, 1, 1, 1, 1]])).is_err());
-        assert!(parse_days(3, range, &json!([[monday + 8, 1, 1, 1, 1, 1]])).is_err());
-        assert!(
-            parse_days(
-                3,
-                range,
-                &json!([[monday, 1, 1, 1, 1, 1], [monday, 1, 1, 1, 1, 1]])
-            )
-            .is_err()
-        );
+        let row = |day: i64| json!([day, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
+        assert!(parse_days(3, range, &json!([row(monday - 1)])).is_err());
+        assert!(parse_days(3, range, &json!([row(monday + 8)])).is_err());
+        assert!(parse_days(3, range, &json!([row(monday), row(monday)])).is_err());
         assert!(parse_days(3, range, &json!([[monday, 1, 1, 1]])).is_err());
+        // The layout without the per-person sums is refused, not misread.
+        assert!(parse_days(3, range, &json!([[monday, 1, 1, 1, 1, 1]])).is_err());
         assert!(parse_days(3, range, &json!({"x": 1})).is_err());
     }
 }

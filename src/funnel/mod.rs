@@ -111,6 +111,10 @@ pub struct EntryRange {
 pub struct DayCounts {
     pub date: NaiveDate,
     pub counts: FunnelCounts,
+    /// Per transition, the per-person sums of its entries (see
+    /// [`crate::stats::PersonSums`]); empty when the source gave none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub people: Vec<crate::stats::PersonSums>,
 }
 
 /// Funnel counts split by the UTC date of entry, with the entry range they

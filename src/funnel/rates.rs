@@ -381,6 +381,7 @@ mod tests {
                 .iter()
                 .map(|(d, reached)| DayCounts {
                     date: date(d),
+                    people: Vec::new(),
                     counts: chain(reached),
                 })
                 .collect(),
@@ -394,6 +395,7 @@ mod tests {
             days: (0..28u64)
                 .map(|d| DayCounts {
                     date: date("2026-03-01") + chrono::Days::new(d),
+                    people: Vec::new(),
                     counts: chain(
                         &reached
                             .iter()
@@ -412,6 +414,7 @@ mod tests {
             days: (0..28u64)
                 .map(|d| DayCounts {
                     date: date("2026-03-01") + chrono::Days::new(d),
+                    people: Vec::new(),
                     counts: chain(&per_day(d)),
                 })
                 .collect(),
@@ -621,6 +624,7 @@ mod tests {
                     let c = if d == 0 || d == 28 { 5 } else { 10 };
                     DayCounts {
                         date: date("2026-03-01") + chrono::Days::new(d),
+                        people: Vec::new(),
                         counts: chain(&[100, c]),
                     }
                 })

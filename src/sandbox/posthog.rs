@@ -531,7 +531,10 @@ fn read_query(body: &Value) -> Result<Asked, String> {
 
 /// The estimand of [`crate::funnel::hogql`], counted from the log: per UTC
 /// day of entry (days since 1970-01-01), `[entries_0, converted_0, ...,
-/// entries_{n-1}]`. An entry at step i is a person's first step-i event of
+/// entries_{n-1}]` and then, per transition, the per-person sums
+/// `[entries_sq_i, conversions_entries_i, conversions_sq_i]` (each entry adds
+/// its person's entries and, if it converted, conversions of the range at
+/// that step; see [`crate::stats::PersonSums`]). An entry at step i is a person's first step-i event of
 /// a day (over the events read); it counts if it falls in `[from, to)`, and
 /// converted if the person has a step-i+1 event at or after it, at most the
 /// window later. Whole seconds, as `toUnixTimestamp`.
@@ -586,12 +589,15 @@ pub fn count_entries(log: &EventLog, asked: &Asked) -> BTreeMap<i64, Vec<u64>> {
             }
         }
     }
+    let width = 2 * n - 1 + 3 * (n - 1);
     let mut rows: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
     for mut times in people.into_values() {
         for t in &mut times {
             t.sort_unstable();
         }
         for i in 0..n {
+            // This person's entries at step i in the range: (day, converted).
+            let mut entries: Vec<(i64, bool)> = Vec::new();
             let mut last_day = None;
             for &x in &times[i] {
                 let day = x.div_euclid(86_400);
@@ -602,12 +608,24 @@ pub fn count_entries(log: &EventLog, asked: &Asked) -> BTreeMap<i64, Vec<u64>> {
                 if x < asked.from || x >= asked.to {
                     continue;
                 }
-                let row = rows.entry(day).or_insert_with(|| vec![0; 2 * n - 1]);
-                row[2 * i] += 1;
-                if let Some(next) = times.get(i + 1) {
+                let converted = times.get(i + 1).is_some_and(|next| {
                     let first = next.partition_point(|&y| y < x);
-                    if next.get(first).is_some_and(|&y| y <= x + asked.window_secs) {
+                    next.get(first).is_some_and(|&y| y <= x + asked.window_secs)
+                });
+                entries.push((day, converted));
+            }
+            let total = entries.len() as u64;
+            let total_converted = entries.iter().filter(|(_, c)| *c).count() as u64;
+            for (day, converted) in entries {
+                let row = rows.entry(day).or_insert_with(|| vec![0; width]);
+                row[2 * i] += 1;
+                if i + 1 < n {
+                    let sums = 2 * n - 1 + 3 * i;
+                    row[sums] += total;
+                    if converted {
                         row[2 * i + 1] += 1;
+                        row[sums + 1] += total;
+                        row[sums + 2] += total_converted;
                     }
                 }
             }
@@ -707,6 +725,13 @@ fn answer(twin: &Twin, body: &Value) -> Result<Value, String> {
         if i + 1 < n {
             columns.push(format!("converted_{i}"));
         }
+    }
+    for i in 0..n - 1 {
+        columns.extend([
+            format!("entries_sq_{i}"),
+            format!("conversions_entries_{i}"),
+            format!("conversions_sq_{i}"),
+        ]);
     }
     Ok(reply(columns, results))
 }

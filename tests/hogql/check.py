@@ -143,7 +143,10 @@ def reference(case, events):
     an entry at step i is a person's first step-i event of a UTC day,
     counted when it falls in [date_from, date_to); it converted when the
     person has a step-(i+1) event at or after it, at most the window later.
-    Rows: [day, entries_0, converted_0, ..., entries_(n-1)] per day."""
+    Rows: [day, entries_0, converted_0, ..., entries_(n-1)] per day, then per
+    transition i the per-person sums over the range, each entry adding its
+    person's N (entries at step i) and, if converted, N and X (conversions):
+    [sum N, sum over converted of N, sum over converted of X]."""
     steps = case["steps"]
     v = case["values"]
     frm, to, window = v["date_from"], v["date_to"], case["window_secs"]
@@ -158,18 +161,29 @@ def reference(case, events):
         for k in range(n):
             if matches(e, k):
                 times.setdefault((e[0], k), []).append(e[2])
+    width = 2 * n - 1 + 3 * (n - 1)
     rows = {}
     for (person, k), ts in times.items():
         first_of_day = {}
         for x in sorted(ts):
             first_of_day.setdefault(x // 86400, x)
+        entries = []
         for day, x in first_of_day.items():
-            if not frm <= x < to:
-                continue
-            row = rows.setdefault(day, [0] * (2 * n - 1))
+            if frm <= x < to:
+                converted = k + 1 < n and any(x <= y <= x + window for y in times.get((person, k + 1), []))
+                entries.append((day, converted))
+        total = len(entries)
+        total_converted = sum(1 for _, c in entries if c)
+        for day, converted in entries:
+            row = rows.setdefault(day, [0] * width)
             row[2 * k] += 1
-            if k + 1 < n and any(x <= y <= x + window for y in times.get((person, k + 1), [])):
-                row[2 * k + 1] += 1
+            if k + 1 < n:
+                sums = 2 * n - 1 + 3 * k
+                row[sums] += total
+                if converted:
+                    row[2 * k + 1] += 1
+                    row[sums + 1] += total
+                    row[sums + 2] += total_converted
     return [[d] + rows[d] for d in sorted(rows)]
 
 
@@ -224,8 +238,9 @@ def main(path):
         got = json.loads(str(session.query(to_clickhouse(case["query"], case["values"]), "JSONCompact")))["data"]
         got = [[int(x) for x in row] for row in got]
         want = reference(case, events)
-        entries = sum(sum(r[1::2]) for r in want)
-        converted = sum(sum(r[2::2]) for r in want)
+        counted = 2 * len(case["steps"])
+        entries = sum(sum(r[1:counted:2]) for r in want)
+        converted = sum(sum(r[2:counted:2]) for r in want)
         if got != want:
             print(f"{case['name']}: ClickHouse {got}\n{' ' * len(case['name'])}  expected   {want}")
             failures += 1

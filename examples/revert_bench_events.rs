@@ -1,0 +1,447 @@
+//! The revert rule judged on people, not on counts: how often does it revert a
+//! harmless change, and how fast does it catch a real drop, on a site whose
+//! visitors behave like the sandbox's realistic site?
+//!
+//! Run: `cargo run --release --example revert_bench_events` (prints a markdown
+//! table; `REPS=200` for a quick look). Seeds are fixed: the same command
+//! prints the same table.
+//!
+//! Each run simulates visits hour by hour as `sandbox::site` does with
+//! `Behaviour::realistic()`: traffic by weekday and hour of day, half the
+//! visits made by people who came before (a fifth of those within six hours,
+//! the rest up to 28 days later), the next step in the same session or, for
+//! three in ten, in a later one up to 1.2 conversion windows later (so some
+//! conversions are late or fall outside the window), and the troubled page's
+//! planted truths (mobile people convert at half the desktop rate, a demo
+//! video lifts a visit). The watched step's base rate is 0.2, its conversion
+//! window one day. The counts are then made as the daemon's query makes them:
+//! an entry is a person's first step event of a UTC day, converted if the
+//! next step follows within the window; the baseline is asked at the merge
+//! for the 28 days before it, so it holds 27 days of matured entries; after
+//! the merge the deploy hour is skipped and each hourly look counts the
+//! entries whose window has ended, per weekday, with the per-person sums the
+//! query returns. Both rules run `stats::assess` on the same counts:
+//! - old: without the per-person sums (every entry independent);
+//! - new: with them (the person-clustered variance);
+//! - new + z at day 14: the new rule, and at the look of day 14 also a
+//!   fixed-horizon test, revert if `θ/√V ≤ −2.5` with the same gates (not
+//!   what the daemon does: measured to see what it would add).
+
+mod common;
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use common::{median_days, pct, share};
+use funnelfix::sandbox::site::{WEEKDAY_TRAFFIC, hourly_traffic};
+use funnelfix::stats::{Counts, PersonSums, RevertRule, WEEKDAYS, WatchInput, assess};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+const HOUR: i64 = 3600;
+const DAY: i64 = 86_400;
+const BASE_RATE: f64 = 0.2;
+const WINDOW: i64 = DAY;
+const BASELINE: i64 = 28 * DAY;
+const OBSERVATION: i64 = 14 * DAY;
+const SETTLE: i64 = HOUR;
+/// Looks from the deploy hour's end to the final judgement, one an hour.
+const LAST_LOOK_HOUR: i64 = (SETTLE + OBSERVATION + WINDOW) / HOUR;
+const DAY_14: usize = 14 * 24;
+/// The realistic site's behaviour (`Behaviour::realistic()` and site.rs).
+const RETURNING_SHARE: f64 = 0.5;
+const SAME_DAY_SHARE: f64 = 0.2;
+const SAME_DAY_HOURS: i64 = 6;
+const RETURN_HORIZON: i64 = 28 * DAY;
+const LATER_SESSION_SHARE: f64 = 0.3;
+const MOBILE_SHARE: f64 = 0.4;
+const DEMO_SHARE: f64 = 0.2;
+const DEMO_LIFT: f64 = 2.5;
+/// The fixed-horizon test's threshold on `θ/√V`.
+const FIXED_Z: f64 = -2.5;
+/// Days of traffic before the baseline, so that it already has returning people.
+const WARM_UP: i64 = 28 * DAY;
+
+#[derive(Clone, Copy)]
+enum Merge {
+    /// A Friday during working hours (drawn per run).
+    Friday,
+    /// A Monday during working hours.
+    Monday,
+    /// Any weekday and hour.
+    Any,
+}
+
+#[derive(Clone, Copy)]
+struct Scenario {
+    merge: Merge,
+    /// Relative change of the rate after the merge (−0.15 is a 15% drop).
+    effect: f64,
+    conversions_per_day: f64,
+}
+
+/// The look (hours after the merge) at which each rule reverted, if it did.
+#[derive(Clone, Copy, Default)]
+struct Outcome {
+    old: Option<usize>,
+    new: Option<usize>,
+    /// The new rule, plus one fixed-horizon z-test at the look of day 14.
+    new_fixed: Option<usize>,
+    /// The design effects (after the merge, before) at the last look made.
+    design_effect: (f64, f64),
+}
+
+/// One entry: a person's first step event of a UTC day.
+#[derive(Clone, Copy)]
+struct Entry {
+    at: i64,
+    person: u32,
+    converted: bool,
+}
+
+fn weekday(t: i64) -> usize {
+    // Time 0 is a Monday, 00:00 UTC.
+    (t.div_euclid(DAY) % WEEKDAYS as i64) as usize
+}
+
+/// Visits of one run, written as each person's step times.
+struct Site {
+    rng: SmallRng,
+    mobile: Vec<bool>,
+    step: Vec<Vec<i64>>,
+    next: Vec<Vec<i64>>,
+    recent: VecDeque<(i64, u32)>,
+}
+
+impl Site {
+    fn person(&mut self, start: i64) -> u32 {
+        while self
+            .recent
+            .front()
+            .is_some_and(|(t, _)| *t < start - RETURN_HORIZON)
+        {
+            self.recent.pop_front();
+        }
+        let returning = !self.recent.is_empty() && self.rng.random::<f64>() < RETURNING_SHARE;
+        let person = if returning {
+            let first = if self.rng.random::<f64>() < SAME_DAY_SHARE {
+                let since = start - SAME_DAY_HOURS * HOUR;
+                self.recent.partition_point(|(t, _)| *t < since)
+            } else {
+                0
+            };
+            let first = if first < self.recent.len() { first } else { 0 };
+            let i = self.rng.random_range(first..self.recent.len());
+            self.recent[i].1
+        } else {
+            let id = self.mobile.len() as u32;
+            let mobile = self.rng.random::<f64>() < MOBILE_SHARE;
+            self.mobile.push(mobile);
+            self.step.push(Vec::new());
+            self.next.push(Vec::new());
+            id
+        };
+        self.recent.push_back((start, person));
+        person
+    }
+
+    fn visit(&mut self, start: i64, rate: f64) {
+        let person = self.person(start);
+        self.step[person as usize].push(start);
+        let device = if self.mobile[person as usize] {
+            0.5
+        } else {
+            1.0
+        } / (1.0 - MOBILE_SHARE / 2.0);
+        let demo = if self.rng.random::<f64>() < DEMO_SHARE {
+            DEMO_LIFT
+        } else {
+            1.0
+        } / (1.0 + (DEMO_LIFT - 1.0) * DEMO_SHARE);
+        if self.rng.random::<f64>() >= (rate * device * demo).clamp(0.0, 1.0) {
+            return;
+        }
+        let gap = if self.rng.random::<f64>() < LATER_SESSION_SHARE {
+            600.0 + self.rng.random::<f64>() * (1.2 * WINDOW as f64 - 600.0)
+        } else {
+            2.0 + self.rng.random::<f64>() * self.rng.random::<f64>() * 300.0
+        };
+        self.next[person as usize].push(start + gap as i64);
+    }
+
+    /// Every entry of every person, in time order.
+    fn entries(mut self) -> Vec<Entry> {
+        let mut entries = Vec::new();
+        for (person, (steps, next)) in self.step.iter().zip(self.next.iter_mut()).enumerate() {
+            next.sort_unstable();
+            let mut last_day = None;
+            for &x in steps {
+                let day = x.div_euclid(DAY);
+                if last_day == Some(day) {
+                    continue;
+                }
+                last_day = Some(day);
+                let first = next.partition_point(|&y| y < x);
+                let converted = next.get(first).is_some_and(|&y| y <= x + WINDOW);
+                entries.push(Entry {
+                    at: x,
+                    person: person as u32,
+                    converted,
+                });
+            }
+        }
+        entries.sort_unstable_by_key(|e| e.at);
+        entries
+    }
+}
+
+/// Per-weekday counts with the per-person sums, kept up to date as entries
+/// come in (each person's entries and conversions per weekday).
+struct Tally {
+    by_person: Vec<[u32; 2 * WEEKDAYS]>,
+    counts: [Counts; WEEKDAYS],
+}
+
+impl Tally {
+    fn new(people: usize) -> Tally {
+        Tally {
+            by_person: vec![[0; 2 * WEEKDAYS]; people],
+            counts: [Counts::new(0, 0).with_people(PersonSums::default()); WEEKDAYS],
+        }
+    }
+
+    /// One person's part of each weekday's sums.
+    fn part(p: &[u32; 2 * WEEKDAYS]) -> [[u64; 3]; WEEKDAYS] {
+        let total_n: u64 = (0..WEEKDAYS).map(|d| u64::from(p[d])).sum();
+        let total_x: u64 = (0..WEEKDAYS).map(|d| u64::from(p[WEEKDAYS + d])).sum();
+        std::array::from_fn(|d| {
+            let (n, x) = (u64::from(p[d]), u64::from(p[WEEKDAYS + d]));
+            [n * total_n, x * total_n, x * total_x]
+        })
+    }
+
+    fn add(&mut self, e: Entry) {
+        let d = weekday(e.at);
+        let p = &mut self.by_person[e.person as usize];
+        let before = Tally::part(p);
+        p[d] += 1;
+        p[WEEKDAYS + d] += u32::from(e.converted);
+        let after = Tally::part(p);
+        for (day, c) in self.counts.iter_mut().enumerate() {
+            let s = c.people.get_or_insert_with(PersonSums::default);
+            s.entries_sq = s.entries_sq + after[day][0] - before[day][0];
+            s.conversions_entries = s.conversions_entries + after[day][1] - before[day][1];
+            s.conversions_sq = s.conversions_sq + after[day][2] - before[day][2];
+        }
+        let c = &mut self.counts[d];
+        c.entrants += 1;
+        c.conversions += u64::from(e.converted);
+    }
+}
+
+fn without_people(counts: [Counts; WEEKDAYS]) -> [Counts; WEEKDAYS] {
+    counts.map(|c| Counts::new(c.entrants, c.conversions))
+}
+
+fn replicate(s: &Scenario, seed: u64) -> Outcome {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let (day, hour) = match s.merge {
+        Merge::Friday => (4, rng.random_range(9..18)),
+        Merge::Monday => (0, rng.random_range(9..18)),
+        Merge::Any => (rng.random_range(0..7), rng.random_range(0..24)),
+    };
+    // Eight weeks of history: the warm-up and the baseline.
+    let merge = (8 * 7 + day) * DAY + hour * HOUR;
+    assert!(merge - BASELINE >= WARM_UP);
+    let end = merge + LAST_LOOK_HOUR * HOUR;
+    let visits_per_day = s.conversions_per_day / BASE_RATE;
+    let hourly = hourly_traffic();
+    let mut site = Site {
+        rng,
+        mobile: Vec::new(),
+        step: Vec::new(),
+        next: Vec::new(),
+        recent: VecDeque::new(),
+    };
+    let mut t = merge - BASELINE - WARM_UP;
+    while t < end {
+        let expected = visits_per_day
+            * WEEKDAY_TRAFFIC[weekday(t)]
+            * hourly[(t.rem_euclid(DAY) / HOUR) as usize]
+            / 24.0;
+        let mut n = expected.floor() as u64;
+        if site.rng.random::<f64>() < expected.fract() {
+            n += 1;
+        }
+        let mut starts: Vec<i64> = (0..n)
+            .map(|_| t + (site.rng.random::<f64>() * HOUR as f64) as i64)
+            .collect();
+        starts.sort_unstable();
+        for start in starts {
+            let effect = if start >= merge { s.effect } else { 0.0 };
+            site.visit(start, BASE_RATE * (1.0 + effect));
+        }
+        t += HOUR;
+    }
+    let people = site.mobile.len();
+    let entries = site.entries();
+
+    // The baseline, asked at the merge: entries of [merge − 28 d, merge − window).
+    let mut baseline = Tally::new(people);
+    for e in entries
+        .iter()
+        .filter(|e| e.at >= merge - BASELINE && e.at < merge - WINDOW)
+    {
+        baseline.add(*e);
+    }
+    let n_b: u64 = baseline.counts.iter().map(|c| c.entrants).sum();
+    // `stats::expected_half_window` with the default thresholds.
+    let n_star = (n_b as f64 / BASELINE as f64 * OBSERVATION as f64 / 2.0).max(1.0);
+    let rule = RevertRule::new(0.05, 0.10);
+    let mut new_input = WatchInput {
+        baseline: baseline.counts,
+        post: [Counts::default(); WEEKDAYS],
+        single_stratum: false,
+        expected_half_window_entrants: n_star,
+    };
+    let old_baseline = without_people(baseline.counts);
+
+    let first = merge + SETTLE;
+    let mut post = Tally::new(people);
+    let mut next = entries.partition_point(|e| e.at < first);
+    let mut outcome = Outcome::default();
+    for look in SETTLE / HOUR..=LAST_LOOK_HOUR {
+        let now = merge + look * HOUR;
+        let to = (first + OBSERVATION).min(now - WINDOW);
+        let before = next;
+        while next < entries.len() && entries[next].at < to {
+            post.add(entries[next]);
+            next += 1;
+        }
+        let day_14 = look as usize == DAY_14;
+        if next == before && look != LAST_LOOK_HOUR && !day_14 {
+            continue;
+        }
+        new_input.post = post.counts;
+        let a = assess(&new_input, &rule);
+        outcome.design_effect = a.design_effect;
+        if outcome.new.is_none() && a.revert {
+            outcome.new = Some(look as usize);
+        }
+        let fixed = day_14
+            && a.variance > 0.0
+            && a.theta / a.variance.sqrt() <= FIXED_Z
+            && a.post_conversions >= rule.min_conversions
+            && a.relative_change <= -rule.max_relative_drop;
+        if outcome.new_fixed.is_none() && (a.revert || fixed) {
+            outcome.new_fixed = Some(look as usize);
+        }
+        let old_input = WatchInput {
+            baseline: old_baseline,
+            post: without_people(post.counts),
+            ..new_input
+        };
+        if outcome.old.is_none() && assess(&old_input, &rule).revert {
+            outcome.old = Some(look as usize);
+        }
+        if outcome.old.is_some() && outcome.new_fixed.is_some() && outcome.new.is_some() {
+            break;
+        }
+    }
+    outcome
+}
+
+fn mean(outcomes: &[Outcome], pick: fn(&Outcome) -> f64) -> f64 {
+    outcomes.iter().map(pick).sum::<f64>() / outcomes.len() as f64
+}
+
+fn old(o: &Outcome) -> Option<usize> {
+    o.old
+}
+
+fn new(o: &Outcome) -> Option<usize> {
+    o.new
+}
+
+fn new_fixed(o: &Outcome) -> Option<usize> {
+    o.new_fixed
+}
+
+fn main() {
+    let started = Instant::now();
+    let reps = common::reps(2000);
+    let threads = common::threads();
+
+    println!(
+        "### Harmless changes on the realistic site: share falsely reverted over the whole \
+         observation ({reps} runs per row)\n"
+    );
+    println!(
+        "| merge | conversions/day | old rule (entries independent) | new rule (person-clustered) | new + z at day 14 | design effect after / before |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (i, (name, merge)) in [("Friday", Merge::Friday), ("Monday", Merge::Monday)]
+        .into_iter()
+        .enumerate()
+    {
+        for (j, volume) in [40.0, 200.0].into_iter().enumerate() {
+            let s = Scenario {
+                merge,
+                effect: 0.0,
+                conversions_per_day: volume,
+            };
+            let out = common::run(reps, 5000 + 10 * i as u64 + j as u64, |seed| {
+                replicate(&s, seed)
+            });
+            println!(
+                "| {name} | {volume} | {} | {} | {} | {:.3} / {:.3} |",
+                pct(share(&out, usize::MAX, old)),
+                pct(share(&out, usize::MAX, new)),
+                pct(share(&out, usize::MAX, new_fixed)),
+                mean(&out, |o| o.design_effect.0),
+                mean(&out, |o| o.design_effect.1),
+            );
+            eprintln!(
+                "done: {name} merge at {volume}/day ({:.0?})",
+                started.elapsed()
+            );
+        }
+    }
+
+    println!(
+        "\n### Real drops on the realistic site (merge on any weekday and hour): share caught \
+         by the look of day 14, median days among those ({reps} runs per row)\n"
+    );
+    println!(
+        "| drop | conversions/day | old: by day 14 | median d | new: by day 14 | median d | new + z: by day 14 | median d |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (i, drop) in [0.15, 0.30].into_iter().enumerate() {
+        for (j, volume) in [40.0, 200.0].into_iter().enumerate() {
+            let s = Scenario {
+                merge: Merge::Any,
+                effect: -drop,
+                conversions_per_day: volume,
+            };
+            let out = common::run(reps, 6000 + 10 * i as u64 + j as u64, |seed| {
+                replicate(&s, seed)
+            });
+            println!(
+                "| −{:.0}% | {volume} | {} | {} | {} | {} | {} | {} |",
+                drop * 100.0,
+                pct(share(&out, DAY_14, old)),
+                median_days(&out, DAY_14, old),
+                pct(share(&out, DAY_14, new)),
+                median_days(&out, DAY_14, new),
+                pct(share(&out, DAY_14, new_fixed)),
+                median_days(&out, DAY_14, new_fixed),
+            );
+            eprintln!(
+                "done: −{}% at {volume}/day ({:.0?})",
+                drop * 100.0,
+                started.elapsed()
+            );
+        }
+    }
+    println!("\nRun time {:.0?} on {threads} threads.", started.elapsed());
+}
