@@ -75,6 +75,7 @@ fn asked(from: i64, to: i64, now: i64) -> Asked {
         read: from.div_euclid(DAY) * DAY,
         until: to + DAY,
         events: None,
+        segment: None,
     }
 }
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use funnelfix::config::StepConfig;
 use funnelfix::evidence::hogql::{Kind, evidence_query};
-use funnelfix::funnel::EntryRange;
-use funnelfix::funnel::hogql::funnel_query;
+use funnelfix::funnel::hogql::segment_funnel_query;
+use funnelfix::funnel::{EntryRange, WatchSegment};
 use serde_json::{Value, json};
 
 fn t(s: &str) -> DateTime<Utc> {
@@ -31,13 +31,26 @@ fn case(
     range: EntryRange,
     now: DateTime<Utc>,
 ) -> Value {
-    let q = funnel_query(steps, window, range, now).expect("a query");
+    segment_case(name, steps, None, window, range, now)
+}
+
+/// A funnel query's case counting only `segment`'s entries (all if `None`).
+fn segment_case(
+    name: &str,
+    steps: &[StepConfig],
+    segment: Option<&WatchSegment>,
+    window: Duration,
+    range: EntryRange,
+    now: DateTime<Utc>,
+) -> Value {
+    let q = segment_funnel_query(steps, segment, window, range, now).expect("a query");
     json!({
         "name": name,
         "query": q.query,
         "values": q.values,
         "window_secs": window.as_secs(),
         "steps": steps.iter().map(|s| json!({"event": s.event, "filters": s.filters})).collect::<Vec<_>>(),
+        "segment": segment,
     })
 }
 
@@ -165,6 +178,22 @@ fn every_query_parses_in_hogql_and_counts_right_on_clickhouse() {
             Duration::from_secs(2 * 3600),
             EntryRange {
                 from: now - chrono::Duration::days(7),
+                to: now,
+            },
+            now,
+        ),
+        // The watch of an experiment restricted to a segment: its entries
+        // only, baseline and watch alike.
+        segment_case(
+            "after a merge, mobile entries only",
+            &signup[1..],
+            Some(&WatchSegment {
+                property: "$device_type".into(),
+                value: "Mobile".into(),
+            }),
+            day,
+            EntryRange {
+                from: merge - chrono::Duration::days(14),
                 to: now,
             },
             now,

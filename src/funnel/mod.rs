@@ -97,6 +97,17 @@ pub struct FunnelReport {
 pub mod hogql;
 pub mod rates;
 
+/// The entries of a segment: those whose step event (the person's first
+/// step event of the day) has `property` equal to `value`, such as
+/// `$device_type` = "Mobile". An experiment restricted to a segment is
+/// watched on these entries only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchSegment {
+    /// A property name [`crate::config::is_property_name`] accepts.
+    pub property: String,
+    pub value: String,
+}
+
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
 /// Entries are counted when they fall in `[from, to)`.

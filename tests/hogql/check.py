@@ -70,6 +70,7 @@ def synthetic_events(case, seed):
     v = case["values"]
     frm, until = v["date_from"], v["date_until"]
     window = case["window_secs"]
+    segment = case.get("segment")
     events = []
     for p in range(case.get("people", 1200)):
         person = f"person-{p}"
@@ -81,11 +82,15 @@ def synthetic_events(case, seed):
             used.add(when)
             events.append((person, event, when, json.dumps(props), ""))
 
+        device = None
+
         def step(k, when, wrong=False):
             props = dict(steps[k]["filters"])
             if wrong and props:
                 key = next(iter(props))
                 props[key] = props[key] + "/other"
+            if device is not None:
+                props[segment["property"]] = device
             emit(steps[k]["event"], props, when)
             # Noise on the same page: a page leave and a click.
             page = {"$pathname": props.get("$pathname", "/x")}
@@ -96,6 +101,11 @@ def synthetic_events(case, seed):
         t = rng.randint(frm - 3 * 86400, until + 86400)
         visits = rng.choice([1, 1, 2, 3, 5, 8])
         for _visit in range(visits):
+            if segment:
+                # The segment's property per visit, sometimes absent: a
+                # person's visits of one day may differ.
+                device = rng.choice([segment["value"], segment["value"], "Desktop", "Tablet", ""])
+                device = None if device == "" else device
             if rng.random() < 0.3:
                 emit("$pageview", {"$pathname": "/blog"}, t - rng.randint(1, 300))
             first = rng.choice([0, 0, 0, 1]) if len(steps) > 2 else 0
@@ -141,7 +151,8 @@ NOISE = [
 def reference(case, events):
     """The estimand, from its definition over every event of every person:
     an entry at step i is a person's first step-i event of a UTC day,
-    counted when it falls in [date_from, date_to); it converted when the
+    counted when it falls in [date_from, date_to) (and, with a segment, when
+    that event has the segment's property value); it converted when the
     person has a step-(i+1) event at or after it, at most the window later.
     Rows: [day, entries_0, converted_0, ..., entries_(n-1)] per day."""
     steps = case["steps"]
@@ -153,18 +164,22 @@ def reference(case, events):
         props = json.loads(e[3])
         return e[1] == steps[k]["event"] and all(props.get(a) == b for a, b in steps[k]["filters"].items())
 
+    segment = case.get("segment")
     times = {}  # (person, step) -> sorted times
+    in_segment = set()  # (person, step, time) of step events in the segment
     for e in events:
         for k in range(n):
             if matches(e, k):
                 times.setdefault((e[0], k), []).append(e[2])
+                if not segment or json.loads(e[3]).get(segment["property"], "") == segment["value"]:
+                    in_segment.add((e[0], k, e[2]))
     rows = {}
     for (person, k), ts in times.items():
         first_of_day = {}
         for x in sorted(ts):
             first_of_day.setdefault(x // 86400, x)
         for day, x in first_of_day.items():
-            if not frm <= x < to:
+            if not frm <= x < to or (person, k, x) not in in_segment:
                 continue
             row = rows.setdefault(day, [0] * (2 * n - 1))
             row[2 * k] += 1
