@@ -32,6 +32,7 @@ fn funnel() -> FunnelConfig {
         files: file.map(|f| vec![f.to_string()]).unwrap_or_default(),
     };
     FunnelConfig {
+        segment_watch: false,
         name: "signup".into(),
         conversion_window: Duration::from_secs(DAY as u64),
         selection: Selection::LowestRate,

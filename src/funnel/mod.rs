@@ -74,6 +74,10 @@ pub struct Choice {
     /// Index into [`FunnelReport::steps`].
     pub step: usize,
     pub reason: String,
+    /// The step's conversions expected during the observation window, at
+    /// its recent pace (see [`rates::pace`]).
+    #[serde(default)]
+    pub expected_conversions: f64,
 }
 
 /// Everything `funnelfix funnel` prints for one funnel.
