@@ -10,7 +10,10 @@ JSON from the file named on the command line. For each case it
    plain Python (see `reference`) over simulated people who come back on
    several days, convert late, and send other events around the funnel's
    ($autocapture, $pageleave, other pages), which the query's `event IN
-   (...)` prefilter skips and the reference simply never matches.
+   (...)` prefilter skips and the reference simply never matches,
+4. and, when the case holds the PostHog twin's answer to the same query over
+   the same events (`"twin"`; `check.py --events OUT cases.json` writes the
+   events), compares the rows with it too.
 Exits 1 with the differences when anything disagrees.
 """
 
@@ -188,6 +191,26 @@ def reference(case, events):
     return [[d] + rows[d] for d in sorted(rows)]
 
 
+def case_events(n, case):
+    kind = case.get("kind")
+    return (evidence.synthetic_events if kind else synthetic_events)(case, seed=n + 1)
+
+
+def write_events(path, out):
+    """`--events OUT`: each case's synthetic events, for the PostHog twin to
+    answer the same query from (tests/hogql.rs)."""
+    cases = json.load(open(path))
+    json.dump([case_events(n, case) for n, case in enumerate(cases)], open(out, "w"))
+
+
+def twin_differs(case, got):
+    """What the PostHog twin answered, when it differs from ClickHouse."""
+    if "twin" not in case:
+        return None
+    twin = evidence.normal(case["twin"])
+    return None if twin == evidence.normal(got) else twin
+
+
 def main(path):
     cases = json.load(open(path))
     session = chdb.session.Session()
@@ -205,7 +228,7 @@ def main(path):
             print(f"{case['name']}: placeholders {sorted(placeholders)} != values {sorted(case['values'])}")
             failures += 1
         kind = case.get("kind")
-        events = (evidence.synthetic_events if kind else synthetic_events)(case, seed=n + 1)
+        events = case_events(n, case)
         session.query("DROP TABLE IF EXISTS events")
         session.query(
             "CREATE TABLE events (person_id String, event String, timestamp DateTime64(3, 'UTC'), "
@@ -227,30 +250,43 @@ def main(path):
                 failures += 1
                 continue
             want = evidence.normal(evidence.reference(case, events))
+            twin = twin_differs(case, got)
             if got != want:
                 print(f"{case['name']}: ClickHouse {got}\n{' ' * len(case['name'])}  expected   {want}")
+                failures += 1
+            elif twin is not None:
+                print(f"{case['name']}: ClickHouse {got}\n{' ' * len(case['name'])}  PostHog twin {twin}")
                 failures += 1
             elif want in ([], [[0, 0, 0, 0, 0, 0, 0, 0]], [[0, 0, []]]) or len(evidence.entries(case, events)) == 0:
                 print(f"{case['name']}: the simulated events gave nothing to count")
                 failures += 1
             else:
-                print(f"{case['name']}: ok ({len(events)} events, {len(evidence.entries(case, events))} entries, {len(want)} rows)")
+                agrees = ", the twin agrees" if "twin" in case else ""
+                print(f"{case['name']}: ok ({len(events)} events, {len(evidence.entries(case, events))} entries, {len(want)} rows{agrees})")
             continue
         got = json.loads(str(session.query(to_clickhouse(case["query"], case["values"]), "JSONCompact")))["data"]
         got = [[int(x) for x in row] for row in got]
         want = reference(case, events)
         entries = sum(sum(r[1::2]) for r in want)
         converted = sum(sum(r[2::2]) for r in want)
+        twin = twin_differs(case, got)
         if got != want:
             print(f"{case['name']}: ClickHouse {got}\n{' ' * len(case['name'])}  expected   {want}")
+            failures += 1
+        elif twin is not None:
+            print(f"{case['name']}: ClickHouse {got}\n{' ' * len(case['name'])}  PostHog twin {twin}")
             failures += 1
         elif entries == 0 or converted == 0:
             print(f"{case['name']}: the simulated events gave no entries or no conversions")
             failures += 1
         else:
-            print(f"{case['name']}: ok ({len(events)} events, {entries} entries, {converted} conversions, {len(want)} days)")
+            agrees = ", the twin agrees" if "twin" in case else ""
+            print(f"{case['name']}: ok ({len(events)} events, {entries} entries, {converted} conversions, {len(want)} days{agrees})")
     sys.exit(1 if failures else 0)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1] == "--events":
+        write_events(sys.argv[3], sys.argv[2])
+    else:
+        main(sys.argv[1])
