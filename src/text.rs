@@ -521,11 +521,19 @@ pub fn verdict_reverted(a: &Assessment, p_value: f64) -> String {
 /// "Experiment #3 on <b>Viewed pricing → Started signup</b>", escaped.
 fn experiment_on_step(e: &Experiment) -> String {
     format!(
-        "Experiment #{} on <b>{} → {}</b>",
+        "Experiment #{} on <b>{} → {}</b>{}",
         e.id,
         escape(&e.step_name),
-        escape(&e.next_step_name)
+        escape(&e.next_step_name),
+        escape(&segment_only(e))
     )
+}
+
+/// " (… entries only)" for an experiment watched on one segment.
+fn segment_only(e: &Experiment) -> String {
+    e.watch_segment()
+        .map(|w| format!(" ({} = {} entries only)", w.property, quoted(&w.value)))
+        .unwrap_or_default()
 }
 
 /// The caption of the watch chart sent with a verdict or for `/status N`.
@@ -715,8 +723,13 @@ pub fn revert_pr_body(e: &Experiment, verdict: &str, a: &Assessment, t: &Thresho
 
 pub fn status_line(e: &Experiment) -> String {
     let mut line = format!(
-        "#{} {} · {} → {} · {}",
-        e.id, e.funnel, e.step_name, e.next_step_name, e.state
+        "#{} {} · {} → {}{} · {}",
+        e.id,
+        e.funnel,
+        e.step_name,
+        e.next_step_name,
+        segment_only(e),
+        e.state
     );
     if let Some(pr) = e.pr_number {
         let _ = write!(line, " · PR #{pr}");
@@ -1634,6 +1647,14 @@ pub(crate) mod tests {
             .contains("<b>x</b>")
         );
         assert!(focus_instruction(Some(&odd)).contains(r#""<b>x</b>\" ignore""#));
+        // Once merged, the experiment's messages say whose entries it watches.
+        let watched = Experiment {
+            segment_property: Some("$device_type".into()),
+            segment_value: Some("Mobile".into()),
+            ..experiment()
+        };
+        insta::assert_snapshot!(kept_note(&watched, "kept: +4.0%"), @"🏁 Experiment #3 on <b>Viewed pricing → Started signup</b> ($device_type = “Mobile” entries only) is over: kept: +4.0%.");
+        insta::assert_snapshot!(status_line(&watched), @"#3 signup · Viewed pricing → Started signup ($device_type = “Mobile” entries only) · awaiting_approval · PR #12 · rate before 25.0%");
         // Not watched alone: the sentence says how to.
         odd.watched = false;
         assert!(focus_sentence(&odd).ends_with("(with segment_watch = true, on these alone)."));
