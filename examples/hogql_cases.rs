@@ -9,11 +9,17 @@
 //! watched step is the second ("Viewed pricing"). `now` is fixed, 2026-03-30
 //! 10:17 UTC, so a benchmark table generated once keeps matching the
 //! queries; `--now <RFC 3339 time>` moves it.
+//!
+//! Then the queries that have no earlier version to compare with (each
+//! with `"new": true`): the five evidence queries of the propose pass for
+//! the watched step over the lookback, and the watch restricted to mobile
+//! entries (`segment_watch`).
 
 use chrono::{DateTime, Utc};
 use funnelfix::config::{self, StepConfig};
-use funnelfix::funnel::EntryRange;
-use funnelfix::funnel::hogql::funnel_query;
+use funnelfix::evidence::hogql::{Kind, evidence_query};
+use funnelfix::funnel::hogql::segment_funnel_query;
+use funnelfix::funnel::{EntryRange, WatchSegment};
 use serde_json::{Value, json};
 
 /// The hour after a merge that the watch skips (the deploy settling).
@@ -46,25 +52,48 @@ fn main() {
     // The merge whose observation window (and conversion window) ends now.
     let merge = now - days(t.observation) - days(window) - chrono::Duration::hours(SETTLE_HOURS);
 
-    let case = |name: &str, steps: &[StepConfig], range: EntryRange| -> Value {
-        let q = funnel_query(steps, window, range, now).expect("query");
+    let steps_json = |steps: &[StepConfig]| -> Vec<Value> {
+        steps
+            .iter()
+            .map(|s| json!({"event": s.event, "filters": s.filters}))
+            .collect()
+    };
+    let segment_case =
+        |name: &str, steps: &[StepConfig], segment: Option<&WatchSegment>, range| -> Value {
+            let q = segment_funnel_query(steps, segment, window, range, now).expect("query");
+            json!({
+                "name": name,
+                "query": q.query,
+                "values": q.values,
+                "window_secs": window.as_secs(),
+                "steps": steps_json(steps),
+                "new": segment.is_some(),
+            })
+        };
+    let case = |name: &str, steps: &[StepConfig], range| segment_case(name, steps, None, range);
+    let lookback = EntryRange {
+        from: now - days(t.lookback),
+        to: now,
+    };
+    let evidence_case = |kind: Kind| -> Value {
+        let q =
+            evidence_query(kind, &watched[0], &watched[1], window, lookback, now).expect("query");
         json!({
-            "name": name,
+            "name": format!("evidence {kind:?}: the watched step, 28 days"),
+            "kind": kind,
             "query": q.query,
             "values": q.values,
             "window_secs": window.as_secs(),
-            "steps": steps.iter().map(|s| json!({"event": s.event, "filters": s.filters})).collect::<Vec<_>>(),
+            "steps": steps_json(watched),
+            "new": true,
         })
     };
-    let cases = [
-        case(
-            "lookback: every step, 28 days",
-            &funnel.steps,
-            EntryRange {
-                from: now - days(t.lookback),
-                to: now,
-            },
-        ),
+    let watch = EntryRange {
+        from: merge + chrono::Duration::hours(SETTLE_HOURS),
+        to: merge + chrono::Duration::hours(SETTLE_HOURS) + days(t.observation),
+    };
+    let mut cases = vec![
+        case("lookback: every step, 28 days", &funnel.steps, lookback),
         case(
             "baseline: the watched step, 28 days before the merge",
             watched,
@@ -76,11 +105,18 @@ fn main() {
         case(
             "watch: the watched step, 14 days after the merge",
             watched,
-            EntryRange {
-                from: merge + chrono::Duration::hours(SETTLE_HOURS),
-                to: merge + chrono::Duration::hours(SETTLE_HOURS) + days(t.observation),
-            },
+            watch,
+        ),
+        segment_case(
+            "watch: mobile entries of the watched step, 14 days after the merge",
+            watched,
+            Some(&WatchSegment {
+                property: "$device_type".into(),
+                value: "Mobile".into(),
+            }),
+            watch,
         ),
     ];
+    cases.extend(Kind::ALL.map(evidence_case));
     println!("{}", serde_json::to_string_pretty(&cases).expect("json"));
 }

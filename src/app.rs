@@ -295,7 +295,13 @@ impl App {
                     .unwrap_or_else(|| e.state.to_string()),
             })
             .collect();
-        let evidence = self.evidence(funnel, choice.step).await;
+        let mut evidence = self.evidence(funnel, choice.step).await;
+        evidence.focus_on(
+            choice.expected_conversions,
+            self.config.thresholds.min_visitors,
+            funnel.segment_watch,
+        );
+        let watched = evidence.focus.as_ref().and_then(|f| f.watch_segment());
         let mut report = report;
         report.evidence = Some(evidence);
         let input = PromptInput {
@@ -370,6 +376,12 @@ impl App {
             .create(&Self::new_experiment(funnel, choice.step, &nonce), now)?;
         tracing::Span::current().record("experiment", id.0);
         let s = &report.steps[choice.step];
+        // A change watched on one segment is judged against that
+        // segment's rate before.
+        let before = match report.evidence.as_ref().and_then(|e| e.focus.as_ref()) {
+            Some(f) if f.watched => f.segment.rate,
+            _ => crate::evidence::Rate::new(s.entrants, s.converted),
+        };
         let changes: Vec<(String, Option<String>)> = accepted
             .changes
             .iter()
@@ -387,9 +399,17 @@ impl App {
                     store::text(serde_json::to_string(&changes)?),
                 ),
                 ("base_sha", store::text(&base)),
-                ("rate_before", store::real(s.rate)),
-                ("entrants_before", store::int(s.entrants)),
-                ("converted_before", store::int(s.converted)),
+                ("rate_before", store::real(before.rate)),
+                ("entrants_before", store::int(before.entries)),
+                ("converted_before", store::int(before.converted)),
+                (
+                    "segment_property",
+                    store::opt_text(watched.as_ref().map(|w| w.property.as_str())),
+                ),
+                (
+                    "segment_value",
+                    store::opt_text(watched.as_ref().map(|w| w.value.as_str())),
+                ),
                 (
                     "branch",
                     store::text(crate::github::branch_name(

@@ -199,6 +199,7 @@ pub(crate) mod tests {
             choice: Some(Choice {
                 step: 1,
                 reason: "lowest".into(),
+                expected_conversions: 0.0,
             }),
             reason_none: None,
             evidence: None,

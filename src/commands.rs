@@ -96,7 +96,12 @@ pub async fn evidence(config: &Config, only: Option<&str>, json: bool) -> Result
             .context("a reported funnel is configured")?;
         match &report.choice {
             Some(choice) => {
-                let e = posthog.evidence(funnel, choice.step, range, now).await;
+                let mut e = posthog.evidence(funnel, choice.step, range, now).await;
+                e.focus_on(
+                    choice.expected_conversions,
+                    config.thresholds.min_visitors,
+                    funnel.segment_watch,
+                );
                 if !json {
                     println!(
                         "funnel {}

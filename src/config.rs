@@ -239,6 +239,10 @@ pub struct FunnelConfig {
     /// How long after a step the next one may follow.
     pub conversion_window: Duration,
     pub selection: Selection,
+    /// When the chosen step has a segment much worse than the rest with the
+    /// traffic to be watched, watch the experiment on that segment's
+    /// entries only (baseline and watch alike).
+    pub segment_watch: bool,
     pub steps: Vec<StepConfig>,
 }
 
@@ -738,6 +742,9 @@ struct RawFunnel {
     /// Default `"lowest_rate"`.
     #[serde(default = "default_selection")]
     selection: Selection,
+    /// Default false.
+    #[serde(default)]
+    segment_watch: bool,
     #[serde(default, rename = "step")]
     steps: Vec<Spanned<RawStep>>,
 }
@@ -1302,6 +1309,7 @@ impl<'a> Checker<'a> {
                 name,
                 conversion_window,
                 selection: f_ref.selection,
+                segment_watch: f_ref.segment_watch,
                 steps,
             });
         }
@@ -1479,12 +1487,12 @@ name = "signup"
 
     #[test]
     fn duplicate_step_names() {
-        insta::assert_snapshot!(problems(&example_with(r#"name = "Started signup""#, r#"name = "Viewed pricing""#)), @r#"line 82: funnel[0].step[2].name: step "Viewed pricing" appears twice in funnel "signup""#);
+        insta::assert_snapshot!(problems(&example_with(r#"name = "Started signup""#, r#"name = "Viewed pricing""#)), @r#"line 83: funnel[0].step[2].name: step "Viewed pricing" appears twice in funnel "signup""#);
     }
 
     #[test]
     fn bad_property_name() {
-        insta::assert_snapshot!(problems(&example_with(r#"filters = { "$pathname" = "/" }"#, r#"filters = { "$path name) OR 1=1 --" = "/" }"#)), @r#"line 72: funnel[0].step[0].filters: property name "$path name) OR 1=1 --" is not allowed: use letters, digits, _ and a leading $ only"#);
+        insta::assert_snapshot!(problems(&example_with(r#"filters = { "$pathname" = "/" }"#, r#"filters = { "$path name) OR 1=1 --" = "/" }"#)), @r#"line 73: funnel[0].step[0].filters: property name "$path name) OR 1=1 --" is not allowed: use letters, digits, _ and a leading $ only"#);
     }
 
     #[test]
@@ -1513,7 +1521,7 @@ name = "signup"
         line 12: schedule.monitor: "often" is not a cron expression with seconds (The 'Seconds' field does not support using names. 'often' specified); e.g. "0 */15 * * * *"
         line 23: github.repo: "website" must be "owner/name"
         line 54: thresholds.lookback: "28 fortnights" is not a duration (unknown time unit "fortnights", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)); write e.g. "30s", "15m", "72h", "14d"
-        line 81: funnel[0].step[2].files: ".github/workflows/ci.yml" is outside github.allowed_paths
+        line 82: funnel[0].step[2].files: ".github/workflows/ci.yml" is outside github.allowed_paths
         "#);
     }
 

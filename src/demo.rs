@@ -337,6 +337,7 @@ async fn show_proposal(view: &App, world: &World, e: &Experiment) -> Result<()> 
     report.choice = Some(Choice {
         step: e.step,
         reason: format!("{:?}, the weakest step not in cooldown", e.step_name),
+        expected_conversions: 0.0,
     });
     println!(
         "PostHog says (last {}):",

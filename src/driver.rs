@@ -411,8 +411,9 @@ impl App {
         let days = self
             .services
             .posthog
-            .funnel_days(
+            .segment_days(
                 steps,
+                e.watch_segment().as_ref(),
                 funnel.conversion_window,
                 EntryRange { from, to },
                 now,

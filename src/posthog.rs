@@ -21,7 +21,7 @@ use crate::config::{FunnelConfig, StepConfig};
 use crate::evidence::hogql as evidence_hogql;
 use crate::evidence::{Evidence, Kind};
 use crate::funnel::hogql::{self, HogQlQuery};
-use crate::funnel::{ByDay, ByWeekday, EntryRange};
+use crate::funnel::{ByDay, ByWeekday, EntryRange, WatchSegment};
 use crate::init::{self, SavedInsight, TopEvents};
 use crate::retry::{Attempt, RetryPolicy};
 
@@ -106,8 +106,21 @@ impl PostHog {
         range: EntryRange,
         now: DateTime<Utc>,
     ) -> Result<ByDay, PostHogError> {
-        let query =
-            hogql::funnel_query(steps, window, range, now).map_err(PostHogError::Malformed)?;
+        self.segment_days(steps, None, window, range, now).await
+    }
+
+    /// [`Self::funnel_days`] counting only `segment`'s entries (all of
+    /// them when `None`). One query.
+    pub async fn segment_days(
+        &self,
+        steps: &[StepConfig],
+        segment: Option<&WatchSegment>,
+        window: Duration,
+        range: EntryRange,
+        now: DateTime<Utc>,
+    ) -> Result<ByDay, PostHogError> {
+        let query = hogql::segment_funnel_query(steps, segment, window, range, now)
+            .map_err(PostHogError::Malformed)?;
         let reply = self.query(&query).await?;
         let results = reply
             .get("results")

@@ -355,6 +355,7 @@ pub const PLACEHOLDERS: &[&str] = &[
     "allowed_paths",
     "max_changed_lines",
     "evidence",
+    "visitors",
 ];
 
 /// Renders the system and user messages. Placeholders are replaced in one
@@ -480,6 +481,10 @@ fn placeholder_values(input: &PromptInput) -> BTreeMap<&'static str, String> {
         ("editable_files", list_or_none(&editable)),
         ("allowed_paths", list_or_none(&allowed)),
         ("max_changed_lines", input.max_changed_lines.to_string()),
+        (
+            "visitors",
+            crate::text::focus_instruction(input.evidence.and_then(|e| e.focus.as_ref())),
+        ),
         (
             "evidence",
             match input.evidence {
@@ -762,6 +767,7 @@ mod tests {
             choice: Some(Choice {
                 step: 1,
                 reason: "lowest upper bound of the judged steps (12.0%)".into(),
+                expected_conversions: 0.0,
             }),
             reason_none: None,
             evidence: None,
@@ -1061,6 +1067,7 @@ mod tests {
 
         Step "Viewed pricing": visitors who should go on to "Started signup".
         Why this step: lowest upper bound of the judged steps (12.0%)
+        Whose visits to help: all of the step's visitors.
 
         # Evidence: what visitors at this step did, from analytics
 

@@ -125,6 +125,10 @@ const MIGRATIONS: &[&str] = &[
         conversions INTEGER NOT NULL,
         PRIMARY KEY (experiment_id, period, date)
     );",
+    // 6: an experiment watched on one segment of the step's entries only
+    // (a property of the step event equal to a value).
+    "ALTER TABLE experiments ADD COLUMN segment_property TEXT;
+    ALTER TABLE experiments ADD COLUMN segment_value TEXT;",
 ];
 
 /// Columns an experiment has besides its identity; the only names
@@ -166,6 +170,8 @@ const COLUMNS: &[&str] = &[
     "checks_failed_sha",
     "fix_asked",
     "report",
+    "segment_property",
+    "segment_value",
 ];
 
 /// An experiment as stored.
@@ -231,6 +237,23 @@ pub struct Experiment {
     /// JSON of the funnel report (with its evidence) the proposal was made
     /// from, so the PR and the chat show the same numbers after a restart.
     pub report: Option<String>,
+    /// The segment the experiment is watched on, when it is restricted to
+    /// one: the step event's property and its value.
+    pub segment_property: Option<String>,
+    pub segment_value: Option<String>,
+}
+
+impl Experiment {
+    /// The segment whose entries alone the watch counts, if any.
+    pub fn watch_segment(&self) -> Option<crate::funnel::WatchSegment> {
+        match (&self.segment_property, &self.segment_value) {
+            (Some(property), Some(value)) => Some(crate::funnel::WatchSegment {
+                property: property.clone(),
+                value: value.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// One run of a schedule, as stored.
@@ -1008,12 +1031,18 @@ fn row_to_experiment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Experiment> {
         checks_failed_sha: r.get("checks_failed_sha")?,
         fix_asked: r.get::<_, i64>("fix_asked")? != 0,
         report: r.get("report")?,
+        segment_property: r.get("segment_property")?,
+        segment_value: r.get("segment_value")?,
     })
 }
 
 /// Shorthands for [`Store::update`] and [`Store::transition`] field lists.
 pub fn text(s: impl Into<String>) -> Value {
     Value::Text(s.into())
+}
+/// Text, or NULL for `None`.
+pub fn opt_text(s: Option<impl Into<String>>) -> Value {
+    s.map_or(Value::Null, text)
 }
 pub fn int(i: impl TryInto<i64>) -> Value {
     i.try_into().map(Value::Integer).unwrap_or(Value::Null)
@@ -1075,6 +1104,8 @@ pub(crate) fn sample_experiment() -> Experiment {
         checks_failed_sha: None,
         fix_asked: false,
         report: None,
+        segment_property: None,
+        segment_value: None,
     }
 }
 

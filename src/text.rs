@@ -11,7 +11,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, Thresholds};
-use crate::evidence::{Action, Attention, Evidence, Part, Rate, Reading, Said, Segments, Speed};
+use crate::evidence::{
+    Action, Attention, Evidence, Focus, Part, Rate, Reading, Said, Segments, Speed,
+};
 use crate::experiment::State;
 use crate::funnel::FunnelReport;
 use crate::github::Checks;
@@ -157,6 +159,7 @@ pub fn pr_body(b: &PrBody<'_>) -> String {
          {rate} of {entrants} entries at this step went on ({converted} did; 95% interval {low}–{high}).\n\n\
          {table}\n\
          ## Hypothesis\n\n{hypothesis}\n\n\
+         {focus}\
          {evidence}\
          ## What changed\n\n```diff\n{diff}\n```\n\n\
          ## What happens next\n\n\
@@ -174,6 +177,13 @@ pub fn pr_body(b: &PrBody<'_>) -> String {
         high = pct(s.high),
         table = funnel_markdown(b.report),
         hypothesis = b.hypothesis.trim(),
+        focus = b
+            .report
+            .evidence
+            .as_ref()
+            .and_then(|e| e.focus.as_ref())
+            .map(|f| format!("## For whom\n\n{}\n\n", markdown_text(&focus_sentence(f))))
+            .unwrap_or_default(),
         evidence = b
             .report
             .evidence
@@ -203,7 +213,7 @@ pub fn proposal_message(
         "<b>funnelfix proposal #{id}</b> · funnel <b>{funnel}</b>\n\
          Step <b>{step} → {next}</b>: {rate} ({converted} of {entrants} daily entries went on, 95% CI {low}–{high})\n\n\
          <b>{title}</b>\n{hypothesis}\n\n\
-         {evidence}\
+         {evidence}{focus}\
          Change: {summary}\n{excerpt}\
          PR: <a href=\"{pr}\">{pr}</a>\n{head}\n\
          If merged, it is watched for {obs} and reverted if the rate drops by more than {drop} with {conf} confidence.",
@@ -222,6 +232,12 @@ pub fn proposal_message(
             .evidence
             .as_ref()
             .map(evidence_lines)
+            .unwrap_or_default(),
+        focus = report
+            .evidence
+            .as_ref()
+            .and_then(|e| e.focus.as_ref())
+            .map(|f| format!("For whom: {}\n", escape(&focus_sentence(f))))
             .unwrap_or_default(),
         summary = escape(summary),
         excerpt = change_excerpt(e.diff.as_deref().unwrap_or("")),
@@ -517,11 +533,19 @@ pub fn verdict_reverted(a: &Assessment, p_value: f64) -> String {
 /// "Experiment #3 on <b>Viewed pricing → Started signup</b>", escaped.
 fn experiment_on_step(e: &Experiment) -> String {
     format!(
-        "Experiment #{} on <b>{} → {}</b>",
+        "Experiment #{} on <b>{} → {}</b>{}",
         e.id,
         escape(&e.step_name),
-        escape(&e.next_step_name)
+        escape(&e.next_step_name),
+        escape(&segment_only(e))
     )
+}
+
+/// " (… entries only)" for an experiment watched on one segment.
+fn segment_only(e: &Experiment) -> String {
+    e.watch_segment()
+        .map(|w| format!(" ({} = {} entries only)", w.property, quoted(&w.value)))
+        .unwrap_or_default()
 }
 
 /// The caption of the watch chart sent with a verdict or for `/status N`.
@@ -712,8 +736,13 @@ pub fn revert_pr_body(e: &Experiment, verdict: &str, a: &Assessment, t: &Thresho
 
 pub fn status_line(e: &Experiment) -> String {
     let mut line = format!(
-        "#{} {} · {} → {} · {}",
-        e.id, e.funnel, e.step_name, e.next_step_name, e.state
+        "#{} {} · {} → {}{} · {}",
+        e.id,
+        e.funnel,
+        e.step_name,
+        e.next_step_name,
+        segment_only(e),
+        e.state
     );
     if let Some(pr) = e.pr_number {
         let _ = write!(line, " · PR #{pr}");
@@ -1072,7 +1101,61 @@ pub fn evidence_text(e: &Evidence) -> String {
     for (part, line) in evidence_findings(e) {
         let _ = writeln!(out, "- {part}: {line}");
     }
+    if let Some(f) = &e.focus {
+        let _ = writeln!(out, "- for whom: {}", focus_sentence(f));
+    }
     out
+}
+
+/// The segment a proposal is for, and how its change is watched: the PR,
+/// the chat and `funnelfix evidence` say it in these words.
+pub fn focus_sentence(f: &Focus) -> String {
+    let w = &f.segment;
+    let watch = if f.watched {
+        "the change is watched on these entries only, before and after the merge alike".to_string()
+    } else if w.dimension == "visitor" {
+        "the change is watched on all of the step's entries".to_string()
+    } else {
+        "the change is watched on all of the step's entries (with segment_watch = true, on these alone)".to_string()
+    };
+    format!(
+        "entries with {} = {} ({} of the step's), {} went on against {} for the rest; \
+         about {:.0} of their conversions are expected during the watch, enough to watch them alone; {watch}.",
+        w.dimension,
+        quoted(&w.value),
+        pct(w.share),
+        pct(w.rate.rate),
+        pct(w.rest.rate),
+        f.expected_conversions,
+    )
+}
+
+/// The prompt's instruction saying which visitors to help.
+pub fn focus_instruction(focus: Option<&Focus>) -> String {
+    let Some(f) = focus else {
+        return "all of the step's visitors.".to_string();
+    };
+    let w = &f.segment;
+    let judged = if f.watched {
+        " The change will be judged on their entries only."
+    } else {
+        ""
+    };
+    format!(
+        "visitors whose {} is {:?}: {} of the step's entries, of whom {} go on against {} of the others. \
+         Make the change for them first, without making the page worse for the others.{judged}",
+        w.dimension,
+        w.value,
+        pct(w.share),
+        pct(w.rate.rate),
+        pct(w.rest.rate),
+    )
+}
+
+/// Visitors' own words (and segment values) may hold markup: shown as
+/// text, never as HTML.
+fn markdown_text(s: &str) -> String {
+    s.replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// The PR body's Evidence section: a compact table.
@@ -1082,11 +1165,7 @@ pub fn evidence_markdown(e: &Evidence) -> String {
         evidence_heading(e)
     );
     for (part, line) in evidence_findings(e) {
-        // Visitors' own words may hold markup: shown as text, never as HTML.
-        let cell = line
-            .replace('|', "\\|")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;");
+        let cell = markdown_text(&line).replace('|', "\\|");
         let _ = writeln!(out, "| {part} | {cell} |");
     }
     out
@@ -1174,6 +1253,7 @@ pub(crate) mod tests {
             choice: Some(Choice {
                 step: 1,
                 reason: "Viewed pricing → Started signup converts 25.0% (95% CI 23.7–26.3%), the lowest upper bound among 3 judged steps".into(),
+                expected_conversions: 0.0,
             }),
             reason_none: None,
             evidence: None,
@@ -1509,16 +1589,88 @@ pub(crate) mod tests {
         | what visitors said | “Is there no &lt;monthly&gt; plan?” (2026-03-27, left) |
         "#);
         insta::assert_snapshot!(evidence_lines(&e), @"Evidence: $device_type Mobile: 40.0% of entries, 15.0% went on vs 31.7%; 900 sent the event “demo video played”: 50.0% went on vs 18.8% (2.7×); not read: speed");
+        let msg = proposal_with(&e);
+        assert!(msg.contains("Evidence: $device_type Mobile"), "{msg}");
+        assert!(!msg.contains("<monthly>"));
+        assert!(!msg.contains("For whom"), "{msg}");
+    }
+
+    /// The Telegram proposal of the sample experiment with evidence `e`.
+    fn proposal_with(e: &Evidence) -> String {
         let mut r = report();
-        r.evidence = Some(e);
-        let msg = proposal_message(
+        r.evidence = Some(e.clone());
+        proposal_message(
             &experiment(),
             &r,
             "site/pricing.html: 1 line added",
             &thresholds(),
             Duration::from_secs(900),
+        )
+    }
+
+    #[test]
+    fn a_proposal_for_one_segment_says_which_and_how_it_is_watched() {
+        let mut e = sample_evidence();
+        e.focus_on(500.0, 200, true);
+        let f = e.focus.clone().expect("a focus");
+        insta::assert_snapshot!(focus_sentence(&f), @"entries with $device_type = “Mobile” (40.0% of the step's), 15.0% went on against 31.7% for the rest; about 120 of their conversions are expected during the watch, enough to watch them alone; the change is watched on these entries only, before and after the merge alike.");
+        insta::assert_snapshot!(focus_instruction(Some(&f)), @r#"visitors whose $device_type is "Mobile": 40.0% of the step's entries, of whom 15.0% go on against 31.7% of the others. Make the change for them first, without making the page worse for the others. The change will be judged on their entries only."#);
+        let mut r = report();
+        r.evidence = Some(e.clone());
+        let msg = proposal_with(&e);
+        assert!(
+            msg.contains("For whom: entries with $device_type = “Mobile” (40.0% of the step's)"),
+            "{msg}"
         );
-        assert!(msg.contains("Evidence: $device_type Mobile"), "{msg}");
-        assert!(!msg.contains("<monthly>"));
+        let config = crate::config::parse(crate::init::EXAMPLE_CONFIG).expect("example config");
+        let body = pr_body(&PrBody {
+            experiment_id: 3,
+            report: &r,
+            step: 1,
+            hypothesis: "Mobile visitors cannot find the monthly plan.",
+            diff: "",
+            config: &config,
+        });
+        let section = body
+            .split("## For whom\n\n")
+            .nth(1)
+            .and_then(|s| s.split("\n\n## Evidence").next())
+            .expect("a For whom section before the evidence");
+        insta::assert_snapshot!(section, @"entries with $device_type = “Mobile” (40.0% of the step's), 15.0% went on against 31.7% for the rest; about 120 of their conversions are expected during the watch, enough to watch them alone; the change is watched on these entries only, before and after the merge alike.");
+        // A value that is markup stays text in the PR; quotes stay quoted in the prompt.
+        let mut odd = f.clone();
+        odd.segment.value = "<b>x</b>\" ignore".into();
+        assert!(
+            !pr_body(&PrBody {
+                report: &FunnelReport {
+                    evidence: Some(Evidence {
+                        focus: Some(odd.clone()),
+                        ..e.clone()
+                    }),
+                    ..r.clone()
+                },
+                ..PrBody {
+                    experiment_id: 3,
+                    report: &r,
+                    step: 1,
+                    hypothesis: "",
+                    diff: "",
+                    config: &config
+                }
+            })
+            .contains("<b>x</b>")
+        );
+        assert!(focus_instruction(Some(&odd)).contains(r#""<b>x</b>\" ignore""#));
+        // Once merged, the experiment's messages say whose entries it watches.
+        let watched = Experiment {
+            segment_property: Some("$device_type".into()),
+            segment_value: Some("Mobile".into()),
+            ..experiment()
+        };
+        insta::assert_snapshot!(kept_note(&watched, "kept: +4.0%"), @"🏁 Experiment #3 on <b>Viewed pricing → Started signup</b> ($device_type = “Mobile” entries only) is over: kept: +4.0%.");
+        insta::assert_snapshot!(status_line(&watched), @"#3 signup · Viewed pricing → Started signup ($device_type = “Mobile” entries only) · awaiting_approval · PR #12 · rate before 25.0%");
+        // Not watched alone: the sentence says how to.
+        odd.watched = false;
+        assert!(focus_sentence(&odd).ends_with("(with segment_watch = true, on these alone)."));
     }
 }

@@ -32,6 +32,7 @@ fn funnel() -> FunnelConfig {
         files: file.map(|f| vec![f.to_string()]).unwrap_or_default(),
     };
     FunnelConfig {
+        segment_watch: false,
         name: "signup".into(),
         conversion_window: Duration::from_secs(DAY as u64),
         selection: Selection::LowestRate,
@@ -75,6 +76,7 @@ fn asked(from: i64, to: i64, now: i64) -> Asked {
         read: from.div_euclid(DAY) * DAY,
         until: to + DAY,
         events: None,
+        segment: None,
     }
 }
 

@@ -28,6 +28,7 @@ fn funnel() -> FunnelConfig {
         )
     };
     FunnelConfig {
+        segment_watch: false,
         name: "signup".into(),
         conversion_window: Duration::from_secs(86_400),
         selection: Selection::LowestRate,

@@ -1,20 +1,24 @@
 //! The HogQL funnelfix sends, checked for real: PostHog's own parser reads
 //! every query text, and ClickHouse (chdb) runs it over synthetic events
-//! with counts equal to an independent computation (tests/hogql/check.py).
+//! with counts equal to an independent computation (tests/hogql/check.py)
+//! and to the PostHog twin's answer to the same query over the same events.
 //!
 //! Needs `pip install -r tests/hogql/requirements.txt` (.ci/run does it).
 //! Outside CI, a machine without those packages skips with a notice; in CI
 //! (CI=true) their absence fails the test.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use funnelfix::config::StepConfig;
 use funnelfix::evidence::hogql::{Kind, evidence_query};
-use funnelfix::funnel::EntryRange;
-use funnelfix::funnel::hogql::funnel_query;
-use serde_json::{Value, json};
+use funnelfix::funnel::hogql::segment_funnel_query;
+use funnelfix::funnel::{EntryRange, WatchSegment};
+use funnelfix::sandbox::posthog::{Event, PostHogTwin};
+use serde_json::{Map, Value, json};
 
 fn t(s: &str) -> DateTime<Utc> {
     s.parse().expect("a time")
@@ -31,13 +35,26 @@ fn case(
     range: EntryRange,
     now: DateTime<Utc>,
 ) -> Value {
-    let q = funnel_query(steps, window, range, now).expect("a query");
+    segment_case(name, steps, None, window, range, now)
+}
+
+/// A funnel query's case counting only `segment`'s entries (all if `None`).
+fn segment_case(
+    name: &str,
+    steps: &[StepConfig],
+    segment: Option<&WatchSegment>,
+    window: Duration,
+    range: EntryRange,
+    now: DateTime<Utc>,
+) -> Value {
+    let q = segment_funnel_query(steps, segment, window, range, now).expect("a query");
     json!({
         "name": name,
         "query": q.query,
         "values": q.values,
         "window_secs": window.as_secs(),
         "steps": steps.iter().map(|s| json!({"event": s.event, "filters": s.filters})).collect::<Vec<_>>(),
+        "segment": segment,
     })
 }
 
@@ -71,8 +88,76 @@ fn python_ready() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-#[test]
-fn every_query_parses_in_hogql_and_counts_right_on_clickhouse() {
+/// A synthetic event as check.py writes it: `[person, event, unix
+/// seconds, properties as JSON, elements_chain]`, as the twin stores it
+/// (property values as text, a null property absent).
+fn twin_event(e: &Value) -> Event {
+    let cell = |i: usize| e.get(i).unwrap_or_else(|| panic!("an event: {e}"));
+    let text = |i: usize| cell(i).as_str().unwrap_or_default().to_string();
+    let props: Map<String, Value> =
+        serde_json::from_str(cell(3).as_str().unwrap_or("{}")).expect("properties as JSON");
+    let mut properties: BTreeMap<String, String> = props
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            Value::Null => None,
+            Value::String(s) => Some((k, s)),
+            other => Some((k, other.to_string())),
+        })
+        .collect();
+    if !text(4).is_empty() {
+        properties.insert("elements_chain".into(), text(4));
+    }
+    Event {
+        person_id: text(0),
+        event: text(1),
+        timestamp: DateTime::from_timestamp(cell(2).as_i64().expect("seconds"), 0).expect("a time"),
+        properties,
+    }
+}
+
+/// Puts into each case, as `"twin"`, the PostHog twin's rows for its query
+/// over the events check.py simulates for it.
+async fn add_twin_answers(cases: &mut [Value], path: &Path) {
+    let events_path = path.with_file_name("events.json");
+    let out = Command::new("python3")
+        .arg("tests/hogql/check.py")
+        .arg("--events")
+        .arg(&events_path)
+        .arg(path)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: Vec<Vec<Value>> =
+        serde_json::from_slice(&std::fs::read(&events_path).expect("events")).expect("json");
+    assert_eq!(all.len(), cases.len());
+    let http = reqwest::Client::new();
+    for (case, events) in cases.iter_mut().zip(all) {
+        let twin = PostHogTwin::start("1", "phx_check").await.expect("a twin");
+        twin.push_events(events.iter().map(twin_event).collect());
+        let reply: Value = http
+            .post(format!("{}/api/projects/1/query/", twin.url()))
+            .bearer_auth("phx_check")
+            .json(&json!({"query": {"kind": "HogQLQuery", "query": case["query"], "values": case["values"]}}))
+            .send()
+            .await
+            .expect("the twin answers")
+            .json()
+            .await
+            .expect("json");
+        let rows = reply
+            .get("results")
+            .unwrap_or_else(|| panic!("{}: the twin answered {reply}", case["name"]))
+            .clone();
+        case["twin"] = rows;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_query_parses_in_hogql_and_counts_right_on_clickhouse() {
     // Never skipped: a check that did not run must not read as a pass.
     assert!(
         python_ready(),
@@ -169,6 +254,22 @@ fn every_query_parses_in_hogql_and_counts_right_on_clickhouse() {
             },
             now,
         ),
+        // The watch of an experiment restricted to a segment: its entries
+        // only, baseline and watch alike.
+        segment_case(
+            "after a merge, mobile entries only",
+            &signup[1..],
+            Some(&WatchSegment {
+                property: "$device_type".into(),
+                value: "Mobile".into(),
+            }),
+            day,
+            EntryRange {
+                from: merge - chrono::Duration::days(14),
+                to: now,
+            },
+            now,
+        ),
     ];
     for kind in Kind::ALL {
         cases.push(evidence_case(
@@ -194,6 +295,8 @@ fn every_query_parses_in_hogql_and_counts_right_on_clickhouse() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let path = dir.path().join("cases.json");
     std::fs::write(&path, serde_json::to_string(&cases).expect("json")).expect("written");
+    add_twin_answers(&mut cases, &path).await;
+    std::fs::write(&path, serde_json::to_string(&cases).expect("json")).expect("written");
     let out = Command::new("python3")
         .arg("tests/hogql/check.py")
         .arg(&path)
@@ -207,4 +310,9 @@ fn every_query_parses_in_hogql_and_counts_right_on_clickhouse() {
         "HogQL check failed:\n{stdout}\n{stderr}"
     );
     assert_eq!(stdout.matches(": ok (").count(), cases.len(), "{stdout}");
+    assert_eq!(
+        stdout.matches(", the twin agrees)").count(),
+        cases.len(),
+        "{stdout}"
+    );
 }

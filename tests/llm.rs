@@ -132,6 +132,7 @@ fn report() -> FunnelReport {
         choice: Some(Choice {
             step: 1,
             reason: "lowest upper bound".into(),
+            expected_conversions: 0.0,
         }),
         reason_none: None,
         evidence: None,

@@ -224,10 +224,18 @@ pub fn evidence_query(
     } else {
         format!("(event IN ({}) OR {})", events.join(", "), r.events)
     };
+    // A step filtered on its page: every entry's page is that one, so rows
+    // on other pages are dropped before they are grouped per person.
+    let on_page = step
+        .filters
+        .keys()
+        .position(|p| p == "$pathname")
+        .map(|j| format!(" AND part_page = {{s0_p{j}}}"))
+        .unwrap_or_default();
     let (k_column, k_filter, acts_column, acts, seen) = if has_rows {
         (
             format!(
-                ",\n                {} AS part_page{},\n                {} AS k",
+                ",\n                {} AS part_page{},\n                {}{on_page} AS k",
                 part_page(kind),
                 aliased(r.columns, "c"),
                 r.condition

@@ -138,6 +138,60 @@ pub struct Segments {
     pub worst: Option<Segment>,
 }
 
+/// A segment of the chosen step the change should help first: much worse
+/// than the rest (see [`Segments::worst`]) and with the traffic to be
+/// watched on its own, by the rule the step's choice uses (enough entries
+/// to be judged, and at the step's pace enough conversions expected during
+/// the observation window for the revert test).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Focus {
+    pub segment: Segment,
+    /// The segment's conversions expected during the observation window.
+    pub expected_conversions: f64,
+    /// The experiment is watched on this segment's entries only
+    /// (`segment_watch` is on and the segment is a property of the step
+    /// event).
+    pub watched: bool,
+}
+
+impl Focus {
+    /// The segment as the funnel query restricts to it, when the watch is.
+    pub fn watch_segment(&self) -> Option<crate::funnel::WatchSegment> {
+        self.watched.then(|| crate::funnel::WatchSegment {
+            property: self.segment.dimension.clone(),
+            value: self.segment.value.clone(),
+        })
+    }
+}
+
+/// The focus for a step expected to bring `step_expected` conversions
+/// during the observation window: the worst segment, when its share of
+/// those conversions is enough to be watched alone.
+pub fn focus(
+    worst: &Segment,
+    step_expected: f64,
+    min_visitors: u64,
+    segment_watch: bool,
+) -> Option<Focus> {
+    let all_converted = worst.rate.converted + worst.rest.converted;
+    let expected = if all_converted == 0 {
+        0.0
+    } else {
+        step_expected * worst.rate.converted as f64 / all_converted as f64
+    };
+    let watchable = worst.rate.entries >= min_visitors
+        && expected >= crate::funnel::rates::MIN_WATCH_CONVERSIONS;
+    watchable.then(|| Focus {
+        segment: worst.clone(),
+        expected_conversions: expected,
+        // "visitor" (new or returning) is not a property the query can
+        // restrict to.
+        watched: segment_watch
+            && crate::config::is_property_name(&worst.dimension)
+            && worst.dimension != "visitor",
+    })
+}
+
 /// Scroll depth and time on the page of one group of entries, from the
 /// first page leave (or next page view) that reports on the page.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -214,6 +268,10 @@ pub struct Evidence {
     pub said: Part<Said>,
     /// HogQL queries the evidence took.
     pub queries: usize,
+    /// The segment the change should help first, if one stands out and
+    /// can be watched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub focus: Option<Focus>,
 }
 
 impl Evidence {
@@ -231,7 +289,19 @@ impl Evidence {
             speed: Part::Absent,
             said: Part::Absent,
             queries: 0,
+            focus: None,
         }
+    }
+
+    /// Names the worst segment as the focus when it can be watched (see
+    /// [`focus`]); `step_expected` is the step's expected conversions
+    /// during the observation window.
+    pub fn focus_on(&mut self, step_expected: f64, min_visitors: u64, segment_watch: bool) {
+        self.focus = self
+            .segments
+            .found()
+            .and_then(|s| s.worst.as_ref())
+            .and_then(|w| focus(w, step_expected, min_visitors, segment_watch));
     }
 
     /// Takes in the rows of part `kind`'s query.

@@ -192,3 +192,69 @@ fn every_query_takes_values_as_placeholders_and_reads_only_what_it_needs() {
         .is_err()
     );
 }
+
+#[test]
+fn a_much_worse_segment_is_the_focus_only_with_the_traffic_to_watch_it() {
+    // 4500 entries, 1125 went on; mobile 1800 of them, 270 went on (15%
+    // against 31.7%): 270 of the 1125 conversions, 24%.
+    let rows = json!([
+        ["$device_type", "Desktop", 2700, 855],
+        ["$device_type", "Mobile", 1800, 270],
+        ["visitor", "new", 3000, 750],
+        ["visitor", "returning", 1500, 375],
+    ]);
+    let mut e = Evidence::new("signup", "Viewed pricing", "Started signup");
+    e.read(Kind::Segments, &rows).expect("rows");
+    // The step brings 500 conversions in the observation window: mobile
+    // about 120, enough for the revert test (30).
+    e.focus_on(500.0, 200, true);
+    let f = e.focus.clone().expect("a focus");
+    assert_eq!(
+        (f.segment.dimension.as_str(), f.segment.value.as_str()),
+        ("$device_type", "Mobile")
+    );
+    assert!((f.expected_conversions - 120.0).abs() < 1e-9);
+    assert!(f.watched);
+    assert_eq!(
+        f.watch_segment(),
+        Some(crate::funnel::WatchSegment {
+            property: "$device_type".into(),
+            value: "Mobile".into()
+        })
+    );
+    // Without segment_watch it is named, but the whole step is watched.
+    e.focus_on(500.0, 200, false);
+    let f = e.focus.clone().expect("a focus");
+    assert!(!f.watched);
+    assert_eq!(f.watch_segment(), None);
+    // At 100 conversions for the step, mobile brings about 24: too few.
+    e.focus_on(100.0, 200, true);
+    assert_eq!(e.focus, None);
+    // Fewer entries than min_visitors: not judged, not the focus.
+    e.focus_on(500.0, 2000, true);
+    assert_eq!(e.focus, None);
+    // No segment much worse: no focus.
+    let even = json!([
+        ["$device_type", "Desktop", 2700, 675],
+        ["$device_type", "Mobile", 1800, 450],
+        ["visitor", "new", 4500, 1125],
+    ]);
+    let mut e = Evidence::new("signup", "Viewed pricing", "Started signup");
+    e.read(Kind::Segments, &even).expect("rows");
+    e.focus_on(500.0, 200, true);
+    assert_eq!(e.focus, None);
+}
+
+#[test]
+fn new_visitors_can_be_the_focus_but_are_not_watched_alone() {
+    let rows = json!([
+        ["visitor", "new", 3000, 300],
+        ["visitor", "returning", 1500, 600],
+    ]);
+    let mut e = Evidence::new("signup", "Viewed pricing", "Started signup");
+    e.read(Kind::Segments, &rows).expect("rows");
+    e.focus_on(500.0, 200, true);
+    let f = e.focus.expect("a focus");
+    assert_eq!(f.segment.value, "new");
+    assert!(!f.watched);
+}

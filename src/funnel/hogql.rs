@@ -45,7 +45,7 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde_json::{Map, Value, json};
 
-use super::{ByDay, DayCounts, EntryRange, FunnelCounts};
+use super::{ByDay, DayCounts, EntryRange, FunnelCounts, WatchSegment};
 use crate::config::{StepConfig, is_property_name};
 use crate::stats::PersonSums;
 
@@ -173,24 +173,67 @@ pub fn funnel_query(
     range: EntryRange,
     now: DateTime<Utc>,
 ) -> Result<HogQlQuery, String> {
+    segment_funnel_query(steps, None, window, range, now)
+}
+
+/// The funnel query counting only the entries of `segment` (all entries
+/// when `None`): an entry, still a person's first step event of the day,
+/// counts when a step event at its time has the segment's value. Whether it
+/// converted does not depend on the segment of the next step's event.
+pub fn segment_funnel_query(
+    steps: &[StepConfig],
+    segment: Option<&WatchSegment>,
+    window: Duration,
+    range: EntryRange,
+    now: DateTime<Utc>,
+) -> Result<HogQlQuery, String> {
     let n = steps.len();
     if n < 2 {
         return Err("a funnel query needs at least two steps".into());
     }
     let range = censored(range, window, now);
     let mut values = Map::new();
-    let (columns, events) = step_columns(steps, &mut values)?;
+    let (mut columns, events) = step_columns(steps, &mut values)?;
     let (from, to) = range_values(range, window, &mut values);
+    if let Some(seg) = segment {
+        if !is_property_name(&seg.property) {
+            return Err(format!(
+                "segment property name {:?} is not allowed",
+                seg.property
+            ));
+        }
+        let _ = write!(
+            columns,
+            ",\n                coalesce(properties.{}, '') = {{segment_value}} AS in_segment",
+            seg.property
+        );
+        values.insert("segment_value".into(), json!(seg.value));
+    }
 
+    // With a segment, g<i> holds the times of the step's events in it.
     let times: String = (0..n)
-        .map(|i| format!(",\n        arraySort(groupArrayIf(t, s{i})) AS t{i}"))
+        .map(|i| {
+            let mut c = format!(",\n        arraySort(groupArrayIf(t, s{i})) AS t{i}");
+            if segment.is_some() {
+                let _ = write!(c, ",\n        groupArrayIf(t, s{i} AND in_segment) AS g{i}");
+            }
+            c
+        })
         .collect();
+    let in_segment = |i: usize| {
+        if segment.is_some() {
+            format!(" AND has(g{i}, x)")
+        } else {
+            String::new()
+        }
+    };
     // Per step, its entries: the first time of each date, in the range.
     let entries: String = (0..n)
         .map(|i| {
             format!(
                 ",\n        arrayFilter((x, k) -> (k = 1 OR intDiv(x, {DAY}) != intDiv(t{i}[k - 1], {DAY})) \
-                 AND x >= {{date_from}} AND x < {{date_to}}, t{i}, arrayEnumerate(t{i})) AS e{i}"
+                 AND x >= {{date_from}} AND x < {{date_to}}{}, t{i}, arrayEnumerate(t{i})) AS e{i}",
+                in_segment(i)
             )
         })
         .collect();

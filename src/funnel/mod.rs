@@ -74,6 +74,10 @@ pub struct Choice {
     /// Index into [`FunnelReport::steps`].
     pub step: usize,
     pub reason: String,
+    /// The step's conversions expected during the observation window, at
+    /// its recent pace (see [`rates::pace`]).
+    #[serde(default)]
+    pub expected_conversions: f64,
 }
 
 /// Everything `funnelfix funnel` prints for one funnel.
@@ -96,6 +100,17 @@ pub struct FunnelReport {
 
 pub mod hogql;
 pub mod rates;
+
+/// The entries of a segment: those whose step event (the person's first
+/// step event of the day) has `property` equal to `value`, such as
+/// `$device_type` = "Mobile". An experiment restricted to a segment is
+/// watched on these entries only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchSegment {
+    /// A property name [`crate::config::is_property_name`] accepts.
+    pub property: String,
+    pub value: String,
+}
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 

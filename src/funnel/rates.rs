@@ -119,6 +119,7 @@ pub fn report(
             Some(Choice {
                 step: s.index,
                 reason: reason(funnel.selection, s, &candidates),
+                expected_conversions: pace(days, s.index, thresholds.observation).expected,
             }),
             None,
         ),
@@ -322,6 +323,7 @@ mod tests {
             files: files.iter().map(|f| f.to_string()).collect(),
         };
         FunnelConfig {
+            segment_watch: false,
             name: "signup".into(),
             conversion_window: Duration::from_secs(86_400),
             selection,

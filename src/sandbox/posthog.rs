@@ -439,6 +439,9 @@ pub struct Asked {
     pub until: i64,
     /// The event names of `event IN (...)`, when the query has that filter.
     pub events: Option<Vec<String>>,
+    /// Only the entries of this segment count: (property, value), read
+    /// from `coalesce(properties.<name>, '') = {segment_value}`.
+    pub segment: Option<(String, String)>,
 }
 
 /// Every placeholder must have a value, as in PostHog.
@@ -518,7 +521,20 @@ fn read_query(body: &Value) -> Result<Asked, String> {
         None => None,
         Some((_, rest)) => Some(names(rest.split(')').next().unwrap_or(""))?),
     };
+    let segment = match string("segment_value") {
+        None => None,
+        Some(value) => {
+            let (head, _) = text
+                .split_once(", '') = {segment_value}")
+                .ok_or("segment_value is not compared to a property")?;
+            let (_, name) = head
+                .rsplit_once("coalesce(properties.")
+                .ok_or("segment_value is not compared to a property")?;
+            Some((name.to_string(), value))
+        }
+    };
     Ok(Asked {
+        segment,
         steps,
         window_secs: int("window")?,
         from: int("date_from")?,
@@ -537,7 +553,9 @@ fn read_query(body: &Value) -> Result<Asked, String> {
 /// that step; see [`crate::stats::PersonSums`]). An entry at step i is a person's first step-i event of
 /// a day (over the events read); it counts if it falls in `[from, to)`, and
 /// converted if the person has a step-i+1 event at or after it, at most the
-/// window later. Whole seconds, as `toUnixTimestamp`.
+/// window later. Whole seconds, as `toUnixTimestamp`. With a segment, an
+/// entry counts only when one of the person's step-i events at its second
+/// has the segment's value.
 pub fn count_entries(log: &EventLog, asked: &Asked) -> BTreeMap<i64, Vec<u64>> {
     let n = asked.steps.len();
     let ids: Vec<Option<u32>> = asked.steps.iter().map(|(e, _)| log.find_event(e)).collect();
@@ -573,42 +591,54 @@ pub fn count_entries(log: &EventLog, asked: &Asked) -> BTreeMap<i64, Vec<u64>> {
                 .fold(0, |m, i| m | 1 << i)
         })
     };
-    // Each person's step times, per step, in whole seconds.
-    let mut people: HashMap<u32, Vec<Vec<i64>>> = HashMap::new();
+    let in_segment = |props: u32| {
+        asked.segment.as_ref().is_none_or(|(name, value)| {
+            log.props(props).get(name).map_or("", String::as_str) == value
+        })
+    };
+    // Each person's step times, per step, in whole seconds, and (with a
+    // segment) the times of the step events in it.
+    type Times = (Vec<i64>, Vec<i64>);
+    let mut people: HashMap<u32, Vec<Times>> = HashMap::new();
     for (event, row) in log.scan(&events, asked.read * 1000, asked.until * 1000 + 999) {
         let m = mask(event, row.props);
         if m == 0 {
             continue;
         }
+        let seg = in_segment(row.props);
         let times = people
             .entry(row.person)
-            .or_insert_with(|| vec![Vec::new(); n]);
-        for (i, t) in times.iter_mut().enumerate() {
+            .or_insert_with(|| vec![Default::default(); n]);
+        for (i, (t, g)) in times.iter_mut().enumerate() {
             if m & (1 << i) != 0 {
                 t.push(row.ms.div_euclid(1000));
+                if seg {
+                    g.push(row.ms.div_euclid(1000));
+                }
             }
         }
     }
     let width = 2 * n - 1 + 3 * (n - 1);
     let mut rows: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
     for mut times in people.into_values() {
-        for t in &mut times {
+        for (t, g) in &mut times {
             t.sort_unstable();
+            g.sort_unstable();
         }
         for i in 0..n {
             // This person's entries at step i in the range: (day, converted).
             let mut entries: Vec<(i64, bool)> = Vec::new();
             let mut last_day = None;
-            for &x in &times[i] {
+            for &x in &times[i].0 {
                 let day = x.div_euclid(86_400);
                 if last_day == Some(day) {
                     continue;
                 }
                 last_day = Some(day);
-                if x < asked.from || x >= asked.to {
+                if x < asked.from || x >= asked.to || times[i].1.binary_search(&x).is_err() {
                     continue;
                 }
-                let converted = times.get(i + 1).is_some_and(|next| {
+                let converted = times.get(i + 1).is_some_and(|(next, _)| {
                     let first = next.partition_point(|&y| y < x);
                     next.get(first).is_some_and(|&y| y <= x + asked.window_secs)
                 });

@@ -812,6 +812,7 @@ mod tests {
             files: files.iter().map(|f| f.to_string()).collect(),
         };
         FunnelConfig {
+            segment_watch: false,
             name: "signup".into(),
             conversion_window: std::time::Duration::from_secs(86_400),
             selection: Selection::LowestRate,

@@ -3,6 +3,7 @@ the floor: a plain scan of only the funnel's events over the same range.
 
     cargo run --example hogql_cases > /tmp/cases.json
     python3 tests/hogql/bench.py /tmp/cases.json --before tests/hogql/before.json [--data DIR] [rows ...]
+    python3 tests/hogql/bench.py /tmp/cases.json --new-only [--data DIR] [rows ...]
 
 rows defaults to 10000000 50000000. The table is generated once per size in
 DIR (default /var/tmp/funnelfix-bench; 1.4 GB for 10M and 50M events) and
@@ -48,6 +49,18 @@ less; of:
   by person_id: the least a funnel over these steps must do, whatever it
   then does per person.
 Before and after must return the same rows; the script stops if not.
+
+The queries with no earlier version (`"new": true` in cases.json: the five
+evidence queries of the propose pass and the watch restricted to a segment)
+get a second table, with `--new-only` alone: each against its floor, the
+same count over the rows the query must read (its innermost WHERE: the time
+range and its `event IN (...)` prefilter), reading the columns it reads
+(each property it reads, from its materialized column or the JSON, and
+`elements_chain_texts`). For them the generated events carry what the
+evidence reads: 40% of journeys on mobile, page leaves and views reporting
+the page before (scroll depth, duration), web vitals, survey answers, and
+autocaptured clicks with an `elements_chain` (`elements_chain_texts`
+materialized from it, as PostHog has it).
 """
 
 import json
@@ -60,21 +73,23 @@ from check import literal
 
 import chdb.session
 
-LAYOUT = 4  # bump when the generated data changes
+LAYOUT = 5  # bump when the generated data changes
 RUNS = 7
 
 NOISE_PATHS = ["/", "/pricing", "/blog/launch", "/docs", "/about", "/changelog", "/careers", "/pricing/enterprise"]
 OTHER_PAGES = NOISE_PATHS[2:]
 CUSTOM = ["$web_vitals", "$rageclick", "feature_used", "$identify", "survey sent", "$groupidentify"]
+TEXTS = ["Start free trial", "Watch the demo", "Compare plans", "Choose monthly"]
 
 
-def properties(path, extra=""):
-    """posthog-js's usual properties, as a ClickHouse string expression."""
+def properties(path, extra="", device="'Desktop'", extra_sql="''"):
+    """posthog-js's usual properties, as a ClickHouse string expression;
+    `extra_sql` an expression of more `,"name":value` pairs."""
     return (
-        "concat('{\"$os\":\"Mac OS X\",\"$browser\":\"Chrome\",\"$device_type\":\"Desktop\","
+        "concat('{\"$os\":\"Mac OS X\",\"$browser\":\"Chrome\",\"$device_type\":\"', " + device + ", '\","
         "\"$current_url\":\"https://acme.example', " + path + ", '\",\"$host\":\"acme.example\","
         "\"$pathname\":\"', " + path + ", '\",\"$referrer\":\"$direct\",\"$lib\":\"web\","
-        "\"$lib_version\":\"1.236.0\"" + extra + ",\"$session_id\":\"', toString(session), '\"}')"
+        "\"$lib_version\":\"1.236.0\"" + extra + "', " + extra_sql + ", ',\"$session_id\":\"', toString(session), '\"}')"
     )
 
 
@@ -99,7 +114,9 @@ def generate(session, rows, start, end, props):
         for p in props
     )
     session.query(
-        "CREATE TABLE events (event String, timestamp DateTime64(6, 'UTC'), person_id UUID, properties String"
+        "CREATE TABLE events (event String, timestamp DateTime64(6, 'UTC'), person_id UUID, properties String, "
+        "elements_chain String, elements_chain_texts Array(String) MATERIALIZED "
+        "arrayDistinct(extractAll(elements_chain, '(?::|\")text=\"(.*?)\"'))"
         f"{materialized}) ENGINE = MergeTree PARTITION BY toYYYYMM(timestamp) "
         "ORDER BY (toDate(timestamp), event, cityHash64(person_id))"
     )
@@ -111,10 +128,11 @@ def generate(session, rows, start, end, props):
             {steps}[k + 1] AS event,
             toDateTime64({start} + cityHash64(j, 8) % {span} + k * 600 + if(k > 0, cityHash64(j, 9) % 300, 0), 6, 'UTC') AS timestamp,
             {uuid(f"cityHash64(j, 7) % {people}")} AS person_id,
-            {properties(f"{paths}[k + 1]")} AS properties
+            {properties(f"{paths}[k + 1]", device="if(mobile, 'Mobile', 'Desktop')")} AS properties,
+            '' AS elements_chain
         FROM (
             SELECT number % {journeys} AS j, intDiv(number, {journeys}) AS k, cityHash64(j, 5) % 100 AS h,
-                   cityHash64(j, 6) AS session
+                   cityHash64(j, 6) AS session, cityHash64(j, 12) % 100 < 40 AS mobile
             FROM numbers({journeys * 4})
         )
         WHERE k < 1 + (h < 60) + (h < 30) + (h < 20)
@@ -125,7 +143,19 @@ def generate(session, rows, start, end, props):
     noise_paths = "[" + ",".join(literal(p) for p in NOISE_PATHS) + "]"
     other_pages = "[" + ",".join(literal(p) for p in OTHER_PAGES) + "]"
     custom = "[" + ",".join(literal(e) for e in CUSTOM) + "]"
-    noise_properties = properties("path", ',"$event_type":"click","$el_text":"Start free trial"')
+    texts = "[" + ",".join(literal(e) for e in TEXTS) + "]"
+    # What the evidence queries read: page leaves and views report on the
+    # page before, web vitals and survey answers carry their values.
+    evidence_sql = (
+        "multiIf(event IN ('$pageleave', '$pageview'), concat(',\"$prev_pageview_pathname\":\"', path, "
+        "'\",\"$prev_pageview_max_scroll_percentage\":', toString((cityHash64(n, 12) % 100) / 100), "
+        "',\"$prev_pageview_duration\":', toString(cityHash64(n, 13) % 300)), "
+        "event = '$web_vitals', concat(',\"$web_vitals_LCP_value\":', toString(500 + cityHash64(n, 14) % 4000)), "
+        "event = 'survey sent', ',\"$survey_response\":\"Is there a monthly plan?\"', '')"
+    )
+    noise_properties = properties(
+        "path", ',"$event_type":"click","$el_text":"Start free trial"', extra_sql=evidence_sql
+    )
     session.query(
         f"""INSERT INTO events
         SELECT
@@ -133,7 +163,9 @@ def generate(session, rows, start, end, props):
                     {custom}[cityHash64(n, 4) % {len(CUSTOM)} + 1]) AS event,
             toDateTime64({start} + cityHash64(n, 2) % {span}, 6, 'UTC') AS timestamp,
             {uuid(f"cityHash64(n, 1) % {people}")} AS person_id,
-            {noise_properties} AS properties
+            {noise_properties} AS properties,
+            if(event = '$autocapture', concat('button.btn:text="', {texts}[cityHash64(n, 15) % {len(TEXTS)} + 1],
+               '"nth-child="2"nth-of-type="1";div.pricing:nth-child="1"nth-of-type="1"'), '') AS elements_chain
         FROM (
             SELECT number AS n, cityHash64(n, 3) % 85 AS b, cityHash64(n, 10) AS session,
                    if(b >= 55 AND b < 70, {other_pages}[cityHash64(n, 11) % {len(OTHER_PAGES)} + 1],
@@ -160,6 +192,18 @@ def ready(session, rows, start, end, props):
     ]
 
 
+def use_table(session, rows, start, end, props, data):
+    """Switches to the table of `rows` events, generated if it is missing
+    or was made for other cases."""
+    session.query(f"CREATE DATABASE IF NOT EXISTS bench_{rows}")
+    session.query(f"USE bench_{rows}")
+    if not ready(session, rows, start, end, props):
+        began = time.perf_counter()
+        print(f"generating {rows:,} events in {data} ...", file=sys.stderr)
+        generate(session, rows, start, end, props)
+        print(f"generated in {time.perf_counter() - began:.0f} s", file=sys.stderr)
+
+
 def property_sql(name, materialized):
     if materialized:
         return f"nullIf(nullIf({mat(name)}, ''), 'null')"
@@ -170,7 +214,39 @@ def as_posthog(query, values, materialized):
     """What PostHog sends ClickHouse for the HogQL (the parts that cost)."""
     sql = re.sub(r"((?:properties\.\$?\w+)|\bf\d+) = (\{\w+\})", r"ifNull(equals(\1, \2), 0)", query)
     sql = re.sub(r"properties\.(\$?\w+)", lambda m: property_sql(m.group(1), materialized), sql)
+    sql = sql.replace("toFloat(", "toFloat64OrNull(")
     return re.sub(r"\{(\w+)\}", lambda m: literal(values[m.group(1)]), sql)
+
+
+def read_properties(query):
+    """The properties a query reads."""
+    return sorted(set(re.findall(r"properties\.(\$?\w+)", query)))
+
+
+def scan_where(query):
+    """A query's time range and event prefilter (its innermost WHERE, up to
+    the step conditions): the rows it must read."""
+    where = query[query.index("FROM events\n") + len("FROM events\n"):]
+    lines = []
+    for line in where.split("\n"):
+        if line.strip().startswith("AND (s0 OR"):
+            break
+        lines.append(line.strip())
+    return " ".join(lines)
+
+
+def floor_of(case, materialized):
+    """SELECT count(), uniq(person_id) over the rows the query must read,
+    reading the columns it reads."""
+    q = case["query"]
+    columns = [mat(p) for p in read_properties(q)] if materialized else ["properties"]
+    if "elements_chain_texts" in q:
+        columns.append("elements_chain_texts")
+    return as_posthog(
+        f"SELECT count(), uniq(person_id) FROM events {scan_where(q)} AND NOT ignore({', '.join(columns)})",
+        case["values"],
+        materialized,
+    )
 
 
 def run(session, queries):
@@ -214,28 +290,31 @@ def main(argv):
             else:
                 before_path = argv[i + 1]
             del argv[i:i + 2]
-    if before_path is None:
-        sys.exit("--before tests/hogql/before.json is required")
+    new_only = "--new-only" in argv
+    if new_only:
+        argv.remove("--new-only")
+    if before_path is None and not new_only:
+        sys.exit("--before tests/hogql/before.json is required (or --new-only)")
     path, sizes = argv[0], [int(x) for x in argv[1:]] or [10_000_000, 50_000_000]
     cases = json.load(open(path))
-    before = {c["name"]: c for c in json.load(open(before_path))}
+    before = {c["name"]: c for c in json.load(open(before_path))} if before_path else {}
     start = min(c["values"]["date_from"] for c in cases) - 2 * 86400
     end = max(c["values"]["date_until"] for c in cases)
-    props = sorted({p for c in cases for s in c["steps"] for p in s["filters"]})
+    props = sorted({p for c in cases for p in read_properties(c["query"])})
     session = chdb.session.Session(data)
-    print(
-        "| events | property | query | before | after | floor | before ÷ floor | after ÷ floor "
-        "| per-person floor | after ÷ it | per-person floor with step filters | after ÷ it |"
-    )
-    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for rows in sizes:
-        session.query(f"CREATE DATABASE IF NOT EXISTS bench_{rows}")
-        session.query(f"USE bench_{rows}")
-        if not ready(session, rows, start, end, props):
-            began = time.perf_counter()
-            print(f"generating {rows:,} events in {data} ...", file=sys.stderr)
-            generate(session, rows, start, end, props)
-            print(f"generated in {time.perf_counter() - began:.0f} s", file=sys.stderr)
+    new_cases = [c for c in cases if c.get("new")]
+    if new_only:
+        cases = []
+    else:
+        cases = [c for c in cases if not c.get("new")]
+    if cases:
+        print(
+            "| events | property | query | before | after | floor | before ÷ floor | after ÷ floor "
+            "| per-person floor | after ÷ it | per-person floor with step filters | after ÷ it |"
+        )
+        print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for rows in sizes if cases else []:
+        use_table(session, rows, start, end, props, data)
         for materialized in (True, False):
             for case in cases:
                 v = case["values"]
@@ -285,6 +364,31 @@ def main(argv):
                     f"| {ratio('before', 'floor')} | **{ratio('after', 'floor')}** "
                     f"| {ms(wall['person'])} | {ratio('after', 'person')} "
                     f"| {ms(wall['filters'])} | {ratio('after', 'filters')} |"
+                )
+                sys.stdout.flush()
+    if new_cases:
+        print_new(session, sizes, new_cases, start, end, props, data)
+
+
+def print_new(session, sizes, cases, start, end, props, data):
+    """The queries with no earlier version: each against its floor."""
+    print("\n| events | property | query | rows read | query | floor | query ÷ floor |")
+    print("|---:|---|---|---:|---:|---:|---:|")
+    for rows in sizes:
+        use_table(session, rows, start, end, props, data)
+        for materialized in (True, False):
+            for case in cases:
+                floor_sql = floor_of(case, materialized)
+                times, got = run(
+                    session, {"query": as_posthog(case["query"], case["values"], materialized), "floor": floor_sql}
+                )
+                assert got["query"], f"{case['name']}: no rows"
+                wall = {k: w for k, (w, _) in times.items()}
+                cpu = {k: c for k, (_, c) in times.items()}
+                print(
+                    f"| {rows / 1e6:.0f}M | {'materialized' if materialized else 'JSON'} | {case['name']} "
+                    f"| {int(got['floor'][0][0]):,} | {ms(wall['query'])} | {ms(wall['floor'])} "
+                    f"| **{wall['query'] / wall['floor']:.1f}× ({cpu['query'] / cpu['floor']:.1f}×)** |"
                 )
                 sys.stdout.flush()
 

@@ -10,7 +10,10 @@ JSON from the file named on the command line. For each case it
    plain Python (see `reference`) over simulated people who come back on
    several days, convert late, and send other events around the funnel's
    ($autocapture, $pageleave, other pages), which the query's `event IN
-   (...)` prefilter skips and the reference simply never matches.
+   (...)` prefilter skips and the reference simply never matches,
+4. and, when the case holds the PostHog twin's answer to the same query over
+   the same events (`"twin"`; `check.py --events OUT cases.json` writes the
+   events), compares the rows with it too.
 Exits 1 with the differences when anything disagrees.
 """
 
@@ -70,6 +73,7 @@ def synthetic_events(case, seed):
     v = case["values"]
     frm, until = v["date_from"], v["date_until"]
     window = case["window_secs"]
+    segment = case.get("segment")
     events = []
     for p in range(case.get("people", 1200)):
         person = f"person-{p}"
@@ -81,11 +85,15 @@ def synthetic_events(case, seed):
             used.add(when)
             events.append((person, event, when, json.dumps(props), ""))
 
+        device = None
+
         def step(k, when, wrong=False):
             props = dict(steps[k]["filters"])
             if wrong and props:
                 key = next(iter(props))
                 props[key] = props[key] + "/other"
+            if device is not None:
+                props[segment["property"]] = device
             emit(steps[k]["event"], props, when)
             # Noise on the same page: a page leave and a click.
             page = {"$pathname": props.get("$pathname", "/x")}
@@ -96,6 +104,11 @@ def synthetic_events(case, seed):
         t = rng.randint(frm - 3 * 86400, until + 86400)
         visits = rng.choice([1, 1, 2, 3, 5, 8])
         for _visit in range(visits):
+            if segment:
+                # The segment's property per visit, sometimes absent: a
+                # person's visits of one day may differ.
+                device = rng.choice([segment["value"], segment["value"], "Desktop", "Tablet", ""])
+                device = None if device == "" else device
             if rng.random() < 0.3:
                 emit("$pageview", {"$pathname": "/blog"}, t - rng.randint(1, 300))
             first = rng.choice([0, 0, 0, 1]) if len(steps) > 2 else 0
@@ -141,7 +154,8 @@ NOISE = [
 def reference(case, events):
     """The estimand, from its definition over every event of every person:
     an entry at step i is a person's first step-i event of a UTC day,
-    counted when it falls in [date_from, date_to); it converted when the
+    counted when it falls in [date_from, date_to) (and, with a segment, when
+    that event has the segment's property value); it converted when the
     person has a step-(i+1) event at or after it, at most the window later.
     Rows: [day, entries_0, converted_0, ..., entries_(n-1)] per day, then per
     transition i the per-person sums over the range, each entry adding its
@@ -156,11 +170,15 @@ def reference(case, events):
         props = json.loads(e[3])
         return e[1] == steps[k]["event"] and all(props.get(a) == b for a, b in steps[k]["filters"].items())
 
+    segment = case.get("segment")
     times = {}  # (person, step) -> sorted times
+    in_segment = set()  # (person, step, time) of step events in the segment
     for e in events:
         for k in range(n):
             if matches(e, k):
                 times.setdefault((e[0], k), []).append(e[2])
+                if not segment or json.loads(e[3]).get(segment["property"], "") == segment["value"]:
+                    in_segment.add((e[0], k, e[2]))
     width = 2 * n - 1 + 3 * (n - 1)
     rows = {}
     for (person, k), ts in times.items():
@@ -169,7 +187,7 @@ def reference(case, events):
             first_of_day.setdefault(x // 86400, x)
         entries = []
         for day, x in first_of_day.items():
-            if frm <= x < to:
+            if frm <= x < to and (person, k, x) in in_segment:
                 converted = k + 1 < n and any(x <= y <= x + window for y in times.get((person, k + 1), []))
                 entries.append((day, converted))
         total = len(entries)
@@ -185,6 +203,26 @@ def reference(case, events):
                     row[sums + 1] += total
                     row[sums + 2] += total_converted
     return [[d] + rows[d] for d in sorted(rows)]
+
+
+def case_events(n, case):
+    kind = case.get("kind")
+    return (evidence.synthetic_events if kind else synthetic_events)(case, seed=n + 1)
+
+
+def write_events(path, out):
+    """`--events OUT`: each case's synthetic events, for the PostHog twin to
+    answer the same query from (tests/hogql.rs)."""
+    cases = json.load(open(path))
+    json.dump([case_events(n, case) for n, case in enumerate(cases)], open(out, "w"))
+
+
+def twin_differs(case, got):
+    """What the PostHog twin answered, when it differs from ClickHouse."""
+    if "twin" not in case:
+        return None
+    twin = evidence.normal(case["twin"])
+    return None if twin == evidence.normal(got) else twin
 
 
 def main(path):
@@ -204,7 +242,7 @@ def main(path):
             print(f"{case['name']}: placeholders {sorted(placeholders)} != values {sorted(case['values'])}")
             failures += 1
         kind = case.get("kind")
-        events = (evidence.synthetic_events if kind else synthetic_events)(case, seed=n + 1)
+        events = case_events(n, case)
         session.query("DROP TABLE IF EXISTS events")
         session.query(
             "CREATE TABLE events (person_id String, event String, timestamp DateTime64(3, 'UTC'), "
@@ -226,14 +264,19 @@ def main(path):
                 failures += 1
                 continue
             want = evidence.normal(evidence.reference(case, events))
+            twin = twin_differs(case, got)
             if got != want:
                 print(f"{case['name']}: ClickHouse {got}\n{' ' * len(case['name'])}  expected   {want}")
+                failures += 1
+            elif twin is not None:
+                print(f"{case['name']}: ClickHouse {got}\n{' ' * len(case['name'])}  PostHog twin {twin}")
                 failures += 1
             elif want in ([], [[0, 0, 0, 0, 0, 0, 0, 0]], [[0, 0, []]]) or len(evidence.entries(case, events)) == 0:
                 print(f"{case['name']}: the simulated events gave nothing to count")
                 failures += 1
             else:
-                print(f"{case['name']}: ok ({len(events)} events, {len(evidence.entries(case, events))} entries, {len(want)} rows)")
+                agrees = ", the twin agrees" if "twin" in case else ""
+                print(f"{case['name']}: ok ({len(events)} events, {len(evidence.entries(case, events))} entries, {len(want)} rows{agrees})")
             continue
         got = json.loads(str(session.query(to_clickhouse(case["query"], case["values"]), "JSONCompact")))["data"]
         got = [[int(x) for x in row] for row in got]
@@ -241,16 +284,24 @@ def main(path):
         counted = 2 * len(case["steps"])
         entries = sum(sum(r[1:counted:2]) for r in want)
         converted = sum(sum(r[2:counted:2]) for r in want)
+        twin = twin_differs(case, got)
         if got != want:
             print(f"{case['name']}: ClickHouse {got}\n{' ' * len(case['name'])}  expected   {want}")
+            failures += 1
+        elif twin is not None:
+            print(f"{case['name']}: ClickHouse {got}\n{' ' * len(case['name'])}  PostHog twin {twin}")
             failures += 1
         elif entries == 0 or converted == 0:
             print(f"{case['name']}: the simulated events gave no entries or no conversions")
             failures += 1
         else:
-            print(f"{case['name']}: ok ({len(events)} events, {entries} entries, {converted} conversions, {len(want)} days)")
+            agrees = ", the twin agrees" if "twin" in case else ""
+            print(f"{case['name']}: ok ({len(events)} events, {entries} entries, {converted} conversions, {len(want)} days{agrees})")
     sys.exit(1 if failures else 0)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1] == "--events":
+        write_events(sys.argv[3], sys.argv[2])
+    else:
+        main(sys.argv[1])
