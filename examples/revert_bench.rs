@@ -199,6 +199,7 @@ fn replicate(s: &Scenario, seed: u64) -> Outcome {
         single_stratum: false,
         expected_half_window_entrants: baseline_total.entrants as f64 / BASELINE_DAYS as f64
             * HALF_WINDOW_DAYS,
+        final_look: false,
     };
 
     let mut outcome = Outcome::default();

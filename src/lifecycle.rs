@@ -769,7 +769,10 @@ fn judge(e: &Experiment, post: [Counts; 7], step: WatchStep, rules: &Rules) -> D
     else {
         return Decision::nothing().note("error", None, "the stored baseline is unreadable");
     };
-    let input = WatchInput::configured(baseline, post, t);
+    let input = WatchInput {
+        final_look: step == WatchStep::FinalJudgement,
+        ..WatchInput::configured(baseline, post, t)
+    };
     let a = stats::assess(&input, &RevertRule::configured(t));
     let p_value = stats::p_value(e.p_value.unwrap_or(1.0), a.lambda);
     let figures = Decision::nothing()

@@ -16,8 +16,8 @@
 //!   per-person sums, which gives DESIGN.md's `V`);
 //! - `τ² = (2 ln(1/α) + ln(1 + 2 ln(1/α)))·V*`, `V* = D_b·p_b(1−p_b)(1/n* + 1/n_b)`;
 //! - `Λ = 2·√(V/(V+τ²))·exp(τ²θ²/(2V(V+τ²)))·Φ(−τθ/√(V(V+τ²)))`;
-//! - revert iff `Λ ≥ 1/α` and `x_t ≥ min_conversions` and
-//!   `p_t/p_exp − 1 ≤ −max_relative_drop`.
+//! - revert iff (`Λ ≥ 1/α`, or at the final look `θ/√V ≤ FINAL_LOOK_Z`) and
+//!   `x_t ≥ min_conversions` and `p_t/p_exp − 1 ≤ −max_relative_drop`.
 //!
 //! Edge cases never produce NaN or infinity (every reported number is finite):
 //! - A weekday with post-merge entrants but no baseline entrants is compared
@@ -182,6 +182,10 @@ pub struct WatchInput {
     /// `n*`: the entrants expected in half the observation window; sets the
     /// mixture's width. Values below 1 (or NaN) are taken as 1.
     pub expected_half_window_entrants: f64,
+    /// The observation's last look: a fixed-horizon z-test
+    /// (`θ/√V ≤ FINAL_LOOK_Z`) may also revert, with the same gates.
+    #[serde(default)]
+    pub final_look: bool,
 }
 
 /// The verdict of one tick, with every number behind it.
@@ -234,6 +238,7 @@ impl WatchInput {
             post,
             single_stratum: t.baseline < std::time::Duration::from_secs(7 * 86_400),
             expected_half_window_entrants: expected_half_window(&baseline, t),
+            final_look: false,
         }
     }
 }
@@ -282,6 +287,10 @@ pub fn p_value(previous_min: f64, lambda: f64) -> f64 {
 pub fn normal_cdf(x: f64) -> f64 {
     0.5 * libm::erfc(-x / SQRT_2)
 }
+
+/// The fixed-horizon test of the last look reverts when `θ/√V` is at or
+/// below this (with the same gates as the always-valid test).
+pub const FINAL_LOOK_Z: f64 = -2.5;
 
 /// `τ²/V*` for a given α: `2 ln(1/α) + ln(1 + 2 ln(1/α))`.
 pub fn mixture_scale(alpha: f64) -> f64 {
@@ -454,7 +463,17 @@ pub fn assess(input: &WatchInput, rule: &RevertRule) -> Assessment {
     };
 
     let threshold = 1.0 / alpha;
-    let evidence = lambda >= threshold;
+    // At the observation's last look one fixed-horizon test is added: it
+    // spends little of the error budget (P(Z ≤ −2.5) = 0.6%) and catches
+    // drops the always-valid test is still too wide for.
+    let z = if variance > 0.0 {
+        theta / variance.sqrt()
+    } else {
+        0.0
+    };
+    let always_valid = lambda >= threshold;
+    let fixed = input.final_look && z <= FINAL_LOOK_Z;
+    let evidence = always_valid || fixed;
     let enough = post.conversions >= rule.min_conversions;
     let dropped = relative_change <= -rule.max_relative_drop;
     let revert = evidence && enough && dropped;
@@ -464,9 +483,9 @@ pub fn assess(input: &WatchInput, rule: &RevertRule) -> Assessment {
          change {} (always-valid interval {} to {}) {} −{} ({})",
         if revert { "revert" } else { "no revert" },
         number(lambda),
-        if evidence { "≥" } else { "<" },
+        if always_valid { "≥" } else { "<" },
         number(threshold),
-        held(evidence),
+        held(always_valid),
         post.conversions,
         if enough { "≥" } else { "<" },
         rule.min_conversions,
@@ -478,6 +497,15 @@ pub fn assess(input: &WatchInput, rule: &RevertRule) -> Assessment {
         percent(rule.max_relative_drop).trim_start_matches('+'),
         held(dropped),
     );
+    if input.final_look {
+        why.push_str(&format!(
+            "; last look: z = {} {} {} ({})",
+            number(z),
+            if fixed { "≤" } else { ">" },
+            number(FINAL_LOOK_Z),
+            held(fixed)
+        ));
+    }
     if !orphaned.is_empty() && !input.single_stratum {
         let days: Vec<&str> = orphaned.iter().map(|&d| WEEKDAY_NAMES[d]).collect();
         why.push_str(&format!(
@@ -569,6 +597,7 @@ mod tests {
             post: [Counts::default(); WEEKDAYS],
             single_stratum: true,
             expected_half_window_entrants: n_star,
+            final_look: false,
         };
         input.baseline[0] = baseline;
         input.post[0] = post;
@@ -620,6 +649,39 @@ mod tests {
     }
 
     #[test]
+    fn the_final_look_adds_a_fixed_horizon_test() {
+        // p̄ = 272/1500; V = p̄(1 − p̄)(1/500 + 1/1000) = 4.4535e−4;
+        // θ = 0.144 − 0.2 = −0.056; z = −0.056/0.021103 = −2.65 ≤ −2.5,
+        // while Λ = 13.7 < 1/α = 20.
+        let mut input = one_stratum(Counts::new(1000, 200), Counts::new(500, 72), 250.0);
+        let a = assess(&input, &rule());
+        assert!(
+            a.lambda < 1.0 / ALPHA,
+            "the always-valid test alone holds back"
+        );
+        assert!(!a.revert);
+        assert!(!a.why.contains("last look"), "{}", a.why);
+        input.final_look = true;
+        let a = assess(&input, &rule());
+        assert!(a.revert, "{}", a.why);
+        assert!(
+            a.why.contains("; last look: z = -2.65 ≤ -2.50 (held)"),
+            "{}",
+            a.why
+        );
+        // The same gates hold: under 30 conversions nothing is reverted.
+        let few = one_stratum(Counts::new(1000, 200), Counts::new(100, 5), 250.0);
+        let a = assess(
+            &WatchInput {
+                final_look: true,
+                ..few
+            },
+            &rule(),
+        );
+        assert!(!a.revert, "{}", a.why);
+    }
+
+    #[test]
     fn hand_checked_weekday_without_baseline() {
         // Baseline: Mon 20/100, Tue 30/100. After the merge: Mon 10/50, Wed 5/50.
         // Wednesday has no baseline, so it is compared with the pooled rate 50/200: its
@@ -635,6 +697,7 @@ mod tests {
             post: [Counts::default(); WEEKDAYS],
             single_stratum: false,
             expected_half_window_entrants: 50.0,
+            final_look: false,
         };
         input.baseline[0] = Counts::new(100, 20);
         input.baseline[1] = Counts::new(100, 30);
@@ -761,6 +824,7 @@ mod tests {
             post: [Counts::default(); WEEKDAYS],
             single_stratum: false,
             expected_half_window_entrants: 7000.0,
+            final_look: false,
         };
         let days: Vec<(usize, Counts)> = (0..14).map(|d| (d % 7, Counts::new(500, 100))).collect();
         let looks = assess_each_day(&input, &days, &rule());
@@ -788,6 +852,7 @@ mod tests {
             post: [Counts::default(); WEEKDAYS],
             single_stratum: false,
             expected_half_window_entrants: 7.0 * 1000.0,
+            final_look: false,
         };
         for (day, rate) in input.baseline.iter_mut().zip(SEASONAL) {
             *day = Counts::new(4000, (4000.0 * rate) as u64);
@@ -958,6 +1023,7 @@ mod tests {
                     post,
                     single_stratum: single,
                     expected_half_window_entrants: n_star,
+                    final_look: false,
                 })
         })
     }
@@ -1032,7 +1098,7 @@ mod tests {
             n_star in 100.0..1e5f64,
             factor in 2u64..20,
         ) {
-            let input = WatchInput { baseline, post, single_stratum: false, expected_half_window_entrants: n_star };
+            let input = WatchInput { baseline, post, single_stratum: false, expected_half_window_entrants: n_star, final_look: false };
             let a = assess(&input, &rule());
             let b = a.tau2.sqrt() * a.theta / (a.variance * (a.variance + a.tau2)).sqrt();
             let p_bar = |a: &Assessment, n_t: f64, n_b: f64| {

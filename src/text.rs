@@ -131,9 +131,9 @@ pub fn revert_rule(t: &Thresholds) -> String {
     format!(
         "After the merge funnelfix watches the entries at this step in the {} after it, against the {} before it \
          (the same rate as above, weekday-standardised, skipping the deploy hour). It reverts the change at the first look where an \
-         always-valid test (mSPRT) is confident at {} that the rate fell, the rate is down by at least {} \
-         relative, and at least 30 conversions were seen since the merge. Otherwise it keeps the change \
-         and reports the measured lift.",
+         always-valid test (mSPRT) is confident at {} that the rate fell (or, at the last look, a fixed-horizon \
+         z-test gives z ≤ −2.5), the rate is down by at least {} relative, and at least 30 conversions were \
+         seen since the merge. Otherwise it keeps the change and reports the measured lift.",
         human_duration(t.observation),
         human_duration(t.baseline),
         pct(1.0 - t.false_revert_rate),
@@ -1467,7 +1467,7 @@ pub(crate) mod tests {
 
         - An approver decides in Telegram: Approve merges exactly this head; Reject closes this PR.
         - Unanswered after 3 days, it is closed.
-        - After the merge funnelfix watches the entries at this step in the 14 days after it, against the 28 days before it (the same rate as above, weekday-standardised, skipping the deploy hour). It reverts the change at the first look where an always-valid test (mSPRT) is confident at 95.0% that the rate fell, the rate is down by at least 10.0% relative, and at least 30 conversions were seen since the merge. Otherwise it keeps the change and reports the measured lift.
+        - After the merge funnelfix watches the entries at this step in the 14 days after it, against the 28 days before it (the same rate as above, weekday-standardised, skipping the deploy hour). It reverts the change at the first look where an always-valid test (mSPRT) is confident at 95.0% that the rate fell (or, at the last look, a fixed-horizon z-test gives z ≤ −2.5), the rate is down by at least 10.0% relative, and at least 30 conversions were seen since the merge. Otherwise it keeps the change and reports the measured lift.
 
         <!-- funnelfix:experiment=3 -->
         "#);
@@ -1497,7 +1497,7 @@ pub(crate) mod tests {
 
         Conversions since the merge: 412. Λ = 31.40 (threshold 20).
 
-        Rule: After the merge funnelfix watches the entries at this step in the 14 days after it, against the 28 days before it (the same rate as above, weekday-standardised, skipping the deploy hour). It reverts the change at the first look where an always-valid test (mSPRT) is confident at 95.0% that the rate fell, the rate is down by at least 10.0% relative, and at least 30 conversions were seen since the merge. Otherwise it keeps the change and reports the measured lift.
+        Rule: After the merge funnelfix watches the entries at this step in the 14 days after it, against the 28 days before it (the same rate as above, weekday-standardised, skipping the deploy hour). It reverts the change at the first look where an always-valid test (mSPRT) is confident at 95.0% that the rate fell (or, at the last look, a fixed-horizon z-test gives z ≤ −2.5), the rate is down by at least 10.0% relative, and at least 30 conversions were seen since the merge. Otherwise it keeps the change and reports the measured lift.
 
         <!-- funnelfix:experiment=3 -->
         ");
