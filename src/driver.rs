@@ -570,8 +570,10 @@ impl App {
             }
         };
         info!(experiment = %e.id, sha = %sha, "fix committed on the branch");
+        let mut fixed = on_branch;
+        fixed.extend(accepted.changes.into_iter().map(|c| (c.path, c.after)));
         Ok(Event::FixPushed {
-            diff: self.whole_diff(e, &sha).await?,
+            diff: change_diff(&at_base, fixed),
             sha,
         })
     }
@@ -587,19 +589,24 @@ impl App {
         let step = &self.funnel_of(e)?.steps[e.step];
         let at_base = present(gh.read_files(base, &step.files).await?);
         let at_head = present(gh.read_files(head, &step.files).await?);
-        let changed: Vec<ChangedFile> = at_head
-            .into_iter()
-            .filter_map(|(path, after)| {
-                let before = at_base.get(&path)?.clone();
-                (before != after).then_some(ChangedFile {
-                    path,
-                    before,
-                    after,
-                })
-            })
-            .collect();
-        Ok(proposal::unified_diff(&changed))
+        Ok(change_diff(&at_base, at_head))
     }
+}
+
+/// The files that differ between `at_base` and `at_head`, as a unified diff.
+fn change_diff(at_base: &BTreeMap<String, String>, at_head: BTreeMap<String, String>) -> String {
+    let changed: Vec<ChangedFile> = at_head
+        .into_iter()
+        .filter_map(|(path, after)| {
+            let before = at_base.get(&path)?.clone();
+            (before != after).then_some(ChangedFile {
+                path,
+                before,
+                after,
+            })
+        })
+        .collect();
+    proposal::unified_diff(&changed)
 }
 
 /// The files that exist, by path.

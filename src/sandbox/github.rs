@@ -140,6 +140,8 @@ struct Repo {
     /// CI run on every push to a branch, and the runs not finished yet.
     workflow: Option<Workflow>,
     running: Vec<(String, chrono::DateTime<chrono::Utc>)>,
+    /// Numbers the workflow's runs, as GitHub numbers a repository's runs.
+    runs_started: u64,
     /// Preview deployments made on every push, and those not ready yet.
     deployer: Option<PreviewDeployer>,
     deploying: Vec<(u64, chrono::DateTime<chrono::Utc>, String)>,
@@ -248,6 +250,7 @@ impl GitHubTwin {
             deployments: Vec::new(),
             workflow: None,
             running: Vec::new(),
+            runs_started: 0,
             deployer: None,
             deploying: Vec::new(),
             app: None,
@@ -492,20 +495,19 @@ impl Repo {
         let now = self.time();
         let after = |d: Duration| now + chrono::Duration::from_std(d).unwrap_or_default();
         if let Some(w) = self.workflow.clone() {
+            self.runs_started += 1;
+            let html_url = format!(
+                "https://github.com/{}/{}/actions/runs/{}",
+                self.owner, self.name, self.runs_started
+            );
             let runs = self.check_runs.entry(sha.to_string()).or_default();
-            let id = runs.len() + 1;
             runs.retain(|r| r.name != w.name);
             runs.push(CheckRun {
                 name: w.name.clone(),
                 status: "in_progress".into(),
                 conclusion: None,
                 summary: None,
-                html_url: format!(
-                    "https://github.com/{}/{}/actions/runs/{}{id}",
-                    self.owner,
-                    self.name,
-                    &sha[..8]
-                ),
+                html_url,
             });
             self.running.push((sha.to_string(), after(w.takes)));
         }
