@@ -150,6 +150,15 @@ fn told_kept(w: &World) -> bool {
         .any(|m| m.text.contains("is over: kept"))
 }
 
+/// The PR got its verdict comment. The chat is told first and the comment is
+/// the verdict's last request, so a test that stops the daemon waits for both.
+fn commented_kept(w: &World) -> bool {
+    w.github
+        .pulls()
+        .first()
+        .is_some_and(|p| p.comments.iter().any(|c| c.contains("kept")))
+}
+
 fn first_pull(state: PullState) -> impl FnMut(&World) -> bool {
     move |w| w.github.pulls().first().is_some_and(|p| p.state == state)
 }
@@ -271,15 +280,14 @@ async fn a_helpful_change_is_kept() {
         "a proposal"
     );
     sim.tap("Approve", APPROVER);
-    let kept = sim.until(Duration::from_secs(120), told_kept).await;
+    let kept = sim
+        .until(Duration::from_secs(120), |w| {
+            told_kept(w) && commented_kept(w)
+        })
+        .await;
     stop(daemon);
-    assert!(kept, "the verdict reached the chat");
-    let pulls = sim.world.github.pulls();
-    assert_eq!(pulls.len(), 1);
-    assert!(
-        pulls[0].comments.iter().any(|c| c.contains("kept")),
-        "the PR got the verdict"
-    );
+    assert!(kept, "the verdict reached the chat and the PR");
+    assert_eq!(sim.world.github.pulls().len(), 1);
     assert!(
         sim.world
             .github
@@ -528,15 +536,10 @@ async fn on_github_app_auth_tokens_expire_and_are_renewed_through_a_lifecycle() 
         "a proposal"
     );
     sim.tap("Approve", APPROVER);
-    // Told in the chat and on the PR: the comment is the verdict's last request.
-    let commented = |w: &World| {
-        w.github
-            .pulls()
-            .first()
-            .is_some_and(|p| p.comments.iter().any(|c| c.contains("kept")))
-    };
     let kept = sim
-        .until(Duration::from_secs(90), |w| told_kept(w) && commented(w))
+        .until(Duration::from_secs(90), |w| {
+            told_kept(w) && commented_kept(w)
+        })
         .await;
     let logs = stop(daemon);
     assert!(kept, "the verdict reached the chat and the PR: {logs}");
