@@ -200,6 +200,7 @@ fn replicate(s: &Scenario, seed: u64) -> Outcome {
         expected_half_window_entrants: baseline_total.entrants as f64 / BASELINE_DAYS as f64
             * HALF_WINDOW_DAYS,
         final_look: false,
+        recent: None,
     };
 
     let mut outcome = Outcome::default();

@@ -23,22 +23,26 @@
 //! query returns. Three rules run `stats::assess` on the same counts:
 //! - old: without the per-person sums (every entry independent), the
 //!   always-valid test only;
-//! - clustered: with the sums (the person-clustered variance), the
-//!   always-valid test only;
-//! - new, what the daemon does: clustered, and at the final look (when the
-//!   14 days' entries have matured) also the fixed-horizon z-test
-//!   (`stats::FINAL_LOOK_Z`), with the same gates.
+//! - previous: with the sums (the person-clustered variance), and at the
+//!   final look (when the 14 days' entries have matured) also the
+//!   fixed-horizon z-test (`stats::FINAL_LOOK_Z`), with the same gates;
+//! - new, what the daemon does: the previous rule with early looks: each
+//!   look also counts the entries too recent for the conversion window on
+//!   the early window (an hour), against the baseline counted on that
+//!   window (`stats::RecentEntries`).
 //!
 //! "By the final look" counts the catches up to and including that look.
 
 mod common;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use common::{median_days, pct, share};
 use funnelfix::sandbox::site::{WEEKDAY_TRAFFIC, hourly_traffic};
-use funnelfix::stats::{Counts, PersonSums, RevertRule, WEEKDAYS, WatchInput, assess};
+use funnelfix::stats::{
+    Counts, PersonSums, RecentEntries, RevertRule, WEEKDAYS, WatchInput, assess,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -49,6 +53,8 @@ const WINDOW: i64 = DAY;
 const BASELINE: i64 = 28 * DAY;
 const OBSERVATION: i64 = 14 * DAY;
 const SETTLE: i64 = HOUR;
+/// The early looks' window (`early_window`'s default).
+const EARLY_WINDOW: i64 = HOUR;
 /// Looks from the deploy hour's end to the final judgement, one an hour.
 const LAST_LOOK_HOUR: i64 = (SETTLE + OBSERVATION + WINDOW) / HOUR;
 /// Catches are counted up to this look: the observation's final judgement.
@@ -86,10 +92,11 @@ struct Scenario {
 /// The look (hours after the merge) at which each rule reverted, if it did.
 #[derive(Clone, Copy, Default)]
 struct Outcome {
+    /// Entries independent, the always-valid test alone.
     old: Option<usize>,
-    /// The person-clustered always-valid test alone.
-    clustered: Option<usize>,
-    /// The daemon's rule: clustered, plus the final look's z-test.
+    /// The person-clustered always-valid test and the final look's z-test.
+    previous: Option<usize>,
+    /// The daemon's rule: the previous one with early looks.
     new: Option<usize>,
     /// The design effects (after the merge, before) at the last look made.
     design_effect: (f64, f64),
@@ -100,7 +107,14 @@ struct Outcome {
 struct Entry {
     at: i64,
     person: u32,
-    converted: bool,
+    /// Seconds from the entry to the person's next step event, if any.
+    delay: Option<i64>,
+}
+
+impl Entry {
+    fn within(&self, window: i64) -> bool {
+        self.delay.is_some_and(|d| d <= window)
+    }
 }
 
 fn weekday(t: i64) -> usize {
@@ -186,11 +200,10 @@ impl Site {
                 }
                 last_day = Some(day);
                 let first = next.partition_point(|&y| y < x);
-                let converted = next.get(first).is_some_and(|&y| y <= x + WINDOW);
                 entries.push(Entry {
                     at: x,
                     person: person as u32,
-                    converted,
+                    delay: next.get(first).map(|&y| y - x),
                 });
             }
         }
@@ -202,14 +215,14 @@ impl Site {
 /// Per-weekday counts with the per-person sums, kept up to date as entries
 /// come in (each person's entries and conversions per weekday).
 struct Tally {
-    by_person: Vec<[u32; 2 * WEEKDAYS]>,
+    by_person: HashMap<u32, [u32; 2 * WEEKDAYS]>,
     counts: [Counts; WEEKDAYS],
 }
 
 impl Tally {
-    fn new(people: usize) -> Tally {
+    fn new(_people: usize) -> Tally {
         Tally {
-            by_person: vec![[0; 2 * WEEKDAYS]; people],
+            by_person: HashMap::new(),
             counts: [Counts::new(0, 0).with_people(PersonSums::default()); WEEKDAYS],
         }
     }
@@ -224,12 +237,13 @@ impl Tally {
         })
     }
 
-    fn add(&mut self, e: Entry) {
+    fn add(&mut self, e: Entry, window: i64) {
+        let converted = e.within(window);
         let d = weekday(e.at);
-        let p = &mut self.by_person[e.person as usize];
+        let p = self.by_person.entry(e.person).or_insert([0; 2 * WEEKDAYS]);
         let before = Tally::part(p);
         p[d] += 1;
-        p[WEEKDAYS + d] += u32::from(e.converted);
+        p[WEEKDAYS + d] += u32::from(converted);
         let after = Tally::part(p);
         for (day, c) in self.counts.iter_mut().enumerate() {
             let s = c.people.get_or_insert_with(PersonSums::default);
@@ -239,7 +253,7 @@ impl Tally {
         }
         let c = &mut self.counts[d];
         c.entrants += 1;
-        c.conversions += u64::from(e.converted);
+        c.conversions += u64::from(converted);
     }
 }
 
@@ -296,18 +310,28 @@ fn replicate(s: &Scenario, seed: u64) -> Outcome {
         .iter()
         .filter(|e| e.at >= merge - BASELINE && e.at < merge - WINDOW)
     {
-        baseline.add(*e);
+        baseline.add(*e, WINDOW);
+    }
+    // The same baseline counted on the early window, as the daemon asks it
+    // at the merge when early looks are on.
+    let mut early_baseline = Tally::new(people);
+    for e in entries
+        .iter()
+        .filter(|e| e.at >= merge - BASELINE && e.at < merge - EARLY_WINDOW)
+    {
+        early_baseline.add(*e, EARLY_WINDOW);
     }
     let n_b: u64 = baseline.counts.iter().map(|c| c.entrants).sum();
     // `stats::expected_half_window` with the default thresholds.
     let n_star = (n_b as f64 / BASELINE as f64 * OBSERVATION as f64 / 2.0).max(1.0);
     let rule = RevertRule::new(0.05, 0.10);
-    let mut new_input = WatchInput {
+    let mut input = WatchInput {
         baseline: baseline.counts,
         post: [Counts::default(); WEEKDAYS],
         single_stratum: false,
         expected_half_window_entrants: n_star,
         final_look: false,
+        recent: None,
     };
     let old_baseline = without_people(baseline.counts);
 
@@ -320,41 +344,49 @@ fn replicate(s: &Scenario, seed: u64) -> Outcome {
         let to = (first + OBSERVATION).min(now - WINDOW);
         let before = next;
         while next < entries.len() && entries[next].at < to {
-            post.add(entries[next]);
+            post.add(entries[next], WINDOW);
             next += 1;
         }
-        let last = look == LAST_LOOK_HOUR;
-        if next == before && !last {
+        input.post = post.counts;
+        input.final_look = look == LAST_LOOK_HOUR;
+        // The daemon's second query: entries from where the matured ones
+        // end, counted on the early window.
+        if outcome.new.is_none() {
+            let recent_to = (first + OBSERVATION).min(now - EARLY_WINDOW);
+            let mut recent = Tally::new(0);
+            for e in entries[next..].iter().take_while(|e| e.at < recent_to) {
+                recent.add(*e, EARLY_WINDOW);
+            }
+            let daemon = WatchInput {
+                recent: Some(RecentEntries {
+                    baseline: early_baseline.counts,
+                    post: recent.counts,
+                }),
+                ..input
+            };
+            if assess(&daemon, &rule).revert {
+                outcome.new = Some(look as usize);
+            }
+        }
+        // Without early looks the counts only change when entries mature.
+        if next == before && !input.final_look {
             continue;
         }
-        new_input.post = post.counts;
-        let a = assess(&new_input, &rule);
+        let a = assess(&input, &rule);
         outcome.design_effect = a.design_effect;
-        if outcome.clustered.is_none() && a.revert {
-            outcome.clustered = Some(look as usize);
-        }
-        let daemon = match last {
-            true => {
-                let final_look = WatchInput {
-                    final_look: true,
-                    ..new_input
-                };
-                assess(&final_look, &rule).revert
-            }
-            false => a.revert,
-        };
-        if outcome.new.is_none() && daemon {
-            outcome.new = Some(look as usize);
+        if outcome.previous.is_none() && a.revert {
+            outcome.previous = Some(look as usize);
         }
         let old_input = WatchInput {
             baseline: old_baseline,
             post: without_people(post.counts),
-            ..new_input
+            final_look: false,
+            ..input
         };
         if outcome.old.is_none() && assess(&old_input, &rule).revert {
             outcome.old = Some(look as usize);
         }
-        if outcome.old.is_some() && outcome.clustered.is_some() && outcome.new.is_some() {
+        if outcome.old.is_some() && outcome.previous.is_some() && outcome.new.is_some() {
             break;
         }
     }
@@ -369,12 +401,12 @@ fn old(o: &Outcome) -> Option<usize> {
     o.old
 }
 
-fn new(o: &Outcome) -> Option<usize> {
-    o.new
+fn previous(o: &Outcome) -> Option<usize> {
+    o.previous
 }
 
-fn clustered(o: &Outcome) -> Option<usize> {
-    o.clustered
+fn new(o: &Outcome) -> Option<usize> {
+    o.new
 }
 
 fn main() {
@@ -387,7 +419,7 @@ fn main() {
          observation ({reps} runs per row)\n"
     );
     println!(
-        "| merge | conversions/day | old rule (entries independent) | clustered, always-valid test only | new rule (clustered + final-look z-test) | design effect after / before |"
+        "| merge | conversions/day | old rule (entries independent) | previous rule (clustered + final-look z-test) | new rule (previous + early looks) | design effect after / before |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
     for (i, (name, merge)) in [("Friday", Merge::Friday), ("Monday", Merge::Monday)]
@@ -406,7 +438,7 @@ fn main() {
             println!(
                 "| {name} | {volume} | {} | {} | {} | {:.3} / {:.3} |",
                 pct(share(&out, usize::MAX, old)),
-                pct(share(&out, usize::MAX, clustered)),
+                pct(share(&out, usize::MAX, previous)),
                 pct(share(&out, usize::MAX, new)),
                 mean(&out, |o| o.design_effect.0),
                 mean(&out, |o| o.design_effect.1),
@@ -422,9 +454,7 @@ fn main() {
         "\n### Real drops on the realistic site (merge on any weekday and hour): share caught \
          by the final look (14 days of entries matured), median days among those ({reps} runs per row)\n"
     );
-    println!(
-        "| drop | conversions/day | old | median d | clustered, always-valid only | median d | new | median d |"
-    );
+    println!("| drop | conversions/day | old | median d | previous | median d | new | median d |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (i, drop) in [0.15, 0.30].into_iter().enumerate() {
         for (j, volume) in [40.0, 200.0].into_iter().enumerate() {
@@ -441,8 +471,8 @@ fn main() {
                 drop * 100.0,
                 pct(share(&out, FINAL_LOOK, old)),
                 median_days(&out, FINAL_LOOK, old),
-                pct(share(&out, FINAL_LOOK, clustered)),
-                median_days(&out, FINAL_LOOK, clustered),
+                pct(share(&out, FINAL_LOOK, previous)),
+                median_days(&out, FINAL_LOOK, previous),
                 pct(share(&out, FINAL_LOOK, new)),
                 median_days(&out, FINAL_LOOK, new),
             );

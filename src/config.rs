@@ -222,6 +222,17 @@ pub struct Thresholds {
     pub false_revert_rate: f64,
     pub cooldown: Duration,
     pub revert: RevertMode,
+    /// The early looks' window (`None`: off): entries too recent for the
+    /// conversion window are judged on whether they went on within it.
+    pub early_window: Option<Duration>,
+}
+
+impl Thresholds {
+    /// The early window a funnel with this conversion window is watched
+    /// with: none when it is off or not shorter than the conversion window.
+    pub fn early_window_for(&self, conversion_window: Duration) -> Option<Duration> {
+        self.early_window.filter(|w| *w < conversion_window)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -692,6 +703,9 @@ struct RawThresholds {
     /// Default `"merge"`.
     #[serde(default = "default_revert_mode")]
     revert: RevertMode,
+    /// Default `"1h"`; `"off"` turns early looks off.
+    #[serde(default = "default_1h")]
+    early_window: Spanned<String>,
 }
 
 impl Default for RawThresholds {
@@ -706,6 +720,7 @@ impl Default for RawThresholds {
             false_revert_rate: default_false_revert_rate(),
             cooldown: default_28d(),
             revert: default_revert_mode(),
+            early_window: default_1h(),
         }
     }
 }
@@ -715,6 +730,9 @@ fn default_28d() -> Spanned<String> {
 }
 fn default_14d() -> Spanned<String> {
     unspanned("14d".into())
+}
+fn default_1h() -> Spanned<String> {
+    unspanned("1h".into())
 }
 fn default_72h() -> Spanned<String> {
     unspanned("72h".into())
@@ -1030,6 +1048,10 @@ impl<'a> Checker<'a> {
             false_revert_rate: self.fraction(&t.false_revert_rate, "thresholds.false_revert_rate"),
             cooldown: self.duration(&t.cooldown, "thresholds.cooldown"),
             revert: t.revert,
+            early_window: match t.early_window.get_ref().trim() {
+                "off" => None,
+                _ => Some(self.duration(&t.early_window, "thresholds.early_window")),
+            },
         };
 
         let funnels = self.funnels(&raw.funnels, &github);
@@ -1441,7 +1463,7 @@ name = "signup"
 
     #[test]
     fn unknown_key() {
-        insta::assert_snapshot!(problems(&example_with("min_visitors = 200", "min_visits = 200")), @"line 55: thresholds.min_visits: unknown field `min_visits`, expected one of `lookback`, `min_visitors`, `approval_timeout`, `observation`, `baseline`, `max_relative_drop`, `false_revert_rate`, `cooldown`, `revert`");
+        insta::assert_snapshot!(problems(&example_with("min_visitors = 200", "min_visits = 200")), @"line 55: thresholds.min_visits: unknown field `min_visits`, expected one of `lookback`, `min_visitors`, `approval_timeout`, `observation`, `baseline`, `max_relative_drop`, `false_revert_rate`, `cooldown`, `revert`, `early_window`");
     }
 
     #[test]

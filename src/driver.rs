@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
@@ -16,7 +17,7 @@ use crate::config::FunnelConfig;
 use crate::experiment::ExperimentId;
 use crate::funnel::{EntryRange, FunnelReport};
 use crate::github::{self, MergeOutcome, PrState, PullRequest};
-use crate::lifecycle::{self, Action, Command, Event, MergeResult, PrSeen, Rules};
+use crate::lifecycle::{self, Action, Command, EarlyBaseline, Event, MergeResult, PrSeen, Rules};
 use crate::proposal::{self, ChangedFile, EditRules, FailedCheck, PromptInput};
 use crate::stats::{Assessment, Counts};
 use crate::store::{Experiment, Period};
@@ -201,16 +202,52 @@ impl App {
                     checks_failed: *checks_failed,
                 })
             }
-            Command::FetchBaseline { from, to } => Some(Event::BaselineFetched {
-                counts: self
-                    .step_counts(e, Period::Baseline, *from, *to, *to)
-                    .await?,
-            }),
-            Command::FetchCounts { from, to } => Some(Event::CountsFetched {
-                counts: self
-                    .step_counts(e, Period::Watch, *from, *to, self.clock.now())
-                    .await?,
-            }),
+            Command::FetchBaseline {
+                from,
+                to,
+                early_window,
+            } => {
+                let (days, _) = self.step_days(e, None, *from, *to, *to).await?;
+                self.store.record_days(e.id, Period::Baseline, &days)?;
+                let early = match early_window {
+                    Some(window) => {
+                        let (days, _) = self.step_days(e, Some(*window), *from, *to, *to).await?;
+                        Some(EarlyBaseline {
+                            window: *window,
+                            counts: by_weekday(&days),
+                        })
+                    }
+                    None => None,
+                };
+                Some(Event::BaselineFetched {
+                    counts: by_weekday(&days),
+                    early,
+                })
+            }
+            Command::FetchCounts {
+                from,
+                to,
+                early_window,
+            } => {
+                let now = self.clock.now();
+                let (days, matured_to) = self.step_days(e, None, *from, *to, now).await?;
+                self.store.record_days(e.id, Period::Watch, &days)?;
+                // The entries from where the matured ones end, on the early window.
+                let recent = match early_window {
+                    Some(window) if matured_to < *to => {
+                        let (days, _) = self
+                            .step_days(e, Some(*window), matured_to, *to, now)
+                            .await?;
+                        Some(by_weekday(&days))
+                    }
+                    Some(_) => Some([Counts::default(); 7]),
+                    None => None,
+                };
+                Some(Event::CountsFetched {
+                    counts: by_weekday(&days),
+                    recent,
+                })
+            }
             Command::OpenRevertPr => Some(self.open_revert_pr(e).await?),
             Command::AskRevertApproval => {
                 let verdict = e.verdict.as_deref().unwrap_or("reverted");
@@ -394,18 +431,19 @@ impl App {
     }
 
     /// The step's entries from `from` to `to` and their conversions to the
-    /// next step, per weekday, censored at `now`: the same estimand as the
-    /// funnel report's rate of the step (a two-step query counts exactly
-    /// the transition it would count in the whole funnel). The counts per
-    /// date are kept for the watch chart.
-    async fn step_counts(
+    /// next step within the funnel's conversion window (or `window`), per
+    /// date of entry, censored at `now`: the same estimand as the funnel
+    /// report's rate of the step (a two-step query counts exactly the
+    /// transition it would count in the whole funnel). Also returns where
+    /// the censored entry range ends.
+    async fn step_days(
         &self,
         e: &Experiment,
-        period: Period,
+        window: Option<Duration>,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<[Counts; 7]> {
+    ) -> Result<(Vec<(NaiveDate, Counts)>, DateTime<Utc>)> {
         let funnel = self.funnel_of(e)?;
         let steps = &funnel.steps[e.step..=e.step + 1];
         let days = self
@@ -414,12 +452,12 @@ impl App {
             .segment_days(
                 steps,
                 e.watch_segment().as_ref(),
-                funnel.conversion_window,
+                window.unwrap_or(funnel.conversion_window),
                 EntryRange { from, to },
                 now,
             )
             .await?;
-        let daily: Vec<(NaiveDate, Counts)> = days
+        let daily = days
             .days
             .iter()
             .map(|d| {
@@ -432,13 +470,7 @@ impl App {
                 (d.date, counts)
             })
             .collect();
-        self.store.record_days(e.id, period, &daily)?;
-        let mut by_weekday = [Counts::default(); 7];
-        for (date, counts) in &daily {
-            let d = date.weekday().num_days_from_monday() as usize;
-            by_weekday[d] = by_weekday[d].add(*counts);
-        }
-        Ok(by_weekday)
+        Ok((daily, days.range.to))
     }
 
     /// Commits the files as they were before the merge on the revert branch
@@ -650,4 +682,14 @@ fn merge_result(outcome: MergeOutcome, now: DateTime<Utc>) -> MergeResult {
         MergeOutcome::HeadMoved => MergeResult::HeadMoved,
         MergeOutcome::NotMergeable(why) => MergeResult::Refused(why),
     }
+}
+
+/// Daily counts added up per weekday of entry (0 = Monday).
+fn by_weekday(days: &[(NaiveDate, Counts)]) -> [Counts; 7] {
+    let mut out = [Counts::default(); 7];
+    for (date, counts) in days {
+        let d = date.weekday().num_days_from_monday() as usize;
+        out[d] = out[d].add(*counts);
+    }
+    out
 }

@@ -19,6 +19,14 @@ use crate::stats::{self, Counts, RevertRule, WatchInput};
 use crate::store::{self, Experiment};
 use crate::text;
 
+/// The baseline counted on the early looks' window, kept with that window
+/// so a config changed during the watch cannot mix two windows.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EarlyBaseline {
+    pub window: Duration,
+    pub counts: [Counts; 7],
+}
+
 /// What the lifecycle needs from the config, for one experiment's funnel.
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -163,9 +171,16 @@ pub enum Event {
     },
     BaselineFetched {
         counts: [Counts; 7],
+        /// The same baseline counted on the early window, when asked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        early: Option<EarlyBaseline>,
     },
     CountsFetched {
         counts: [Counts; 7],
+        /// The entries too recent for the conversion window, counted on the
+        /// early window, when asked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recent: Option<[Counts; 7]>,
     },
     RevertPrOpened {
         number: u64,
@@ -254,15 +269,20 @@ pub enum Command {
         #[serde(default)]
         checks_failed: bool,
     },
-    /// → BaselineFetched
+    /// → BaselineFetched; also on the early window, when one is given.
     FetchBaseline {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        early_window: Option<Duration>,
     },
-    /// → CountsFetched
+    /// → CountsFetched; with an early window, the entries too recent for
+    /// the conversion window are also counted on it.
     FetchCounts {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        early_window: Option<Duration>,
     },
     /// Commit the files as they were before the merge on a revert branch and
     /// open its PR, or find them. → RevertPrOpened
@@ -729,9 +749,15 @@ fn merged(e: &Experiment, event: &Event, rules: &Rules) -> Decision {
         Event::Tick => Decision::just(Command::FetchBaseline {
             from: merged_at - chrono_duration(rules.thresholds.baseline),
             to: merged_at,
+            early_window: rules.thresholds.early_window_for(rules.conversion_window),
         }),
-        Event::BaselineFetched { counts } => {
-            Decision::to(State::Observing, "baseline fetched").set("baseline", json(counts))
+        Event::BaselineFetched { counts, early } => {
+            let d =
+                Decision::to(State::Observing, "baseline fetched").set("baseline", json(counts));
+            match early {
+                Some(early) => d.set("early_baseline", json(early)),
+                None => d,
+            }
         }
         _ => Decision::nothing(),
     }
@@ -752,15 +778,32 @@ fn observing(e: &Experiment, event: &Event, now: DateTime<Utc>, rules: &Rules) -
         Event::Tick if step == WatchStep::TooEarly => Decision::nothing(),
         Event::Tick => {
             let (from, to) = experiment::observed_entrants(merged_at, t.observation, settle);
-            Decision::just(Command::FetchCounts { from, to })
+            Decision::just(Command::FetchCounts {
+                from,
+                to,
+                early_window: early_baseline(e).map(|b| b.window),
+            })
         }
-        Event::CountsFetched { counts } => judge(e, *counts, step, rules),
+        Event::CountsFetched { counts, recent } => judge(e, *counts, *recent, step, rules),
         _ => Decision::nothing(),
     }
 }
 
+/// The early baseline of an experiment watched with early looks.
+fn early_baseline(e: &Experiment) -> Option<EarlyBaseline> {
+    e.early_baseline
+        .as_deref()
+        .and_then(|b| serde_json::from_str(b).ok())
+}
+
 /// One look at the post-merge counts: revert, keep, or go on watching.
-fn judge(e: &Experiment, post: [Counts; 7], step: WatchStep, rules: &Rules) -> Decision {
+fn judge(
+    e: &Experiment,
+    post: [Counts; 7],
+    recent: Option<[Counts; 7]>,
+    step: WatchStep,
+    rules: &Rules,
+) -> Decision {
     let t = &rules.thresholds;
     let Some(baseline) = e
         .baseline
@@ -769,8 +812,15 @@ fn judge(e: &Experiment, post: [Counts; 7], step: WatchStep, rules: &Rules) -> D
     else {
         return Decision::nothing().note("error", None, "the stored baseline is unreadable");
     };
+    // Watched with early looks: recent entries counted on the early window
+    // (none when the look did not count them, as at the final look).
+    let recent = early_baseline(e).map(|b| stats::RecentEntries {
+        baseline: b.counts,
+        post: recent.unwrap_or_default(),
+    });
     let input = WatchInput {
         final_look: step == WatchStep::FinalJudgement,
+        recent,
         ..WatchInput::configured(baseline, post, t)
     };
     let a = stats::assess(&input, &RevertRule::configured(t));

@@ -186,6 +186,32 @@ pub struct WatchInput {
     /// (`θ/√V ≤ FINAL_LOOK_Z`) may also revert, with the same gates.
     #[serde(default)]
     pub final_look: bool,
+    /// The early look: the entries made since the conversion window last
+    /// ended, counted on a shorter window, with the baseline counted on the
+    /// same shorter window. `None` when early looks are off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent: Option<RecentEntries>,
+}
+
+/// Entries too recent for the conversion window, each counted as converted
+/// if the next step came within the early window, and the baseline's entries
+/// counted the same way (per weekday, like [`WatchInput`]'s).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RecentEntries {
+    pub baseline: [Counts; WEEKDAYS],
+    pub post: [Counts; WEEKDAYS],
+}
+
+/// What the early look added to a tick's assessment.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EarlyLook {
+    /// Recent entries and how many went on within the early window.
+    pub entrants: u64,
+    pub conversions: u64,
+    /// Their relative change against the baseline on the early window.
+    pub relative_change: f64,
+    /// The share of the combined estimate's information they carry.
+    pub weight: f64,
 }
 
 /// The verdict of one tick, with every number behind it.
@@ -219,6 +245,12 @@ pub struct Assessment {
     pub revert: bool,
     /// Which gates held or failed, in words with numbers.
     pub why: String,
+    /// The early look's part, when recent entries were combined in:
+    /// `lambda`, `relative_change`, `relative_interval` and `revert` are
+    /// then those of the combined estimate (the other figures stay the
+    /// matured entries').
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early: Option<EarlyLook>,
 }
 
 fn independent() -> (f64, f64) {
@@ -239,6 +271,7 @@ impl WatchInput {
             single_stratum: t.baseline < std::time::Duration::from_secs(7 * 86_400),
             expected_half_window_entrants: expected_half_window(&baseline, t),
             final_look: false,
+            recent: None,
         }
     }
 }
@@ -291,6 +324,11 @@ pub fn normal_cdf(x: f64) -> f64 {
 /// The fixed-horizon test of the last look reverts when `θ/√V` is at or
 /// below this (with the same gates as the always-valid test).
 pub const FINAL_LOOK_Z: f64 = -2.5;
+
+/// With early looks on, the always-valid test runs at this share of
+/// `false_revert_rate` (the rest pays for the early looks' extra chances;
+/// the share is the one the event-level benchmark measured within budget).
+pub const EARLY_LOOK_ALPHA_SHARE: f64 = 0.7;
 
 /// `τ²/V*` for a given α: `2 ln(1/α) + ln(1 + 2 ln(1/α))`.
 pub fn mixture_scale(alpha: f64) -> f64 {
@@ -362,8 +400,164 @@ fn strata(input: &WatchInput) -> Vec<(Counts, Counts)> {
 
 const WEEKDAY_NAMES: [&str; WEEKDAYS] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 
-/// Runs the revert test on one tick's counts.
+/// Runs the revert test on one tick's counts: the matured entries, and with
+/// an early look the recent entries combined in (see [`combine_early`]).
 pub fn assess(input: &WatchInput, rule: &RevertRule) -> Assessment {
+    let Some(recent) = input.recent else {
+        return assess_matured(input, rule);
+    };
+    // Early looks are more chances to cross the threshold: they spend part
+    // of the false-revert budget, at every look of the watch alike.
+    let rule = &RevertRule {
+        alpha: rule.alpha() * EARLY_LOOK_ALPHA_SHARE,
+        ..*rule
+    };
+    let matured = assess_matured(input, rule);
+    if input.final_look {
+        return matured;
+    }
+    let part = assess_matured(
+        &WatchInput {
+            baseline: recent.baseline,
+            post: recent.post,
+            final_look: false,
+            recent: None,
+            ..*input
+        },
+        rule,
+    );
+    let entrants = recent.post.iter().map(|c| c.entrants).sum();
+    // The mixture's width comes from the baseline: with no matured entry
+    // yet, the matured assessment has none.
+    let baseline = strata(input)
+        .iter()
+        .fold(Counts::default(), |acc, (b, _)| acc.add(*b));
+    let p_b = matured.p_baseline;
+    let n_star = input.expected_half_window_entrants.max(1.0);
+    let tau2 = match matured.tau2 {
+        t if t > 0.0 => t,
+        _ if baseline.entrants > 0 => {
+            mixture_scale(rule.alpha())
+                * baseline.design_effect(p_b)
+                * (p_b * (1.0 - p_b)).max(0.0)
+                * (1.0 / n_star + 1.0 / baseline.entrants as f64)
+        }
+        _ => 0.0,
+    };
+    combine_early(matured, &part, entrants, tau2, rule)
+}
+
+/// The early look. An entry whose conversion window has not ended yet says
+/// something already: whether its person went on within the first hour
+/// (most conversions come within minutes). Such recent entries are compared
+/// with the baseline counted on the same early window, and the two relative
+/// changes (matured entries on the conversion window, recent ones on the
+/// early window) are combined with inverse-variance weights, `r̂ = Σ(r_k/v_k)
+/// / Σ(1/v_k)`, `v̂ = 1/Σ(1/v_k)`, `v_k = V_k/p_exp,k²`. A change scales a
+/// step's conversions at every delay alike, so both estimate the same
+/// relative change; as entries mature they move from the early part to the
+/// matured one, and at the final look only matured entries remain. The
+/// mixture keeps its width on the relative scale (`τ²/p_b²`) and the
+/// same gates apply to the combined estimate. `rule` is already the one
+/// with the early looks' share of α.
+fn combine_early(
+    matured: Assessment,
+    part: &Assessment,
+    entrants: u64,
+    tau2: f64,
+    rule: &RevertRule,
+) -> Assessment {
+    let informative = |a: &Assessment| a.variance > 0.0 && a.p_expected > 0.0;
+    if !informative(part) {
+        return matured;
+    }
+    let relative = |a: &Assessment| {
+        (
+            a.relative_change,
+            a.variance / (a.p_expected * a.p_expected),
+        )
+    };
+    let (r_recent, v_recent) = relative(part);
+    let (r, v, weight) = if informative(&matured) {
+        let (r_matured, v_matured) = relative(&matured);
+        let information = 1.0 / v_matured + 1.0 / v_recent;
+        (
+            (r_matured / v_matured + r_recent / v_recent) / information,
+            1.0 / information,
+            (1.0 / v_recent) / information,
+        )
+    } else {
+        (r_recent, v_recent, 1.0)
+    };
+    let early = EarlyLook {
+        entrants,
+        conversions: part.post_conversions,
+        relative_change: r_recent,
+        weight,
+    };
+    if matured.p_baseline <= 0.0 || tau2.is_nan() || tau2 <= 0.0 {
+        return Assessment {
+            early: Some(early),
+            ..matured
+        };
+    }
+    let alpha = rule.alpha();
+    let tau2 = tau2 / (matured.p_baseline * matured.p_baseline);
+    let lambda = mixture_lambda(r, v, tau2);
+    let threshold = 1.0 / alpha;
+    let interval = confidence_radius(v, tau2, alpha)
+        .map_or(matured.relative_interval, |radius| (r - radius, r + radius));
+    let conversions = matured.post_conversions + part.post_conversions;
+    let always_valid = lambda >= threshold;
+    let enough = conversions >= rule.min_conversions;
+    let dropped = r <= -rule.max_relative_drop;
+    let combined = always_valid && enough && dropped;
+    let revert = matured.revert || combined;
+    let why = format!(
+        "{}; with the early look ({} recent entries, {} went on within the early window, {} \
+         against the baseline on that window, {:.0}% of the information): evidence Λ = {} {} 1/α = {} ({}); \
+         {} conversions {} {} ({}); change {} (interval {} to {}) {} −{} ({})",
+        matured.why,
+        early.entrants,
+        early.conversions,
+        percent(r_recent),
+        100.0 * weight,
+        number(lambda),
+        if always_valid { "≥" } else { "<" },
+        number(threshold),
+        held(always_valid),
+        conversions,
+        if enough { "≥" } else { "<" },
+        rule.min_conversions,
+        held(enough),
+        percent(r),
+        percent(interval.0),
+        percent(interval.1),
+        if dropped { "≤" } else { ">" },
+        percent(rule.max_relative_drop).trim_start_matches('+'),
+        held(dropped),
+    );
+    let why = match (revert, matured.revert) {
+        (true, false) => format!("revert (early look){}", why.trim_start_matches("no revert")),
+        _ => why,
+    };
+    Assessment {
+        lambda: if matured.revert {
+            matured.lambda
+        } else {
+            lambda
+        },
+        relative_change: r,
+        relative_interval: interval,
+        revert,
+        why,
+        early: Some(early),
+        ..matured
+    }
+}
+
+/// The revert test on the matured entries alone.
+fn assess_matured(input: &WatchInput, rule: &RevertRule) -> Assessment {
     let alpha = rule.alpha();
     let strata = strata(input);
     let baseline = strata
@@ -396,6 +590,7 @@ pub fn assess(input: &WatchInput, rule: &RevertRule) -> Assessment {
             design_effect: independent(),
             revert: false,
             why: why.to_string(),
+            early: None,
         };
     }
 
@@ -538,6 +733,7 @@ pub fn assess(input: &WatchInput, rule: &RevertRule) -> Assessment {
         design_effect,
         revert,
         why,
+        early: None,
     }
 }
 
@@ -598,6 +794,7 @@ mod tests {
             single_stratum: true,
             expected_half_window_entrants: n_star,
             final_look: false,
+            recent: None,
         };
         input.baseline[0] = baseline;
         input.post[0] = post;
@@ -674,6 +871,7 @@ mod tests {
         let a = assess(
             &WatchInput {
                 final_look: true,
+                recent: None,
                 ..few
             },
             &rule(),
@@ -698,6 +896,7 @@ mod tests {
             single_stratum: false,
             expected_half_window_entrants: 50.0,
             final_look: false,
+            recent: None,
         };
         input.baseline[0] = Counts::new(100, 20);
         input.baseline[1] = Counts::new(100, 30);
@@ -825,6 +1024,7 @@ mod tests {
             single_stratum: false,
             expected_half_window_entrants: 7000.0,
             final_look: false,
+            recent: None,
         };
         let days: Vec<(usize, Counts)> = (0..14).map(|d| (d % 7, Counts::new(500, 100))).collect();
         let looks = assess_each_day(&input, &days, &rule());
@@ -853,6 +1053,7 @@ mod tests {
             single_stratum: false,
             expected_half_window_entrants: 7.0 * 1000.0,
             final_look: false,
+            recent: None,
         };
         for (day, rate) in input.baseline.iter_mut().zip(SEASONAL) {
             *day = Counts::new(4000, (4000.0 * rate) as u64);
@@ -1011,21 +1212,32 @@ mod tests {
             .prop_map(|(n, share)| Counts::new(n, (n as f64 * share).round() as u64))
     }
 
+    /// A tick's input, with early looks on or off.
     fn watch_input() -> impl Strategy<Value = WatchInput> {
         let max = prop_oneof![Just(3u64), Just(300), Just(1_000_000_000)];
-        (max, any::<bool>(), 0.0..1e7f64).prop_flat_map(|(max, single, n_star)| {
-            (
-                proptest::array::uniform7(counts(max)),
-                proptest::array::uniform7(counts(max)),
-            )
-                .prop_map(move |(baseline, post)| WatchInput {
-                    baseline,
-                    post,
-                    single_stratum: single,
-                    expected_half_window_entrants: n_star,
-                    final_look: false,
-                })
-        })
+        (max, any::<bool>(), 0.0..1e7f64, any::<bool>()).prop_flat_map(
+            |(max, single, n_star, early)| {
+                (
+                    proptest::array::uniform7(counts(max)),
+                    proptest::array::uniform7(counts(max)),
+                    proptest::array::uniform7(counts(max)),
+                    proptest::array::uniform7(counts(max)),
+                )
+                    .prop_map(move |(baseline, post, early_baseline, recent)| {
+                        WatchInput {
+                            baseline,
+                            post,
+                            single_stratum: single,
+                            expected_half_window_entrants: n_star,
+                            final_look: false,
+                            recent: early.then_some(RecentEntries {
+                                baseline: early_baseline,
+                                post: recent,
+                            }),
+                        }
+                    })
+            },
+        )
     }
 
     fn revert_rule() -> impl Strategy<Value = RevertRule> {
@@ -1047,6 +1259,92 @@ mod tests {
         })
     }
 
+    /// An experiment watched with early looks: baseline 20% on the
+    /// conversion window and 14% within the early hour.
+    fn with_early(post: Counts, recent: Counts) -> WatchInput {
+        let mut input = one_stratum(Counts::new(28_000, 5600), post, 7000.0);
+        let mut r = RecentEntries {
+            baseline: [Counts::default(); WEEKDAYS],
+            post: [Counts::default(); WEEKDAYS],
+        };
+        r.baseline[0] = Counts::new(28_000, 3920);
+        r.post[0] = recent;
+        input.recent = Some(r);
+        input
+    }
+
+    #[test]
+    fn recent_entries_catch_a_drop_before_any_entry_matured() {
+        // A day of entries, none past its day-long window yet; within the
+        // first hour 7% went on against the baseline's 14%: −50%.
+        let a = assess(
+            &with_early(Counts::default(), Counts::new(1000, 70)),
+            &rule(),
+        );
+        assert!(a.revert, "{}", a.why);
+        assert!(a.why.starts_with("revert (early look)"), "{}", a.why);
+        let early = a.early.expect("the early part");
+        assert_eq!((early.entrants, early.conversions), (1000, 70));
+        close(early.relative_change, -0.5, 1e-9);
+        close(early.weight, 1.0, 1e-12);
+        close(a.relative_change, -0.5, 1e-9);
+        // The same recent entries without early looks: nothing to judge yet.
+        let off = WatchInput {
+            recent: None,
+            ..with_early(Counts::default(), Counts::new(1000, 70))
+        };
+        assert!(!assess(&off, &rule()).revert);
+    }
+
+    #[test]
+    fn matured_and_recent_entries_are_weighted_by_their_information() {
+        // Matured: 2000 entries at 20% (no change); recent: 1000 at 14%.
+        let a = assess(
+            &with_early(Counts::new(2000, 400), Counts::new(1000, 140)),
+            &rule(),
+        );
+        let early = a.early.expect("the early part");
+        assert!(early.weight > 0.2 && early.weight < 0.5, "{early:?}");
+        assert!(a.relative_change.abs() < 1e-9 && !a.revert, "{}", a.why);
+        assert!(a.relative_interval.0 < 0.0 && a.relative_interval.1 > 0.0);
+    }
+
+    #[test]
+    fn early_looks_spend_part_of_the_false_revert_budget() {
+        // Matured entries alone, Λ between 1/α and 1/(0.7α): a revert
+        // without early looks, not with them.
+        let matured = one_stratum(Counts::new(1000, 200), Counts::new(800, 118), 250.0);
+        let alone = assess(&matured, &rule());
+        let threshold = 1.0 / ALPHA;
+        assert!(
+            alone.lambda >= threshold && alone.lambda < threshold / EARLY_LOOK_ALPHA_SHARE,
+            "Λ = {}",
+            alone.lambda
+        );
+        assert!(alone.revert);
+        let early_on = WatchInput {
+            recent: Some(RecentEntries {
+                baseline: matured.baseline,
+                post: [Counts::default(); WEEKDAYS],
+            }),
+            ..matured
+        };
+        let a = assess(&early_on, &rule());
+        assert!(!a.revert, "{}", a.why);
+        assert!(a.early.is_none(), "no recent entries, nothing combined");
+    }
+
+    #[test]
+    fn the_final_look_judges_matured_entries_only() {
+        let input = WatchInput {
+            final_look: true,
+            ..with_early(Counts::new(4000, 800), Counts::new(1000, 10))
+        };
+        let a = assess(&input, &rule());
+        assert!(a.early.is_none() && !a.revert, "{}", a.why);
+        close(a.relative_change, 0.0, 1e-9);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -1062,15 +1360,26 @@ mod tests {
             input in watch_input(), rule in revert_rule()
         ) {
             let a = assess(&input, &rule);
-            if a.theta >= 0.0 {
+            let recent_fell = a.early.is_some_and(|e| e.relative_change < 0.0);
+            if a.theta >= 0.0 && !recent_fell {
                 prop_assert!(a.lambda <= 1.0, "{:?}", a);
                 prop_assert!(!a.revert);
             }
         }
 
         #[test]
-        fn relative_change_has_the_sign_of_theta(input in watch_input(), rule in revert_rule()) {
+        fn no_revert_when_neither_matured_nor_recent_entries_fell(
+            input in watch_input(), rule in revert_rule()
+        ) {
             let a = assess(&input, &rule);
+            if a.theta >= 0.0 && a.early.is_none_or(|e| e.relative_change >= 0.0) {
+                prop_assert!(!a.revert, "{:?}", a);
+            }
+        }
+
+        #[test]
+        fn relative_change_has_the_sign_of_theta(input in watch_input(), rule in revert_rule()) {
+            let a = assess(&WatchInput { recent: None, ..input }, &rule);
             prop_assert_eq!(a.relative_change > 0.0, a.theta > 0.0, "{:?}", a);
             prop_assert_eq!(a.relative_change < 0.0, a.theta < 0.0, "{:?}", a);
             prop_assert!(a.relative_interval.0 <= a.relative_change);
@@ -1098,7 +1407,7 @@ mod tests {
             n_star in 100.0..1e5f64,
             factor in 2u64..20,
         ) {
-            let input = WatchInput { baseline, post, single_stratum: false, expected_half_window_entrants: n_star, final_look: false };
+            let input = WatchInput { baseline, post, single_stratum: false, expected_half_window_entrants: n_star, final_look: false, recent: None };
             let a = assess(&input, &rule());
             let b = a.tau2.sqrt() * a.theta / (a.variance * (a.variance + a.tau2)).sqrt();
             let p_bar = |a: &Assessment, n_t: f64, n_b: f64| {

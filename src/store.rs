@@ -129,6 +129,9 @@ const MIGRATIONS: &[&str] = &[
     // (a property of the step event equal to a value).
     "ALTER TABLE experiments ADD COLUMN segment_property TEXT;
     ALTER TABLE experiments ADD COLUMN segment_value TEXT;",
+    // 7: the baseline counted on the early looks' shorter window, with that
+    // window, when the experiment is watched with early looks.
+    "ALTER TABLE experiments ADD COLUMN early_baseline TEXT;",
 ];
 
 /// Columns an experiment has besides its identity; the only names
@@ -172,6 +175,7 @@ const COLUMNS: &[&str] = &[
     "report",
     "segment_property",
     "segment_value",
+    "early_baseline",
 ];
 
 /// An experiment as stored.
@@ -241,6 +245,9 @@ pub struct Experiment {
     /// one: the step event's property and its value.
     pub segment_property: Option<String>,
     pub segment_value: Option<String>,
+    /// JSON of the [`crate::lifecycle::EarlyBaseline`], when the experiment
+    /// is watched with early looks.
+    pub early_baseline: Option<String>,
 }
 
 impl Experiment {
@@ -1033,6 +1040,7 @@ fn row_to_experiment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Experiment> {
         report: r.get("report")?,
         segment_property: r.get("segment_property")?,
         segment_value: r.get("segment_value")?,
+        early_baseline: r.get("early_baseline")?,
     })
 }
 
@@ -1106,6 +1114,7 @@ pub(crate) fn sample_experiment() -> Experiment {
         report: None,
         segment_property: None,
         segment_value: None,
+        early_baseline: None,
     }
 }
 

@@ -1285,6 +1285,7 @@ pub(crate) mod tests {
             design_effect: (1.0, 1.0),
             revert: change < -0.1,
             why: String::new(),
+            early: None,
         }
     }
 

@@ -191,6 +191,18 @@ fn kill9(mut child: Child) {
     let _ = child.wait();
 }
 
+/// No command is waiting for its result to be recorded.
+fn outbox_empty(w: &World) -> bool {
+    let db = w.state_dir.join("funnelfix.db");
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return false;
+    };
+    conn.query_row("SELECT count(*) FROM outbox", [], |r| r.get::<_, i64>(0))
+        .is_ok_and(|n| n == 0)
+}
+
 /// The revert PR is merged.
 fn revert_landed(w: &World) -> bool {
     w.github
@@ -210,14 +222,17 @@ async fn a_harmful_change_is_reverted_through_crashes_and_restarts() {
     let mut restarts = 0;
     let mut tapped = false;
     let reverted = loop {
-        // Landed and told: the merge's result is recorded, so stopping the
-        // last daemon below cannot interrupt it.
+        // Landed, told, and every command's result recorded (the outbox
+        // is empty), so killing the last daemon below cannot interrupt a
+        // message between its sending and its record, which a restart
+        // would send again.
         let landed_and_told = |w: &World| {
             revert_landed(w)
                 && w.telegram
                     .messages()
                     .iter()
                     .any(|m| m.text.starts_with("↩️"))
+                && outbox_empty(w)
         };
         let done = sim.until(Duration::from_millis(200), landed_and_told).await;
         if done || started.elapsed() > Duration::from_secs(90) {

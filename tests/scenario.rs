@@ -322,7 +322,13 @@ async fn a_harmful_change_is_reverted_and_the_page_restored() {
         "{} baseline days",
         days.baseline.len()
     );
-    assert!(!days.watch.is_empty());
+    // A revert on the early look can come before any entry matured; then
+    // no day after the merge is drawn yet.
+    let early = e
+        .assessment
+        .as_deref()
+        .is_some_and(|a| a.contains("\"early\""));
+    assert!(early || !days.watch.is_empty(), "{:?}", e.assessment);
     assert!(
         days.watch
             .iter()

@@ -348,6 +348,7 @@ mod tests {
             false_revert_rate: 0.05,
             cooldown: day * 28,
             revert: RevertMode::Merge,
+            early_window: Some(Duration::from_secs(3600)),
         }
     }
 

@@ -42,6 +42,14 @@ fn week(rate: f64, days: u64) -> [Counts; 7] {
     std::array::from_fn(|_| Counts::new(1000 * days / 7, (1000.0 * rate) as u64 * days / 7))
 }
 
+/// A baseline counted on an hour's early window.
+fn early_week(rate: f64, days: u64) -> EarlyBaseline {
+    EarlyBaseline {
+        window: Duration::from_secs(3600),
+        counts: week(rate, days),
+    }
+}
+
 /// An experiment in `state` with every field a later state would have.
 fn in_state(state: State) -> Experiment {
     Experiment {
@@ -234,18 +242,21 @@ fn events() -> Vec<(&'static str, Event)> {
             "baseline fetched",
             Event::BaselineFetched {
                 counts: week(0.25, 28),
+                early: Some(early_week(0.18, 28)),
             },
         ),
         (
             "counts: no change",
             Event::CountsFetched {
                 counts: week(0.25, 2),
+                recent: None,
             },
         ),
         (
             "counts: −40%",
             Event::CountsFetched {
                 counts: week(0.15, 2),
+                recent: None,
             },
         ),
         (
@@ -852,4 +863,66 @@ fn unreadable_checks_are_asked_about_but_never_merged_blind() {
         panic!("{d:?}");
     };
     assert!(html.contains("Merge it on GitHub"), "{html}");
+}
+
+#[test]
+fn early_looks_are_asked_and_judged_on_the_window_kept_with_the_baseline() {
+    let mut rules = rules(RevertMode::Merge);
+    // The baseline was counted on an hour; the config now says 2 hours.
+    rules.thresholds.early_window = Some(Duration::from_secs(7200));
+    let merged = in_state(State::Merged);
+    let d = decide(&merged, &Event::Tick, now(), &rules);
+    assert!(
+        matches!(
+            d.commands[..],
+            [Command::FetchBaseline {
+                early_window: Some(w),
+                ..
+            }] if w == Duration::from_secs(7200)
+        ),
+        "{d:?}"
+    );
+    let observing = Experiment {
+        early_baseline: Some(serde_json::to_string(&early_week(0.18, 28)).expect("json")),
+        ..in_state(State::Observing)
+    };
+    let d = decide(&observing, &Event::Tick, now(), &rules);
+    assert!(
+        matches!(
+            d.commands[..],
+            [Command::FetchCounts {
+                early_window: Some(w),
+                ..
+            }] if w == Duration::from_secs(3600)
+        ),
+        "{d:?}"
+    );
+    // No entry has finished its day-long window, but within the first hour
+    // half as many went on as before the merge.
+    let halved = Event::CountsFetched {
+        counts: [Counts::default(); 7],
+        recent: Some(week(0.09, 1)),
+    };
+    let d = decide(&observing, &halved, now(), &rules);
+    assert_eq!(
+        d.change.as_ref().map(|c| c.to),
+        Some(State::Reverting),
+        "{d:?}"
+    );
+    // An experiment merged before early looks existed is judged as before.
+    let d = decide(&in_state(State::Observing), &halved, now(), &rules);
+    assert!(d.change.is_none(), "{d:?}");
+    // Early looks off: not asked for.
+    rules.thresholds.early_window = None;
+    let d = decide(&merged, &Event::Tick, now(), &rules);
+    assert!(
+        matches!(
+            d.commands[..],
+            [Command::FetchBaseline {
+                early_window: None,
+                ..
+            }]
+        ),
+        "{d:?}"
+    );
 }
