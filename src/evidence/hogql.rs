@@ -22,7 +22,7 @@ use serde_json::Map;
 
 use crate::config::StepConfig;
 use crate::funnel::EntryRange;
-use crate::funnel::hogql::{DAY, HogQlQuery, censored, range_values, step_columns};
+use crate::funnel::hogql::{DAY, HogQlQuery, censored, property_once, range_values, step_columns};
 
 /// The evidence parts, one query each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -54,12 +54,17 @@ pub const MAX_SEGMENT_VALUES: usize = 20;
 pub const RECENT_ANSWERS: usize = 5;
 
 /// What a part reads besides the two steps' events: the WHERE prefilter,
-/// the condition of its rows (`k`), the row's columns after `(t, page)`,
-/// and the per-entry columns it adds (`entry.5` onwards).
+/// the condition of its rows (`k`: `rows` on the event name, then, for the
+/// rows on the entry's page, `then` on their properties, so properties are
+/// read only from the rows that need them), the row's columns after `(t,
+/// page)` with the value they take on the other rows (each read only on
+/// the part's rows), and the per-entry columns it adds (`entry.5` onwards,
+/// read only from the step's events).
 struct Reads {
     events: &'static str,
-    condition: &'static str,
-    columns: &'static [&'static str],
+    rows: &'static str,
+    then: &'static str,
+    columns: &'static [(&'static str, &'static str)],
     entry_columns: &'static [&'static str],
 }
 
@@ -67,19 +72,26 @@ fn reads(kind: Kind) -> Reads {
     match kind {
         Kind::Actions => Reads {
             events: "event IN ('$autocapture', '$rageclick', '$dead_click') OR NOT startsWith(event, '$')",
-            condition: "((event = '$autocapture' AND coalesce(properties.$event_type, '') IN ('click', 'submit')) \
-                        OR event IN ('$rageclick', '$dead_click') \
-                        OR (NOT startsWith(event, '$') AND NOT startsWith(event, 'survey '))) \
-                        AND NOT s0 AND NOT s1",
+            rows: "(event IN ('$autocapture', '$rageclick', '$dead_click') \
+                   OR (NOT startsWith(event, '$') AND NOT startsWith(event, 'survey '))) \
+                   AND NOT s0 AND NOT s1",
+            then: "(event != '$autocapture' OR coalesce(properties.$event_type, '') IN ('click', 'submit'))",
             columns: &[
-                "multiIf(event = '$autocapture', 'click', event = '$rageclick', 'rageclick', event = '$dead_click', 'deadclick', 'event')",
-                "if(startsWith(event, '$'), coalesce(elements_chain_texts[1], ''), event)",
+                (
+                    "multiIf(event = '$autocapture', 'click', event = '$rageclick', 'rageclick', event = '$dead_click', 'deadclick', 'event')",
+                    "''",
+                ),
+                (
+                    "if(startsWith(event, '$'), coalesce(elements_chain_texts[1], ''), event)",
+                    "''",
+                ),
             ],
             entry_columns: &[],
         },
         Kind::Segments => Reads {
             events: "",
-            condition: "",
+            rows: "",
+            then: "",
             columns: &[],
             entry_columns: &[
                 "coalesce(properties.$device_type, '')",
@@ -90,28 +102,42 @@ fn reads(kind: Kind) -> Reads {
         },
         Kind::Attention => Reads {
             events: "event IN ('$pageleave', '$pageview')",
-            condition: "event IN ('$pageleave', '$pageview') \
-                        AND properties.$prev_pageview_max_scroll_percentage IS NOT NULL",
+            rows: "event IN ('$pageleave', '$pageview')",
+            then: "properties.$prev_pageview_max_scroll_percentage IS NOT NULL",
             columns: &[
-                "toFloat(properties.$prev_pageview_max_scroll_percentage)",
-                "toFloat(properties.$prev_pageview_duration)",
+                (
+                    "toFloat(properties.$prev_pageview_max_scroll_percentage)",
+                    "NULL",
+                ),
+                ("toFloat(properties.$prev_pageview_duration)", "NULL"),
             ],
             entry_columns: &[],
         },
         Kind::Speed => Reads {
             events: "event = '$web_vitals'",
-            condition: "event = '$web_vitals'",
+            rows: "event = '$web_vitals'",
+            then: "",
             columns: &[
-                "coalesce(toFloat(properties.$web_vitals_LCP_value), -1)",
-                "coalesce(toFloat(properties.$web_vitals_INP_value), -1)",
-                "coalesce(toFloat(properties.$web_vitals_CLS_value), -1)",
+                (
+                    "coalesce(toFloat(properties.$web_vitals_LCP_value), -1)",
+                    "-1",
+                ),
+                (
+                    "coalesce(toFloat(properties.$web_vitals_INP_value), -1)",
+                    "-1",
+                ),
+                (
+                    "coalesce(toFloat(properties.$web_vitals_CLS_value), -1)",
+                    "-1",
+                ),
             ],
             entry_columns: &[],
         },
         Kind::Said => Reads {
             events: "event = 'survey sent'",
-            condition: "event = 'survey sent' AND coalesce(properties.$survey_response, '') != ''",
-            columns: &["coalesce(properties.$survey_response, '')"],
+            rows: "event = 'survey sent'",
+            then: "coalesce(properties.$survey_response, '') != ''",
+            columns: &[("coalesce(properties.$survey_response, '')", "''")],
             entry_columns: &[],
         },
     }
@@ -187,7 +213,7 @@ fn outer(kind: Kind) -> String {
 }
 
 /// `,\n<expr> AS <prefix>1, ...`: a part's columns in the rows' SELECT.
-fn aliased(columns: &[&str], prefix: &str) -> String {
+fn aliased(columns: &[String], prefix: &str) -> String {
     columns
         .iter()
         .enumerate()
@@ -196,10 +222,8 @@ fn aliased(columns: &[&str], prefix: &str) -> String {
 }
 
 /// `, <prefix>1, ...`: the same columns by name.
-fn names(columns: &[&str], prefix: &str) -> String {
-    (1..=columns.len())
-        .map(|j| format!(", {prefix}{j}"))
-        .collect()
+fn names(count: usize, prefix: &str) -> String {
+    (1..=count).map(|j| format!(", {prefix}{j}")).collect()
 }
 
 /// The query of part `kind` for the transition `step` → `next`.
@@ -218,11 +242,20 @@ pub fn evidence_query(
     range_values(range, window, &mut values);
 
     let r = reads(kind);
-    let has_rows = !r.condition.is_empty();
+    let has_rows = !r.rows.is_empty();
     let read_events = if r.events.is_empty() {
         format!("event IN ({})", events.join(", "))
     } else {
         format!("(event IN ({}) OR {})", events.join(", "), r.events)
+    };
+    // The page, read once: the step columns already hold it on the
+    // events whose steps filter on it. Only the step's events need it,
+    // unless the part's rows are about the page they are on.
+    let pathname = format!("coalesce({}, '')", property_once(&steps, "$pathname")?);
+    let page = if has_rows && part_page(kind) == "page" {
+        pathname
+    } else {
+        format!("if(s0, {pathname}, '')")
     };
     // A step filtered on its page: every entry's page is that one, so rows
     // on other pages are dropped before they are grouped per person.
@@ -233,17 +266,27 @@ pub fn evidence_query(
         .map(|j| format!(" AND part_page = {{s0_p{j}}}"))
         .unwrap_or_default();
     let (k_column, k_filter, acts_column, acts, seen) = if has_rows {
+        let then = if r.then.is_empty() {
+            String::new()
+        } else {
+            format!(" AND {}", r.then)
+        };
+        let part_columns: Vec<String> = r
+            .columns
+            .iter()
+            .map(|(c, other)| format!("if(k, {c}, {other})"))
+            .collect();
         (
             format!(
-                ",\n                {} AS part_page{},\n                {}{on_page} AS k",
+                ",\n                {} AS part_page,\n                {}{on_page}{then} AS k{}",
                 part_page(kind),
-                aliased(r.columns, "c"),
-                r.condition
+                r.rows,
+                aliased(&part_columns, "c"),
             ),
             " OR k",
             format!(
                 ",\n            arraySort(groupArrayIf(tuple(t, part_page{}), k)) AS acts",
-                names(r.columns, "c")
+                names(r.columns.len(), "c")
             ),
             ", acts",
             format!(
@@ -254,31 +297,41 @@ pub fn evidence_query(
     } else {
         (String::new(), "", String::new(), "", String::new())
     };
+    let entry_columns: Vec<String> = r
+        .entry_columns
+        .iter()
+        .map(|c| format!("if(s0, {c}, '')"))
+        .collect();
     let extra: String = (0..r.entry_columns.len())
         .map(|j| format!(", x.{}", j + 3))
         .collect();
     // An entry: (time, page, time it went on or 0, returning, attributes...).
+    // Each step event's time is set beside the one before it, and the
+    // person's first day is read once, so no array is captured per entry
+    // but the next step's times.
     let entries = format!(
         "\n    SELECT\n        entry,\n        entry.3 > 0 AS went_on{seen}\n    \
          FROM (\n        SELECT\n            \
          arrayJoin(arrayMap(x -> tuple(x.1, x.2, arrayFirst(y -> y >= x.1 AND y <= x.1 + {{window}}, tn), \
-         intDiv(ts[1].1, {DAY}) < intDiv(x.1, {DAY}){extra}), \
-         arrayFilter((x, i) -> (i = 1 OR intDiv(x.1, {DAY}) != intDiv(ts[i - 1].1, {DAY})) AND x.1 >= {{date_from}} AND x.1 < {{date_to}}, ts, arrayEnumerate(ts)))) AS entry{acts}\n        \
+         first_day < intDiv(x.1, {DAY}){extra}), \
+         arrayFilter((x, p) -> intDiv(x.1, {DAY}) != intDiv(p, {DAY}) AND x.1 >= {{date_from}} AND x.1 < {{date_to}}, \
+         ts, arrayPopBack(arrayPushFront(arrayMap(x -> x.1, ts), 0))))) AS entry{acts}\n        \
          FROM (\n            SELECT\n                person_id,\n                \
          arraySort(groupArrayIf(tuple(t, page{entry_names}), s0)) AS ts,\n                \
+         intDiv(minIf(t, s0), {DAY}) AS first_day,\n                \
          arraySort(groupArrayIf(t, s1)) AS tn{acts_column}\n            \
          FROM (\n                SELECT\n                    person_id,\n                    \
-         toUnixTimestamp(timestamp) AS t,\n                    \
-         coalesce(properties.$pathname, '') AS page{entry_columns}{columns}{k_column}\n                \
+         toUnixTimestamp(timestamp) AS t{columns},\n                    \
+         {page} AS page{entry_columns}{k_column}\n                \
          FROM events\n                \
          WHERE timestamp >= fromUnixTimestamp({{date_read}}) AND timestamp <= fromUnixTimestamp({{date_until}})\n                    \
          AND {read_events}\n                    \
          AND (s0 OR s1{k_filter})\n            )\n            \
          GROUP BY person_id\n        )\n    )\n",
-        entry_names = names(r.entry_columns, "e"),
+        entry_names = names(r.entry_columns.len(), "e"),
         acts_column = acts_column.replace("\n            ", "\n                "),
         entry_columns =
-            aliased(r.entry_columns, "e").replace("\n                ", "\n                    "),
+            aliased(&entry_columns, "e").replace("\n                ", "\n                    "),
         columns = columns.replace("\n                ", "\n                    "),
         k_column = k_column.replace("\n                ", "\n                    "),
     );
