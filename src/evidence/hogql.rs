@@ -152,16 +152,17 @@ fn part_page(kind: Kind) -> &'static str {
     }
 }
 
-/// Per entry (one row each, `seen` the part's rows in its span), what the
-/// outer query makes of them.
-fn outer(kind: Kind) -> String {
+/// Per entry (one row each, `seen` the part's rows in its span, their
+/// columns from position `c` on), what the outer query makes of them.
+fn outer(kind: Kind, c: usize) -> String {
     match kind {
         Kind::Actions => format!(
             "SELECT\n    action.1 AS kind,\n    action.2 AS label,\n    count() AS entries,\n    countIf(went_on) AS converted\n\
              FROM (\n    SELECT\n        went_on,\n        \
-             arrayJoin(arrayConcat([tuple('', '')], arrayDistinct(arrayMap(a -> tuple(a.3, a.4), seen)))) AS action\n    \
+             arrayJoin(arrayConcat([tuple('', '')], arrayDistinct(arrayMap(a -> tuple(a.{c}, a.{}), seen)))) AS action\n    \
              FROM ({{entries}})\n)\n\
-             GROUP BY kind, label\nORDER BY entries DESC, kind, label\nLIMIT {MAX_ACTIONS}"
+             GROUP BY kind, label\nORDER BY entries DESC, kind, label\nLIMIT {MAX_ACTIONS}",
+            c + 1
         ),
         Kind::Segments => format!(
             "SELECT\n    segment.1 AS dimension,\n    segment.2 AS value,\n    count() AS entries,\n    countIf(went_on) AS converted\n\
@@ -171,22 +172,25 @@ fn outer(kind: Kind) -> String {
              FROM ({{entries}})\n)\n\
              GROUP BY dimension, value\nORDER BY dimension, entries DESC, value\nLIMIT {MAX_SEGMENT_VALUES} BY dimension"
         ),
-        Kind::Attention => "SELECT\n    went_on,\n    count() AS entries,\n    countIf(has_reading) AS measured,\n    \
+        Kind::Attention => format!(
+            "SELECT\n    went_on,\n    count() AS entries,\n    countIf(has_reading) AS measured,\n    \
              countIf(has_reading AND scroll < 0.25) AS under_quarter,\n    \
              countIf(has_reading AND scroll < 0.5) AS under_half,\n    \
              countIf(has_reading AND scroll < 0.75) AS under_three_quarters,\n    \
              avgIf(seconds, has_reading AND seconds IS NOT NULL) AS mean_seconds\n\
              FROM (\n    SELECT\n        went_on,\n        length(seen) > 0 AS has_reading,\n        \
-             seen[1].3 AS scroll,\n        seen[1].4 AS seconds\n    FROM ({entries})\n)\n\
-             GROUP BY went_on\nORDER BY went_on"
-            .to_string(),
+             seen[1].{c} AS scroll,\n        seen[1].{} AS seconds\n    FROM ({{entries}})\n)\n\
+             GROUP BY went_on\nORDER BY went_on",
+            c + 1
+        ),
         Kind::Speed => {
             let metric = |i: usize| {
                 format!(
                     "if(length(arrayFilter(v -> v >= 0, arrayMap(a -> a.{i}, seen))) > 0, arrayMax(arrayFilter(v -> v >= 0, arrayMap(a -> a.{i}, seen))), -1)"
                 )
             };
-            let p75 = |name: &str| format!("{name}s[intDiv(length({name}s) * 3, 4) + 1] AS {name}_p75");
+            let p75 =
+                |name: &str| format!("{name}s[intDiv(length({name}s) * 3, 4) + 1] AS {name}_p75");
             format!(
                 "SELECT\n    entries,\n    measured,\n    length(lcps) AS lcp_count,\n    {},\n    length(inps) AS inp_count,\n    {},\n    length(clss) AS cls_count,\n    {}\n\
                  FROM (\n    SELECT\n        count() AS entries,\n        countIf(has_reading) AS measured,\n        \
@@ -198,15 +202,15 @@ fn outer(kind: Kind) -> String {
                 p75("lcp"),
                 p75("inp"),
                 p75("cls"),
-                metric(3),
-                metric(4),
-                metric(5),
+                metric(c),
+                metric(c + 1),
+                metric(c + 2),
             )
         }
         Kind::Said => format!(
             "SELECT\n    count() AS answers,\n    countIf(answer.3) AS from_converters,\n    \
              arraySlice(arrayReverseSort(groupArray(answer)), 1, {RECENT_ANSWERS}) AS recent\n\
-             FROM (\n    SELECT\n        arrayJoin(arrayMap(a -> tuple(a.1, a.3, went_on), seen)) AS answer\n    \
+             FROM (\n    SELECT\n        arrayJoin(arrayMap(a -> tuple(a.1, a.{c}, went_on), seen)) AS answer\n    \
              FROM ({{entries}})\n)"
         ),
     }
@@ -252,19 +256,28 @@ pub fn evidence_query(
     // events whose steps filter on it. Only the step's events need it,
     // unless the part's rows are about the page they are on.
     let pathname = format!("coalesce({}, '')", property_once(&steps, "$pathname")?);
-    let page = if has_rows && part_page(kind) == "page" {
-        pathname
-    } else {
-        format!("if(s0, {pathname}, '')")
-    };
+    let rows_on_page = has_rows && part_page(kind) == "page";
     // A step filtered on its page: every entry's page is that one, so rows
-    // on other pages are dropped before they are grouped per person.
-    let on_page = step
+    // on other pages are dropped before they are grouped per person, and
+    // no row carries its page into the per-person arrays (the entry's page
+    // is the value).
+    let page_value = step
         .filters
         .keys()
         .position(|p| p == "$pathname")
-        .map(|j| format!(" AND part_page = {{s0_p{j}}}"))
+        .map(|j| format!("{{s0_p{j}}}"));
+    let on_page = page_value
+        .as_ref()
+        .map(|v| format!(" AND part_page = {v}"))
         .unwrap_or_default();
+    let carried = if page_value.is_some() { "" } else { ", page" };
+    let page_column = match (&page_value, rows_on_page) {
+        (Some(_), false) => String::new(),
+        (_, true) => format!(",\n                {pathname} AS page"),
+        (None, false) => format!(",\n                if(s0, {pathname}, '') AS page"),
+    };
+    // Where a part's row's own columns start in its tuple.
+    let first = if page_value.is_some() { 2 } else { 3 };
     let (k_column, k_filter, acts_column, acts, seen) = if has_rows {
         let then = if r.then.is_empty() {
             String::new()
@@ -276,6 +289,11 @@ pub fn evidence_query(
             .iter()
             .map(|(c, other)| format!("if(k, {c}, {other})"))
             .collect();
+        let same_page = if page_value.is_some() {
+            ""
+        } else {
+            " AND a.2 = entry.2"
+        };
         (
             format!(
                 ",\n                {} AS part_page,\n                {}{on_page}{then} AS k{}",
@@ -285,13 +303,18 @@ pub fn evidence_query(
             ),
             " OR k",
             format!(
-                ",\n            arraySort(groupArrayIf(tuple(t, part_page{}), k)) AS acts",
+                ",\n            arraySort(groupArrayIf(tuple(t{}{}), k)) AS acts",
+                if page_value.is_some() {
+                    ""
+                } else {
+                    ", part_page"
+                },
                 names(r.columns.len(), "c")
             ),
             ", acts",
             format!(
-                ",\n        arrayFilter(a -> a.1 >= entry.1 AND a.1 <= if(entry.3 > 0 AND entry.3 < (intDiv(entry.1, {DAY}) + 1) * {DAY}, entry.3, (intDiv(entry.1, {DAY}) + 1) * {DAY} - 1) \
-                 AND a.2 = entry.2, acts) AS seen"
+                ",\n        arrayFilter(a -> a.1 >= entry.1 AND a.1 <= if(entry.3 > 0 AND entry.3 < (intDiv(entry.1, {DAY}) + 1) * {DAY}, entry.3, (intDiv(entry.1, {DAY}) + 1) * {DAY} - 1)\
+                 {same_page}, acts) AS seen"
             ),
         )
     } else {
@@ -303,8 +326,23 @@ pub fn evidence_query(
         .map(|c| format!("if(s0, {c}, '')"))
         .collect();
     let extra: String = (0..r.entry_columns.len())
-        .map(|j| format!(", x.{}", j + 3))
+        .map(|j| format!(", x.{}", j + first))
         .collect();
+    let entry_page = page_value.unwrap_or_else(|| "x.2".to_string());
+    // With nothing carried beside it, a step event is its time alone.
+    let (step_row, time) = if carried.is_empty() && r.entry_columns.is_empty() {
+        ("t".to_string(), "x")
+    } else {
+        (
+            format!("tuple(t{carried}{})", names(r.entry_columns.len(), "e")),
+            "x.1",
+        )
+    };
+    let times = if time == "x" {
+        "ts".to_string()
+    } else {
+        "arrayMap(x -> x.1, ts)".to_string()
+    };
     // An entry: (time, page, time it went on or 0, returning, attributes...).
     // Each step event's time is set beside the one before it, and the
     // person's first day is read once, so no array is captured per entry
@@ -312,29 +350,28 @@ pub fn evidence_query(
     let entries = format!(
         "\n    SELECT\n        entry,\n        entry.3 > 0 AS went_on{seen}\n    \
          FROM (\n        SELECT\n            \
-         arrayJoin(arrayMap(x -> tuple(x.1, x.2, arrayFirst(y -> y >= x.1 AND y <= x.1 + {{window}}, tn), \
-         first_day < intDiv(x.1, {DAY}){extra}), \
-         arrayFilter((x, p) -> intDiv(x.1, {DAY}) != intDiv(p, {DAY}) AND x.1 >= {{date_from}} AND x.1 < {{date_to}}, \
-         ts, arrayPopBack(arrayPushFront(arrayMap(x -> x.1, ts), 0))))) AS entry{acts}\n        \
+         arrayJoin(arrayMap(x -> tuple({time}, {entry_page}, arrayFirst(y -> y >= {time} AND y <= {time} + {{window}}, tn), \
+         first_day < intDiv({time}, {DAY}){extra}), \
+         arrayFilter((x, p) -> intDiv({time}, {DAY}) != intDiv(p, {DAY}) AND {time} >= {{date_from}} AND {time} < {{date_to}}, \
+         ts, arrayPopBack(arrayPushFront({times}, 0))))) AS entry{acts}\n        \
          FROM (\n            SELECT\n                person_id,\n                \
-         arraySort(groupArrayIf(tuple(t, page{entry_names}), s0)) AS ts,\n                \
+         arraySort(groupArrayIf({step_row}, s0)) AS ts,\n                \
          intDiv(minIf(t, s0), {DAY}) AS first_day,\n                \
          arraySort(groupArrayIf(t, s1)) AS tn{acts_column}\n            \
          FROM (\n                SELECT\n                    person_id,\n                    \
-         toUnixTimestamp(timestamp) AS t{columns},\n                    \
-         {page} AS page{entry_columns}{k_column}\n                \
+         toUnixTimestamp(timestamp) AS t{columns}{page_column}{entry_columns}{k_column}\n                \
          FROM events\n                \
          WHERE timestamp >= fromUnixTimestamp({{date_read}}) AND timestamp <= fromUnixTimestamp({{date_until}})\n                    \
          AND {read_events}\n                    \
          AND (s0 OR s1{k_filter})\n            )\n            \
          GROUP BY person_id\n        )\n    )\n",
-        entry_names = names(r.entry_columns.len(), "e"),
         acts_column = acts_column.replace("\n            ", "\n                "),
+        page_column = page_column.replace("\n                ", "\n                    "),
         entry_columns =
             aliased(&entry_columns, "e").replace("\n                ", "\n                    "),
         columns = columns.replace("\n                ", "\n                    "),
         k_column = k_column.replace("\n                ", "\n                    "),
     );
-    let query = outer(kind).replace("{entries}", &entries);
+    let query = outer(kind, first).replace("{entries}", &entries);
     Ok(HogQlQuery { query, values })
 }
