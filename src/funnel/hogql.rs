@@ -252,85 +252,58 @@ pub fn segment_funnel_query(
             String::new()
         }
     };
-    // Per step, its entries: the first time of each date, in the range
-    // (each time beside the one before it, so no array is captured).
+    // Per step, its entries: the first time of each date, in the range.
     let entries: String = (0..n)
         .map(|i| {
             format!(
-                ",\n        arrayFilter((x, p) -> intDiv(x, {DAY}) != intDiv(p, {DAY}) \
-                 AND x >= {{date_from}} AND x < {{date_to}}{}, t{i}, arrayPopBack(arrayPushFront(t{i}, 0))) AS e{i}",
+                ",\n        arrayFilter((x, k) -> (k = 1 OR intDiv(x, {DAY}) != intDiv(t{i}[k - 1], {DAY})) \
+                 AND x >= {{date_from}} AND x < {{date_to}}{}, t{i}, arrayEnumerate(t{i})) AS e{i}",
                 in_segment(i)
             )
         })
         .collect();
-    // Per step but the last, whether each of its entries converted, and
-    // the person's entries and conversions at this step over the range.
+    // Per step but the last, whether each of its entries converted.
     let converted: String = (0..n - 1)
         .map(|i| {
             format!(
-                ",\n        arrayMap(x -> arrayExists(y -> y >= x AND y <= x + {{window}}, t{}), e{i}) AS c{i}\
-                 ,\n        length(e{i}) AS n{i}\
-                 ,\n        arraySum(c{i}) AS v{i}",
+                ",\n        arrayMap(x -> arrayExists(y -> y >= x AND y <= x + {{window}}, t{}), e{i}) AS c{i}",
                 i + 1
             )
         })
         .collect();
-    // Each entry as a row of (step, time, converted, the person's entries
-    // and conversions at this step), the arrays side by side.
-    let column = |name: &str, of: &dyn Fn(usize) -> String| -> String {
-        let parts: Vec<String> = (0..n).map(of).collect();
-        format!("arrayConcat({}) AS {name}", parts.join(", "))
-    };
-    let same = |i: usize, value: &str| format!("arrayWithConstant(length(e{i}), {value})");
-    let unit_columns = [
-        column("at_step", &|i| same(i, &i.to_string())),
-        column("entry_times", &|i| format!("e{i}")),
-        column("entry_converted", &|i| {
+    // Each entry as (step, time, converted, the person's entries and
+    // conversions at this step over the range).
+    let units: Vec<String> = (0..n)
+        .map(|i| {
             if i + 1 < n {
-                format!("c{i}")
+                format!(
+                    "arrayMap((x, c) -> tuple({i}, x, toUInt64(c), toUInt64(length(e{i})), toUInt64(arraySum(c{i}))), e{i}, c{i})"
+                )
             } else {
-                same(i, "0")
+                format!("arrayMap(x -> tuple({i}, x, toUInt64(0), toUInt64(0), toUInt64(0)), e{i})")
             }
-        }),
-        column("person_entries", &|i| {
-            same(
-                i,
-                &if i + 1 < n {
-                    format!("n{i}")
-                } else {
-                    "0".into()
-                },
-            )
-        }),
-        column("person_conversions", &|i| {
-            same(
-                i,
-                &if i + 1 < n {
-                    format!("v{i}")
-                } else {
-                    "0".into()
-                },
-            )
-        }),
-    ];
-    // Per step and date: entries, conversions and the per-person sums of
-    // `stats::PersonSums` (each entry adds its person's entries and, if
-    // converted, conversions of the range); then one row per date.
+        })
+        .collect();
     let counts: String = (0..n)
         .map(|i| {
-            let mut c = format!(",\n    sumIf(entries, step = {i}) AS entries_{i}");
+            let mut c = format!(",\n    countIf(entry.1 = {i}) AS entries_{i}");
             if i + 1 < n {
-                let _ = write!(c, ",\n    sumIf(converted, step = {i}) AS converted_{i}");
+                let _ = write!(
+                    c,
+                    ",\n    countIf(entry.1 = {i} AND entry.3 = 1) AS converted_{i}"
+                );
             }
             c
         })
         .collect();
+    // Per transition, the per-person sums of `stats::PersonSums`: each entry
+    // adds its person's entries (and, if converted, conversions) of the range.
     let sums: String = (0..n - 1)
         .map(|i| {
             format!(
-                ",\n    sumIf(entries_sq, step = {i}) AS entries_sq_{i}\
-                 ,\n    sumIf(conversions_entries, step = {i}) AS conversions_entries_{i}\
-                 ,\n    sumIf(conversions_sq, step = {i}) AS conversions_sq_{i}"
+                ",\n    sumIf(entry.4, entry.1 = {i}) AS entries_sq_{i}\
+                 ,\n    sumIf(entry.4, entry.1 = {i} AND entry.3 = 1) AS conversions_entries_{i}\
+                 ,\n    sumIf(entry.5, entry.1 = {i} AND entry.3 = 1) AS conversions_sq_{i}"
             )
         })
         .collect();
@@ -338,31 +311,23 @@ pub fn segment_funnel_query(
     // One row per date the range touches, so nothing is cut off.
     let dates = to.div_euclid(DAY) - from.div_euclid(DAY) + 1;
     let query = format!(
-        "SELECT\n    day{counts}{sums}\n\
+        "SELECT\n    intDiv(entry.2, {DAY}) AS day{counts}{sums}\n\
          FROM (\n    \
-         SELECT\n        step,\n        intDiv(time, {DAY}) AS day,\n        count() AS entries,\n        \
-         countIf(went = 1) AS converted,\n        sum(n) AS entries_sq,\n        \
-         sumIf(n, went = 1) AS conversions_entries,\n        sumIf(v, went = 1) AS conversions_sq\n    \
+         SELECT\n        arrayJoin(arrayConcat(\n            {units}\n        )) AS entry\n    \
          FROM (\n        \
-         SELECT\n            {units}\n        \
+         SELECT\n            person_id{times}{entries}{converted}\n        \
          FROM (\n            \
-         SELECT\n                person_id{times}{entries}{converted}\n            \
-         FROM (\n                \
-         SELECT\n                    person_id,\n                    toUnixTimestamp(timestamp) AS t{columns}\n                \
-         FROM events\n                \
-         WHERE timestamp >= fromUnixTimestamp({{date_read}}) AND timestamp <= fromUnixTimestamp({{date_until}})\n                    \
-         AND event IN ({events})\n                    \
-         AND ({any_step})\n            )\n            \
-         GROUP BY person_id\n        )\n    )\n    \
-         ARRAY JOIN at_step AS step, entry_times AS time, entry_converted AS went, \
-         person_entries AS n, person_conversions AS v\n    \
-         GROUP BY step, day\n)\n\
+         SELECT\n                person_id,\n                toUnixTimestamp(timestamp) AS t{columns}\n            \
+         FROM events\n            \
+         WHERE timestamp >= fromUnixTimestamp({{date_read}}) AND timestamp <= fromUnixTimestamp({{date_until}})\n                \
+         AND event IN ({events})\n                \
+         AND ({any_step})\n        )\n        \
+         GROUP BY person_id\n    )\n)\n\
          GROUP BY day\nORDER BY day\nLIMIT {dates}",
-        units = unit_columns.join(",\n            "),
-        times = times.replace("\n        ", "\n                "),
-        entries = entries.replace("\n        ", "\n                "),
-        converted = converted.replace("\n        ", "\n                "),
-        columns = columns.replace("\n                ", "\n                    "),
+        units = units.join(",\n            "),
+        times = times.replace("\n        ", "\n            "),
+        entries = entries.replace("\n        ", "\n            "),
+        converted = converted.replace("\n        ", "\n            "),
         events = events.join(", "),
         any_step = any_step.join(" OR "),
     );
