@@ -68,23 +68,18 @@ pub fn censored(range: EntryRange, window: Duration, now: DateTime<Utc>) -> Entr
     }
 }
 
-/// The inner SELECT's columns: each filtered property read once per row as
-/// `f<k>` (and only from the events whose steps filter on it), then each
-/// step's condition as `s<i>`, its property comparisons first so each reads
-/// the extracted column rather than extracting again. Also returns each
-/// event name's placeholder, once per name.
-pub(crate) fn step_columns(
+/// Each event name once with the placeholder of its first step, and each
+/// filtered property with the placeholders of the events whose steps
+/// filter on it (`f<k>` is the k-th).
+#[allow(clippy::type_complexity)]
+fn filtered_properties(
     steps: &[StepConfig],
-    values: &mut Map<String, Value>,
-) -> Result<(String, Vec<String>), String> {
-    // Each event name once, by the placeholder of its first step.
+) -> Result<(Vec<(&str, String)>, Vec<(&str, Vec<String>)>), String> {
     let mut event_of: Vec<(&str, String)> = Vec::new();
     for (i, s) in steps.iter().enumerate() {
-        let key = format!("s{i}_event");
         if !event_of.iter().any(|(e, _)| *e == s.event) {
-            event_of.push((&s.event, format!("{{{key}}}")));
+            event_of.push((&s.event, format!("{{s{i}_event}}")));
         }
-        values.insert(key, json!(s.event));
     }
     let placeholder = |event: &str| {
         event_of
@@ -110,6 +105,36 @@ pub(crate) fn step_columns(
             }
         }
     }
+    Ok((event_of, props))
+}
+
+/// Property `prop` of a row, read once: from the step columns' `f<k>` on
+/// the events whose steps filter on it (where `f<k>` already holds it),
+/// from the properties on the others.
+pub(crate) fn property_once(steps: &[StepConfig], prop: &str) -> Result<String, String> {
+    let (_, props) = filtered_properties(steps)?;
+    Ok(match props.iter().position(|(p, _)| *p == prop) {
+        Some(k) => format!(
+            "if(event IN ({}), f{k}, properties.{prop})",
+            props[k].1.join(", ")
+        ),
+        None => format!("properties.{prop}"),
+    })
+}
+
+/// The inner SELECT's columns: each filtered property read once per row as
+/// `f<k>` (and only from the events whose steps filter on it), then each
+/// step's condition as `s<i>`, its property comparisons first so each reads
+/// the extracted column rather than extracting again. Also returns each
+/// event name's placeholder, once per name.
+pub(crate) fn step_columns(
+    steps: &[StepConfig],
+    values: &mut Map<String, Value>,
+) -> Result<(String, Vec<String>), String> {
+    for (i, s) in steps.iter().enumerate() {
+        values.insert(format!("s{i}_event"), json!(s.event));
+    }
+    let (event_of, props) = filtered_properties(steps)?;
     let mut columns = String::new();
     for (k, (prop, events)) in props.iter().enumerate() {
         let _ = write!(

@@ -1,28 +1,34 @@
 """What funnelfix's queries cost on a table laid out like PostHog's, against
-the floor: a plain scan of only the funnel's events over the same range.
+the floor: a plain scan of only the events each query must read over the
+same range.
 
     cargo run --example hogql_cases > /tmp/cases.json
-    python3 tests/hogql/bench.py /tmp/cases.json --before tests/hogql/before.json [--data DIR] [rows ...]
-    python3 tests/hogql/bench.py /tmp/cases.json --new-only [--data DIR] [rows ...]
+    python3 tests/hogql/bench.py /tmp/cases.json [--only funnel|evidence] [--compare OLD.json] [--data DIR] [rows ...]
 
 rows defaults to 10000000 50000000. The table is generated once per size in
-DIR (default /var/tmp/funnelfix-bench; 1.4 GB for 10M and 50M events) and
-reused while the cases' time range is unchanged; generating 50M events takes
-about 5 minutes on 2 cores. cases.json holds every query funnelfix sends
-(examples/hogql_cases.rs); before.json the same queries as funnelfix sent
-them before the `event IN (...)` prefilter, from examples/hogql_cases.rs run
-on commit e79f1a9.
+DIR (default /var/tmp/funnelfix-bench; about 3 GB for 10M and 50M events)
+and reused while the cases' time range and the properties they read are
+unchanged; generating 50M events takes about 5 minutes on 2 cores.
+cases.json holds every query funnelfix sends (examples/hogql_cases.rs).
+`--only funnel` measures the funnel queries (lookback, baseline, watch and
+the segment watch), `--only evidence` the five evidence queries.
+`--compare OLD.json` also measures the same queries as an earlier commit
+sent them (examples/hogql_cases.rs run there, same times) and stops if
+their rows differ.
 
 The table: MergeTree PARTITION BY toYYYYMM(timestamp) ORDER BY (toDate(timestamp),
 event, cityHash64(person_id)), as PostHog's sharded_events (which leads with
 team_id, one value here), with a materialized column for each property the
-queries filter on (`mat_$pathname`, as PostHog Cloud has). person_id is a
-UUID, properties a JSON string of about 300 bytes as posthog-js sends. Events
-are spread over the cases' whole time range (about 45 days), one person per
-10 events. 15% are funnel steps: journeys that view / (and then, with falling
-probability, /pricing, signup_started, signup_completed). The other 85%:
-$autocapture 40%, $pageleave 15%, $pageview of other paths 15%, six custom
-events 15%.
+queries read (`mat_$pathname`, as PostHog Cloud has). person_id is a UUID,
+properties a JSON string of about 300 bytes as posthog-js sends. Events are
+spread over the cases' whole time range (about 45 days), one person per 10
+events. 15% are funnel steps: journeys that view / (and then, with falling
+probability, /pricing, signup_started, signup_completed), 40% of journeys
+on mobile. The other 85%: $autocapture 40% (clicks with an
+`elements_chain`, `elements_chain_texts` materialized from it as PostHog
+has it), $pageleave 15%, $pageview of other paths 15%, six custom events
+15%; page leaves and views report on the page before (scroll depth,
+duration), web vitals and survey answers carry their values.
 
 Property access is run both ways PostHog prints `properties.x` for
 ClickHouse: from its materialized column, `nullIf(nullIf(mat_x, ''), 'null')`,
@@ -31,36 +37,22 @@ and, for a property without one, from the JSON,
 comparisons with a nullable side become `ifNull(equals(a, b), 0)`.
 
 For each query it reports the best wall time of 7 runs (max_threads = 2,
-warm page cache; the five queries take turns, so a busy moment on the
-machine does not fall on one of them) and ratios of wall times, with the
-ratio of CPU times (all threads) in brackets, which a busy machine disturbs
-less; of:
-- before: the query as funnelfix sent it before the prefilter;
-- after: the query as funnelfix sends it;
-- floor: SELECT count(), uniq(person_id) over the rows with the query's
-  event names in its time range, reading the same columns (person_id, event,
-  timestamp, and the property's column or the JSON): what any query for
-  these events must read. uniq is approximate: it keeps a sample of at most
-  65536 hashes, so it does no per-person work;
-- per-person floor: the same scan grouped by person_id (exact), the least a
-  count of people must do;
-- per-person floor with step filters: the query's inner SELECT (every
-  step's condition once per row, only the rows that match a step) grouped
-  by person_id: the least a funnel over these steps must do, whatever it
-  then does per person.
-Before and after must return the same rows; the script stops if not.
-
-The queries with no earlier version (`"new": true` in cases.json: the five
-evidence queries of the propose pass and the watch restricted to a segment)
-get a second table, with `--new-only` alone: each against its floor, the
-same count over the rows the query must read (its innermost WHERE: the time
-range and its `event IN (...)` prefilter), reading the columns it reads
-(each property it reads, from its materialized column or the JSON, and
-`elements_chain_texts`). For them the generated events carry what the
-evidence reads: 40% of journeys on mobile, page leaves and views reporting
-the page before (scroll depth, duration), web vitals, survey answers, and
-autocaptured clicks with an `elements_chain` (`elements_chain_texts`
-materialized from it, as PostHog has it).
+warm page cache; the queries take turns, so a busy moment on the machine
+does not fall on one of them) and ratios of wall times, with the ratio of
+CPU times (all threads) in brackets, which a busy machine disturbs less;
+against:
+- floor: SELECT count(), uniq(person_id) over the rows the query must read
+  (its innermost WHERE: the time range and its `event IN (...)`
+  prefilter), reading the columns it reads (each property it reads, from
+  its materialized column or the JSON, and `elements_chain_texts`). uniq is
+  approximate: it keeps a sample of at most 65536 hashes, so it does no
+  per-person work;
+- per-person floor: the same rows grouped by person_id (exact), the least
+  a count of people, or of their entries, must do;
+- floor reading its properties: the floor that also extracts every
+  property the query reads from every one of those rows (what reading the
+  properties costs by itself; with a materialized column it is a read,
+  from the JSON a parse per row).
 """
 
 import json
@@ -249,6 +241,36 @@ def floor_of(case, materialized):
     )
 
 
+def extraction_of(case, materialized):
+    """The floor plus each property the query reads, extracted on every row
+    the query must read: what reading the properties costs by itself."""
+    q = case["query"]
+    extracted = ", ".join(f"max(length(ifNull(properties.{p}, '')))" for p in read_properties(q)) or "0"
+    columns = [mat(p) for p in read_properties(q)] if materialized else ["properties"]
+    if "elements_chain_texts" in q:
+        columns.append("elements_chain_texts")
+    return as_posthog(
+        f"SELECT count(), uniq(person_id), {extracted} FROM events {scan_where(q)} AND NOT ignore({', '.join(columns)})",
+        case["values"],
+        materialized,
+    )
+
+
+def person_floor_of(case, materialized):
+    """The floor's rows grouped by person_id, exactly: the least a count of
+    people (or of their entries) must do."""
+    q = case["query"]
+    columns = [mat(p) for p in read_properties(q)] if materialized else ["properties"]
+    if "elements_chain_texts" in q:
+        columns.append("elements_chain_texts")
+    return as_posthog(
+        "SELECT count(), sum(n) FROM (SELECT person_id, count() AS n FROM events "
+        f"{scan_where(q)} AND NOT ignore({', '.join(columns)}) GROUP BY person_id)",
+        case["values"],
+        materialized,
+    )
+
+
 def run(session, queries):
     """Each query RUNS times, taking turns: the best wall and CPU time of
     each, and its rows. CPU time is this process's, all threads."""
@@ -267,129 +289,74 @@ def run(session, queries):
     return best, rows
 
 
-def inner_select(query):
-    """The query's inner SELECT: every step's condition once per row, only
-    the rows that match a step."""
-    start = query.index("FROM (\n        SELECT") + len("FROM (")
-    end = query.index("\n    )\n    GROUP BY person_id")
-    return query[start:end]
-
-
 def ms(seconds):
     return f"{seconds * 1000:,.0f} ms"
 
 
 def main(argv):
     data = "/var/tmp/funnelfix-bench"
-    before_path = None
-    for flag in ("--data", "--before"):
+    compare_path = None
+    only = None
+    for flag in ("--data", "--compare", "--only"):
         if flag in argv:
             i = argv.index(flag)
             if flag == "--data":
                 data = argv[i + 1]
+            elif flag == "--compare":
+                compare_path = argv[i + 1]
             else:
-                before_path = argv[i + 1]
+                only = argv[i + 1]
             del argv[i:i + 2]
-    new_only = "--new-only" in argv
-    if new_only:
-        argv.remove("--new-only")
-    if before_path is None and not new_only:
-        sys.exit("--before tests/hogql/before.json is required (or --new-only)")
     path, sizes = argv[0], [int(x) for x in argv[1:]] or [10_000_000, 50_000_000]
     cases = json.load(open(path))
-    before = {c["name"]: c for c in json.load(open(before_path))} if before_path else {}
+    compare = {c["name"]: c for c in json.load(open(compare_path))} if compare_path else {}
     start = min(c["values"]["date_from"] for c in cases) - 2 * 86400
     end = max(c["values"]["date_until"] for c in cases)
     props = sorted({p for c in cases for p in read_properties(c["query"])})
+    if only is not None:
+        assert only in ("funnel", "evidence"), "--only takes funnel or evidence"
+        cases = [c for c in cases if c["name"].startswith("evidence") == (only == "evidence")]
     session = chdb.session.Session(data)
-    new_cases = [c for c in cases if c.get("new")]
-    if new_only:
-        cases = []
-    else:
-        cases = [c for c in cases if not c.get("new")]
-    if cases:
-        print(
-            "| events | property | query | before | after | floor | before ÷ floor | after ÷ floor "
-            "| per-person floor | after ÷ it | per-person floor with step filters | after ÷ it |"
-        )
-        print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for rows in sizes if cases else []:
+    print(
+        "| events | property | query | rows it must read | query | floor | query ÷ floor "
+        "| per-person floor | query ÷ it | floor reading its properties | query ÷ it"
+        + (" | earlier query | earlier ÷ floor |" if compare else " |")
+    )
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if compare else ""))
+    for rows in sizes:
         use_table(session, rows, start, end, props, data)
         for materialized in (True, False):
             for case in cases:
                 v = case["values"]
-                old_case = before[case["name"]]
-                assert old_case["values"] == v, f"{case['name']}: before.json is for other times"
-                names = sorted({s["event"] for s in case["steps"]})
-                used = sorted({p for s in case["steps"] for p in s["filters"]})
-                columns = [mat(p) for p in used] if materialized else ["properties"]
-                where = (
-                    f"WHERE timestamp >= fromUnixTimestamp({v['date_from']}) "
-                    f"AND timestamp <= fromUnixTimestamp({v['date_until']}) "
-                    f"AND event IN ({', '.join(literal(n) for n in names)}) "
-                    f"AND NOT ignore({', '.join(columns)})"
-                )
-                floor_sql = f"SELECT count(), uniq(person_id) FROM events {where}"
-                person_sql = (
-                    "SELECT count(), sum(n) FROM "
-                    f"(SELECT person_id, count() AS n FROM events {where} GROUP BY person_id)"
-                )
-                filters_sql = as_posthog(
-                    "SELECT count(), sum(n) FROM "
-                    f"(SELECT person_id, count() AS n FROM ({inner_select(case['query'])}) GROUP BY person_id)",
-                    v,
-                    materialized,
-                )
-                (times, got) = run(
-                    session,
-                    {
-                        "before": as_posthog(old_case["query"], v, materialized),
-                        "after": as_posthog(case["query"], v, materialized),
-                        "floor": floor_sql,
-                        "person": person_sql,
-                        "filters": filters_sql,
-                    },
-                )
-                assert got["after"] == got["before"], f"{case['name']}: the counts changed"
-                assert got["after"], f"{case['name']}: no entrants"
+                queries = {
+                    "query": as_posthog(case["query"], v, materialized),
+                    "floor": floor_of(case, materialized),
+                    "person": person_floor_of(case, materialized),
+                    "extract": extraction_of(case, materialized),
+                }
+                old = compare.get(case["name"])
+                if old is not None:
+                    assert old["values"] == v, f"{case['name']}: the earlier cases are for other times"
+                    queries["earlier"] = as_posthog(old["query"], v, materialized)
+                times, got = run(session, queries)
+                assert got["query"], f"{case['name']}: no rows"
+                if old is not None:
+                    assert got["query"] == got["earlier"], f"{case['name']}: the rows changed"
                 wall = {k: w for k, (w, _) in times.items()}
                 cpu = {k: c for k, (_, c) in times.items()}
 
                 def ratio(a, b):
                     return f"{wall[a] / wall[b]:.1f}× ({cpu[a] / cpu[b]:.1f}×)"
 
-                print(
-                    f"| {rows / 1e6:.0f}M | {'materialized' if materialized else 'JSON'} | {case['name']} "
-                    f"| {ms(wall['before'])} | {ms(wall['after'])} | {ms(wall['floor'])} "
-                    f"| {ratio('before', 'floor')} | **{ratio('after', 'floor')}** "
-                    f"| {ms(wall['person'])} | {ratio('after', 'person')} "
-                    f"| {ms(wall['filters'])} | {ratio('after', 'filters')} |"
-                )
-                sys.stdout.flush()
-    if new_cases:
-        print_new(session, sizes, new_cases, start, end, props, data)
-
-
-def print_new(session, sizes, cases, start, end, props, data):
-    """The queries with no earlier version: each against its floor."""
-    print("\n| events | property | query | rows read | query | floor | query ÷ floor |")
-    print("|---:|---|---|---:|---:|---:|---:|")
-    for rows in sizes:
-        use_table(session, rows, start, end, props, data)
-        for materialized in (True, False):
-            for case in cases:
-                floor_sql = floor_of(case, materialized)
-                times, got = run(
-                    session, {"query": as_posthog(case["query"], case["values"], materialized), "floor": floor_sql}
-                )
-                assert got["query"], f"{case['name']}: no rows"
-                wall = {k: w for k, (w, _) in times.items()}
-                cpu = {k: c for k, (_, c) in times.items()}
-                print(
+                line = (
                     f"| {rows / 1e6:.0f}M | {'materialized' if materialized else 'JSON'} | {case['name']} "
                     f"| {int(got['floor'][0][0]):,} | {ms(wall['query'])} | {ms(wall['floor'])} "
-                    f"| **{wall['query'] / wall['floor']:.1f}× ({cpu['query'] / cpu['floor']:.1f}×)** |"
+                    f"| **{ratio('query', 'floor')}** | {ms(wall['person'])} | {ratio('query', 'person')} "
+                    f"| {ms(wall['extract'])} | {ratio('query', 'extract')} |"
                 )
+                if old is not None:
+                    line += f" {ms(wall['earlier'])} | {ratio('earlier', 'floor')} |"
+                print(line)
                 sys.stdout.flush()
 
 
