@@ -72,7 +72,20 @@ pub fn chart_data(e: &Experiment, days: &WatchDays, t: &Thresholds) -> Option<Wa
         .as_deref()
         .and_then(|b| serde_json::from_str(b).ok())
         .unwrap_or_default();
-    let input = WatchInput::configured(baseline, [Counts::default(); WEEKDAYS], t);
+    // Watched with early looks, the test ran at their share of α: so do
+    // the intervals drawn (each day's counts are matured entries only).
+    let recent = e
+        .early_baseline
+        .as_deref()
+        .and_then(|b| serde_json::from_str::<crate::lifecycle::EarlyBaseline>(b).ok())
+        .map(|b| stats::RecentEntries {
+            baseline: b.counts,
+            post: [Counts::default(); WEEKDAYS],
+        });
+    let input = WatchInput {
+        recent,
+        ..WatchInput::configured(baseline, [Counts::default(); WEEKDAYS], t)
+    };
     let by_weekday: Vec<(usize, Counts)> = days
         .watch
         .iter()
@@ -519,6 +532,32 @@ mod tests {
         assert!(
             last.interval.1 - last.interval.0 < (first.interval.1 - first.interval.0) / 2.0,
             "{first:?} → {last:?}"
+        );
+    }
+
+    #[test]
+    fn a_watch_with_early_looks_draws_the_intervals_its_test_used() {
+        let (e, days) = sample();
+        let t = thresholds();
+        let plain = chart_data(&e, &days, &t).expect("merged");
+        let early = crate::lifecycle::EarlyBaseline {
+            window: std::time::Duration::from_secs(3600),
+            counts: serde_json::from_str(e.baseline.as_deref().expect("baseline")).expect("json"),
+        };
+        let e = Experiment {
+            early_baseline: Some(serde_json::to_string(&early).expect("json")),
+            ..e
+        };
+        let with_early = chart_data(&e, &days, &t).expect("merged");
+        let (a, b) = (
+            plain.watch.last().expect("a day"),
+            with_early.watch.last().expect("a day"),
+        );
+        assert_eq!(a.change, b.change, "the same matured entries");
+        // At a smaller α the always-valid interval is wider.
+        assert!(
+            b.interval.0 < a.interval.0 && b.interval.1 > a.interval.1,
+            "{a:?} {b:?}"
         );
     }
 
