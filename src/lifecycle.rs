@@ -752,8 +752,11 @@ fn merged(e: &Experiment, event: &Event, rules: &Rules) -> Decision {
             early_window: rules.thresholds.early_window_for(rules.conversion_window),
         }),
         Event::BaselineFetched { counts, early } => {
-            let d =
-                Decision::to(State::Observing, "baseline fetched").set("baseline", json(counts));
+            let detail = match early {
+                Some(early) => text::baseline_fetched_with_early(counts, early),
+                None => "baseline fetched".to_string(),
+            };
+            let d = Decision::to(State::Observing, detail).set("baseline", json(counts));
             match early {
                 Some(early) => d.set("early_baseline", json(early)),
                 None => d,

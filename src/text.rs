@@ -553,6 +553,26 @@ pub fn watch_chart_caption(e: &Experiment) -> String {
     format!("{}: the watch, day by day", experiment_on_step(e))
 }
 
+/// The baseline's record when early looks are on: how many of its
+/// conversions came within the early window, the site's own delay as
+/// PostHog measured it.
+pub fn baseline_fetched_with_early(
+    counts: &[crate::stats::Counts; 7],
+    early: &crate::lifecycle::EarlyBaseline,
+) -> String {
+    let all: u64 = counts.iter().map(|c| c.conversions).sum();
+    let soon: u64 = early.counts.iter().map(|c| c.conversions).sum();
+    let share = if all > 0 {
+        format!("{:.0}%", 100.0 * soon as f64 / all as f64)
+    } else {
+        "none".to_string()
+    };
+    format!(
+        "baseline fetched; {share} of its conversions came within {} (the early looks' window)",
+        human_duration(early.window)
+    )
+}
+
 pub fn kept_note(e: &Experiment, verdict: &str) -> String {
     format!("🏁 {} is over: {}.", experiment_on_step(e), escape(verdict))
 }
@@ -1287,6 +1307,22 @@ pub(crate) mod tests {
             why: String::new(),
             early: None,
         }
+    }
+
+    #[test]
+    fn the_baseline_record_says_how_soon_conversions_came() {
+        use crate::stats::Counts;
+        let counts = [Counts::new(1000, 200); 7];
+        let early = crate::lifecycle::EarlyBaseline {
+            window: std::time::Duration::from_secs(3600),
+            counts: [Counts::new(1000, 142); 7],
+        };
+        assert_eq!(
+            baseline_fetched_with_early(&counts, &early),
+            "baseline fetched; 71% of its conversions came within 1 hour (the early looks' window)"
+        );
+        let none = [Counts::new(10, 0); 7];
+        assert!(baseline_fetched_with_early(&none, &early).contains("none of its conversions"));
     }
 
     #[test]
