@@ -330,6 +330,14 @@ pub const FINAL_LOOK_Z: f64 = -2.5;
 /// the share is the one the event-level benchmark measured within budget).
 pub const EARLY_LOOK_ALPHA_SHARE: f64 = 0.7;
 
+/// The mixture's variance `τ² = (τ²/V*)·V*`, `V* = D_b·p_b(1−p_b)(1/n* + 1/n_b)`.
+fn mixture_width(alpha: f64, p_b: f64, design_effect_b: f64, n_star: f64, n_b: f64) -> f64 {
+    mixture_scale(alpha)
+        * (p_b * (1.0 - p_b)).max(0.0)
+        * design_effect_b
+        * (1.0 / n_star + 1.0 / n_b)
+}
+
 /// `τ²/V*` for a given α: `2 ln(1/α) + ln(1 + 2 ln(1/α))`.
 pub fn mixture_scale(alpha: f64) -> f64 {
     let l = (1.0 / alpha).ln();
@@ -436,12 +444,13 @@ pub fn assess(input: &WatchInput, rule: &RevertRule) -> Assessment {
     let n_star = input.expected_half_window_entrants.max(1.0);
     let tau2 = match matured.tau2 {
         t if t > 0.0 => t,
-        _ if baseline.entrants > 0 => {
-            mixture_scale(rule.alpha())
-                * baseline.design_effect(p_b)
-                * (p_b * (1.0 - p_b)).max(0.0)
-                * (1.0 / n_star + 1.0 / baseline.entrants as f64)
-        }
+        _ if baseline.entrants > 0 => mixture_width(
+            rule.alpha(),
+            p_b,
+            baseline.design_effect(p_b),
+            n_star,
+            baseline.entrants as f64,
+        ),
         _ => 0.0,
     };
     combine_early(matured, &part, entrants, tau2, rule)
@@ -508,39 +517,33 @@ fn combine_early(
     let interval = confidence_radius(v, tau2, alpha)
         .map_or(matured.relative_interval, |radius| (r - radius, r + radius));
     let conversions = matured.post_conversions + part.post_conversions;
-    let always_valid = lambda >= threshold;
-    let enough = conversions >= rule.min_conversions;
-    let dropped = r <= -rule.max_relative_drop;
-    let combined = always_valid && enough && dropped;
+    let gates = Gates {
+        lambda,
+        threshold,
+        conversions,
+        min_conversions: rule.min_conversions,
+        change: r,
+        interval,
+        max_drop: rule.max_relative_drop,
+    };
+    let combined = gates.always_valid() && gates.enough() && gates.dropped();
     let revert = matured.revert || combined;
+    let matured_why = match revert && !matured.revert {
+        true => format!(
+            "revert (early look): {}",
+            matured.why.trim_start_matches("no revert: ")
+        ),
+        false => matured.why.clone(),
+    };
     let why = format!(
-        "{}; with the early look ({} recent entries, {} went on within the early window, {} \
-         against the baseline on that window, {:.0}% of the information): evidence Λ = {} {} 1/α = {} ({}); \
-         {} conversions {} {} ({}); change {} (interval {} to {}) {} −{} ({})",
-        matured.why,
+        "{matured_why}; with the early look ({} recent entries, {} went on within the \
+         early window, {} against the baseline on that window, {:.0}% of the information): {}",
         early.entrants,
         early.conversions,
         percent(r_recent),
         100.0 * weight,
-        number(lambda),
-        if always_valid { "≥" } else { "<" },
-        number(threshold),
-        held(always_valid),
-        conversions,
-        if enough { "≥" } else { "<" },
-        rule.min_conversions,
-        held(enough),
-        percent(r),
-        percent(interval.0),
-        percent(interval.1),
-        if dropped { "≤" } else { ">" },
-        percent(rule.max_relative_drop).trim_start_matches('+'),
-        held(dropped),
+        gates.text("conversions", "interval"),
     );
-    let why = match (revert, matured.revert) {
-        (true, false) => format!("revert (early look){}", why.trim_start_matches("no revert")),
-        _ => why,
-    };
     Assessment {
         lambda: if matured.revert {
             matured.lambda
@@ -639,9 +642,7 @@ fn assess_matured(input: &WatchInput, rule: &RevertRule) -> Assessment {
     let variance = (p_bar * (1.0 - p_bar)).max(0.0)
         * (design_effect.0 / n_t + design_effect.1 * baseline_variance_factor);
     let n_star = input.expected_half_window_entrants.max(1.0);
-    let v_star =
-        (p_baseline * (1.0 - p_baseline)).max(0.0) * design_effect.1 * (1.0 / n_star + 1.0 / n_b);
-    let tau2 = mixture_scale(alpha) * v_star;
+    let tau2 = mixture_width(alpha, p_baseline, design_effect.1, n_star, n_b);
     let lambda = mixture_lambda(theta, variance, tau2);
 
     let relative_change = if p_expected > 0.0 {
@@ -666,31 +667,23 @@ fn assess_matured(input: &WatchInput, rule: &RevertRule) -> Assessment {
     } else {
         0.0
     };
-    let always_valid = lambda >= threshold;
+    let gates = Gates {
+        lambda,
+        threshold,
+        conversions: post.conversions,
+        min_conversions: rule.min_conversions,
+        change: relative_change,
+        interval: relative_interval,
+        max_drop: rule.max_relative_drop,
+    };
     let fixed = input.final_look && z <= FINAL_LOOK_Z;
-    let evidence = always_valid || fixed;
-    let enough = post.conversions >= rule.min_conversions;
-    let dropped = relative_change <= -rule.max_relative_drop;
-    let revert = evidence && enough && dropped;
+    let evidence = gates.always_valid() || fixed;
+    let revert = evidence && gates.enough() && gates.dropped();
 
     let mut why = format!(
-        "{}: evidence Λ = {} {} 1/α = {} ({}); {} post-merge conversions {} {} ({}); \
-         change {} (always-valid interval {} to {}) {} −{} ({})",
+        "{}: {}",
         if revert { "revert" } else { "no revert" },
-        number(lambda),
-        if always_valid { "≥" } else { "<" },
-        number(threshold),
-        held(always_valid),
-        post.conversions,
-        if enough { "≥" } else { "<" },
-        rule.min_conversions,
-        held(enough),
-        percent(relative_change),
-        percent(relative_interval.0),
-        percent(relative_interval.1),
-        if dropped { "≤" } else { ">" },
-        percent(rule.max_relative_drop).trim_start_matches('+'),
-        held(dropped),
+        gates.text("post-merge conversions", "always-valid interval"),
     );
     if input.final_look {
         why.push_str(&format!(
@@ -734,6 +727,54 @@ fn assess_matured(input: &WatchInput, rule: &RevertRule) -> Assessment {
         revert,
         why,
         early: None,
+    }
+}
+
+/// The revert test's three gates, for the words of an assessment.
+struct Gates {
+    lambda: f64,
+    threshold: f64,
+    conversions: u64,
+    min_conversions: u64,
+    change: f64,
+    interval: (f64, f64),
+    max_drop: f64,
+}
+
+impl Gates {
+    /// "evidence Λ = … ≥ 1/α = … (held); … conversions ≥ 30 (held); change …"
+    fn always_valid(&self) -> bool {
+        self.lambda >= self.threshold
+    }
+
+    fn enough(&self) -> bool {
+        self.conversions >= self.min_conversions
+    }
+
+    fn dropped(&self) -> bool {
+        self.change <= -self.max_drop
+    }
+
+    fn text(&self, conversions: &str, interval: &str) -> String {
+        let (always_valid, enough, dropped) = (self.always_valid(), self.enough(), self.dropped());
+        format!(
+            "evidence Λ = {} {} 1/α = {} ({}); {} {conversions} {} {} ({}); \
+             change {} ({interval} {} to {}) {} −{} ({})",
+            number(self.lambda),
+            if always_valid { "≥" } else { "<" },
+            number(self.threshold),
+            held(always_valid),
+            self.conversions,
+            if enough { "≥" } else { "<" },
+            self.min_conversions,
+            held(enough),
+            percent(self.change),
+            percent(self.interval.0),
+            percent(self.interval.1),
+            if dropped { "≤" } else { ">" },
+            percent(self.max_drop).trim_start_matches('+'),
+            held(dropped),
+        )
     }
 }
 
