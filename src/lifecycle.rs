@@ -793,7 +793,7 @@ fn observing(e: &Experiment, event: &Event, now: DateTime<Utc>, rules: &Rules) -
 }
 
 /// The early baseline of an experiment watched with early looks.
-fn early_baseline(e: &Experiment) -> Option<EarlyBaseline> {
+pub fn early_baseline(e: &Experiment) -> Option<EarlyBaseline> {
     e.early_baseline
         .as_deref()
         .and_then(|b| serde_json::from_str(b).ok())

@@ -74,14 +74,10 @@ pub fn chart_data(e: &Experiment, days: &WatchDays, t: &Thresholds) -> Option<Wa
         .unwrap_or_default();
     // Watched with early looks, the test ran at their share of α: so do
     // the intervals drawn (each day's counts are matured entries only).
-    let recent = e
-        .early_baseline
-        .as_deref()
-        .and_then(|b| serde_json::from_str::<crate::lifecycle::EarlyBaseline>(b).ok())
-        .map(|b| stats::RecentEntries {
-            baseline: b.counts,
-            post: [Counts::default(); WEEKDAYS],
-        });
+    let recent = crate::lifecycle::early_baseline(e).map(|b| stats::RecentEntries {
+        baseline: b.counts,
+        post: [Counts::default(); WEEKDAYS],
+    });
     let input = WatchInput {
         recent,
         ..WatchInput::configured(baseline, [Counts::default(); WEEKDAYS], t)
