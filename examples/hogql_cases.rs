@@ -107,6 +107,11 @@ fn main() {
             watched,
             watch,
         ),
+        case(
+            "watch with the drift control: the step and its upstream step, 14 days after the merge",
+            &funnel.steps[0..=2],
+            watch,
+        ),
         segment_case(
             "watch: mobile entries of the watched step, 14 days after the merge",
             watched,

@@ -201,6 +201,7 @@ fn replicate(s: &Scenario, seed: u64) -> Outcome {
             * HALF_WINDOW_DAYS,
         final_look: false,
         recent: None,
+        control: None,
     };
 
     let mut outcome = Outcome::default();

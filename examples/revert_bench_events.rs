@@ -332,6 +332,7 @@ fn replicate(s: &Scenario, seed: u64) -> Outcome {
         expected_half_window_entrants: n_star,
         final_look: false,
         recent: None,
+        control: None,
     };
     let old_baseline = without_people(baseline.counts);
 

@@ -211,6 +211,18 @@ pub enum RevertMode {
     Approve,
 }
 
+/// What the watched step's change is judged against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftControl {
+    /// Against the baseline alone.
+    #[default]
+    Off,
+    /// Against the upstream step's change over the same days, which removes
+    /// a drift the whole site shares (the first step has none: off there).
+    Upstream,
+}
+
 #[derive(Debug, Clone)]
 pub struct Thresholds {
     pub lookback: Duration,
@@ -225,6 +237,7 @@ pub struct Thresholds {
     /// The early looks' window (`None`: off): entries too recent for the
     /// conversion window are judged on whether they went on within it.
     pub early_window: Option<Duration>,
+    pub drift_control: DriftControl,
 }
 
 impl Thresholds {
@@ -706,6 +719,9 @@ struct RawThresholds {
     /// Default `"1h"`; `"off"` turns early looks off.
     #[serde(default = "default_1h")]
     early_window: Spanned<String>,
+    /// Default `"off"`.
+    #[serde(default)]
+    drift_control: DriftControl,
 }
 
 impl Default for RawThresholds {
@@ -721,6 +737,7 @@ impl Default for RawThresholds {
             cooldown: default_28d(),
             revert: default_revert_mode(),
             early_window: default_1h(),
+            drift_control: DriftControl::Off,
         }
     }
 }
@@ -1052,6 +1069,7 @@ impl<'a> Checker<'a> {
                 "off" => None,
                 _ => Some(self.duration(&t.early_window, "thresholds.early_window")),
             },
+            drift_control: t.drift_control,
         };
 
         let funnels = self.funnels(&raw.funnels, &github);
@@ -1463,7 +1481,7 @@ name = "signup"
 
     #[test]
     fn unknown_key() {
-        insta::assert_snapshot!(problems(&example_with("min_visitors = 200", "min_visits = 200")), @"line 55: thresholds.min_visits: unknown field `min_visits`, expected one of `lookback`, `min_visitors`, `approval_timeout`, `observation`, `baseline`, `max_relative_drop`, `false_revert_rate`, `cooldown`, `revert`, `early_window`");
+        insta::assert_snapshot!(problems(&example_with("min_visitors = 200", "min_visits = 200")), @"line 55: thresholds.min_visits: unknown field `min_visits`, expected one of `lookback`, `min_visitors`, `approval_timeout`, `observation`, `baseline`, `max_relative_drop`, `false_revert_rate`, `cooldown`, `revert`, `early_window`, `drift_control`");
     }
 
     #[test]
@@ -1504,17 +1522,17 @@ name = "signup"
                 .unwrap_or_default(),
             "  [[funnel.step]]\n  name = \"Home\"\n  event = \"$pageview\"\n"
         );
-        insta::assert_snapshot!(problems(&text), @r#"line 64: funnel[0].step: funnel "signup" has 1 step(s); a funnel needs at least two [[funnel.step]]"#);
+        insta::assert_snapshot!(problems(&text), @r#"line 66: funnel[0].step: funnel "signup" has 1 step(s); a funnel needs at least two [[funnel.step]]"#);
     }
 
     #[test]
     fn duplicate_step_names() {
-        insta::assert_snapshot!(problems(&example_with(r#"name = "Started signup""#, r#"name = "Viewed pricing""#)), @r#"line 83: funnel[0].step[2].name: step "Viewed pricing" appears twice in funnel "signup""#);
+        insta::assert_snapshot!(problems(&example_with(r#"name = "Started signup""#, r#"name = "Viewed pricing""#)), @r#"line 85: funnel[0].step[2].name: step "Viewed pricing" appears twice in funnel "signup""#);
     }
 
     #[test]
     fn bad_property_name() {
-        insta::assert_snapshot!(problems(&example_with(r#"filters = { "$pathname" = "/" }"#, r#"filters = { "$path name) OR 1=1 --" = "/" }"#)), @r#"line 73: funnel[0].step[0].filters: property name "$path name) OR 1=1 --" is not allowed: use letters, digits, _ and a leading $ only"#);
+        insta::assert_snapshot!(problems(&example_with(r#"filters = { "$pathname" = "/" }"#, r#"filters = { "$path name) OR 1=1 --" = "/" }"#)), @r#"line 75: funnel[0].step[0].filters: property name "$path name) OR 1=1 --" is not allowed: use letters, digits, _ and a leading $ only"#);
     }
 
     #[test]
@@ -1543,7 +1561,7 @@ name = "signup"
         line 12: schedule.monitor: "often" is not a cron expression with seconds (The 'Seconds' field does not support using names. 'often' specified); e.g. "0 */15 * * * *"
         line 23: github.repo: "website" must be "owner/name"
         line 54: thresholds.lookback: "28 fortnights" is not a duration (unknown time unit "fortnights", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)); write e.g. "30s", "15m", "72h", "14d"
-        line 82: funnel[0].step[2].files: ".github/workflows/ci.yml" is outside github.allowed_paths
+        line 84: funnel[0].step[2].files: ".github/workflows/ci.yml" is outside github.allowed_paths
         "#);
     }
 

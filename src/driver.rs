@@ -17,7 +17,9 @@ use crate::config::FunnelConfig;
 use crate::experiment::ExperimentId;
 use crate::funnel::{EntryRange, FunnelReport};
 use crate::github::{self, MergeOutcome, PrState, PullRequest};
-use crate::lifecycle::{self, Action, Command, EarlyBaseline, Event, MergeResult, PrSeen, Rules};
+use crate::lifecycle::{
+    self, Action, Command, EarlyBaseline, Event, MergeResult, PrSeen, Rules, UpstreamCounts,
+};
 use crate::proposal::{self, ChangedFile, EditRules, FailedCheck, PromptInput};
 use crate::stats::{Assessment, Counts};
 use crate::store::{Experiment, Period};
@@ -206,46 +208,62 @@ impl App {
                 from,
                 to,
                 early_window,
+                control,
             } => {
-                let (days, _) = self.step_days(e, None, *from, *to, *to).await?;
-                self.store.record_days(e.id, Period::Baseline, &days)?;
+                let days = self.step_days(e, None, *control, *from, *to, *to).await?;
+                self.store.record_days(e.id, Period::Baseline, &days.step)?;
                 let early = match early_window {
-                    Some(window) => {
-                        let (days, _) = self.step_days(e, Some(*window), *from, *to, *to).await?;
-                        Some(EarlyBaseline {
-                            window: *window,
-                            counts: by_weekday(&days),
-                        })
-                    }
+                    Some(window) => Some(
+                        self.step_days(e, Some(*window), *control, *from, *to, *to)
+                            .await?,
+                    ),
                     None => None,
                 };
+                let control = days.upstream.as_deref().map(|upstream| UpstreamCounts {
+                    counts: by_weekday(upstream),
+                    early: early
+                        .as_ref()
+                        .and_then(|d| d.upstream.as_deref())
+                        .map(by_weekday),
+                });
                 Some(Event::BaselineFetched {
-                    counts: by_weekday(&days),
-                    early,
+                    counts: by_weekday(&days.step),
+                    early: early.zip(*early_window).map(|(d, window)| EarlyBaseline {
+                        window,
+                        counts: by_weekday(&d.step),
+                    }),
+                    control,
                 })
             }
             Command::FetchCounts {
                 from,
                 to,
                 early_window,
+                control,
             } => {
                 let now = self.clock.now();
-                let (days, matured_to) = self.step_days(e, None, *from, *to, now).await?;
-                self.store.record_days(e.id, Period::Watch, &days)?;
+                let days = self.step_days(e, None, *control, *from, *to, now).await?;
+                self.store.record_days(e.id, Period::Watch, &days.step)?;
                 // The entries from where the matured ones end, on the early window.
+                let none = [Counts::default(); 7];
                 let recent = match early_window {
-                    Some(window) if matured_to < *to => {
-                        let (days, _) = self
-                            .step_days(e, Some(*window), matured_to, *to, now)
-                            .await?;
-                        Some(by_weekday(&days))
-                    }
-                    Some(_) => Some([Counts::default(); 7]),
-                    None => None,
+                    Some(window) if days.matured_to < *to => Some(
+                        self.step_days(e, Some(*window), *control, days.matured_to, *to, now)
+                            .await?,
+                    ),
+                    _ => None,
                 };
+                let recent_of = |part: fn(&StepDays) -> Option<&Days>| {
+                    early_window.map(|_| recent.as_ref().and_then(part).map_or(none, by_weekday))
+                };
+                let control = days.upstream.as_deref().map(|upstream| UpstreamCounts {
+                    counts: by_weekday(upstream),
+                    early: recent_of(|d| d.upstream.as_deref()),
+                });
                 Some(Event::CountsFetched {
-                    counts: by_weekday(&days),
-                    recent,
+                    counts: by_weekday(&days.step),
+                    recent: recent_of(|d| Some(&d.step)),
+                    control,
                 })
             }
             Command::OpenRevertPr => Some(self.open_revert_pr(e).await?),
@@ -434,18 +452,27 @@ impl App {
     /// next step within the funnel's conversion window (or `window`), per
     /// date of entry, censored at `now`: the same estimand as the funnel
     /// report's rate of the step (a two-step query counts exactly the
-    /// transition it would count in the whole funnel). Also returns where
-    /// the censored entry range ends.
+    /// transition it would count in the whole funnel). With `control`, the
+    /// query starts one step earlier and also counts the upstream step's
+    /// transition, in the same query.
     async fn step_days(
         &self,
         e: &Experiment,
         window: Option<Duration>,
+        control: bool,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<(Vec<(NaiveDate, Counts)>, DateTime<Utc>)> {
+    ) -> Result<StepDays> {
         let funnel = self.funnel_of(e)?;
-        let steps = &funnel.steps[e.step..=e.step + 1];
+        let first = if control {
+            e.step
+                .checked_sub(1)
+                .with_context(|| format!("experiment {}'s step has no upstream step", e.id))?
+        } else {
+            e.step
+        };
+        let steps = &funnel.steps[first..=e.step + 1];
         let days = self
             .services
             .posthog
@@ -457,20 +484,26 @@ impl App {
                 now,
             )
             .await?;
-        let daily = days
-            .days
-            .iter()
-            .map(|d| {
-                let (entrants, conversions) = d.counts.transition(0);
-                let counts = Counts::new(entrants, conversions);
-                let counts = match d.people.first() {
-                    Some(people) => counts.with_people(*people),
-                    None => counts,
-                };
-                (d.date, counts)
-            })
-            .collect();
-        Ok((daily, days.range.to))
+        let transition = |i: usize| -> Vec<(NaiveDate, Counts)> {
+            days.days
+                .iter()
+                .map(|d| {
+                    let (entrants, conversions) = d.counts.transition(i);
+                    let counts = Counts::new(entrants, conversions);
+                    let counts = match d.people.get(i) {
+                        Some(people) => counts.with_people(*people),
+                        None => counts,
+                    };
+                    (d.date, counts)
+                })
+                .collect()
+        };
+        let watched = e.step - first;
+        Ok(StepDays {
+            step: transition(watched),
+            upstream: control.then(|| transition(0)),
+            matured_to: days.range.to,
+        })
     }
 
     /// Commits the files as they were before the merge on the revert branch
@@ -685,6 +718,18 @@ fn merge_result(outcome: MergeOutcome, now: DateTime<Utc>) -> MergeResult {
 }
 
 /// Daily counts added up per weekday of entry (0 = Monday).
+/// Counts per date of entry.
+type Days = [(NaiveDate, Counts)];
+
+/// One query's counts of the watched step per date of entry, the upstream
+/// step's when the drift control asked for them, and where the censored
+/// entry range ended.
+struct StepDays {
+    step: Vec<(NaiveDate, Counts)>,
+    upstream: Option<Vec<(NaiveDate, Counts)>>,
+    matured_to: DateTime<Utc>,
+}
+
 fn by_weekday(days: &[(NaiveDate, Counts)]) -> [Counts; 7] {
     let mut out = [Counts::default(); 7];
     for (date, counts) in days {

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{FailedChecks, RevertMode, Thresholds};
+use crate::config::{DriftControl, FailedChecks, RevertMode, Thresholds};
 use crate::experiment::{self, ExperimentId, State, WatchStep, chrono_duration};
 use crate::github::Checks;
 use crate::stats::{self, Counts, RevertRule, WatchInput};
@@ -25,6 +25,16 @@ use crate::text;
 pub struct EarlyBaseline {
     pub window: Duration,
     pub counts: [Counts; 7],
+}
+
+/// The upstream step's counts (step `i − 1` to step `i`) for the drift
+/// control: on the conversion window and, with early looks, on the early
+/// window (the baseline's, or the recent entries' after the merge).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct UpstreamCounts {
+    pub counts: [Counts; 7],
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early: Option<[Counts; 7]>,
 }
 
 /// What the lifecycle needs from the config, for one experiment's funnel.
@@ -174,6 +184,9 @@ pub enum Event {
         /// The same baseline counted on the early window, when asked.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         early: Option<EarlyBaseline>,
+        /// The upstream step's baseline, when the drift control was asked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        control: Option<UpstreamCounts>,
     },
     CountsFetched {
         counts: [Counts; 7],
@@ -181,6 +194,9 @@ pub enum Event {
         /// early window, when asked.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         recent: Option<[Counts; 7]>,
+        /// The upstream step's counts over the same ranges, when asked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        control: Option<UpstreamCounts>,
     },
     RevertPrOpened {
         number: u64,
@@ -269,20 +285,26 @@ pub enum Command {
         #[serde(default)]
         checks_failed: bool,
     },
-    /// → BaselineFetched; also on the early window, when one is given.
+    /// → BaselineFetched; also on the early window, when one is given, and
+    /// the upstream step's, with `control`.
     FetchBaseline {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         early_window: Option<Duration>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        control: bool,
     },
     /// → CountsFetched; with an early window, the entries too recent for
-    /// the conversion window are also counted on it.
+    /// the conversion window are also counted on it; with `control`, the
+    /// upstream step's entries too.
     FetchCounts {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         early_window: Option<Duration>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        control: bool,
     },
     /// Commit the files as they were before the merge on a revert branch and
     /// open its PR, or find them. → RevertPrOpened
@@ -750,17 +772,29 @@ fn merged(e: &Experiment, event: &Event, rules: &Rules) -> Decision {
             from: merged_at - chrono_duration(rules.thresholds.baseline),
             to: merged_at,
             early_window: rules.thresholds.early_window_for(rules.conversion_window),
+            // The first step has no upstream step to compare with.
+            control: rules.thresholds.drift_control == DriftControl::Upstream && e.step > 0,
         }),
-        Event::BaselineFetched { counts, early } => {
-            let detail = match early {
+        Event::BaselineFetched {
+            counts,
+            early,
+            control,
+        } => {
+            let mut detail = match early {
                 Some(early) => text::baseline_fetched_with_early(counts, early),
                 None => "baseline fetched".to_string(),
             };
-            let d = Decision::to(State::Observing, detail).set("baseline", json(counts));
-            match early {
-                Some(early) => d.set("early_baseline", json(early)),
-                None => d,
+            if let Some(control) = control {
+                detail.push_str(&text::baseline_control(control));
             }
+            let mut d = Decision::to(State::Observing, detail).set("baseline", json(counts));
+            if let Some(early) = early {
+                d = d.set("early_baseline", json(early));
+            }
+            if let Some(control) = control {
+                d = d.set("control_baseline", json(control));
+            }
+            d
         }
         _ => Decision::nothing(),
     }
@@ -785,9 +819,14 @@ fn observing(e: &Experiment, event: &Event, now: DateTime<Utc>, rules: &Rules) -
                 from,
                 to,
                 early_window: early_baseline(e).map(|b| b.window),
+                control: control_baseline(e).is_some(),
             })
         }
-        Event::CountsFetched { counts, recent } => judge(e, *counts, *recent, step, rules),
+        Event::CountsFetched {
+            counts,
+            recent,
+            control,
+        } => judge(e, *counts, *recent, *control, step, rules),
         _ => Decision::nothing(),
     }
 }
@@ -799,11 +838,20 @@ pub fn early_baseline(e: &Experiment) -> Option<EarlyBaseline> {
         .and_then(|b| serde_json::from_str(b).ok())
 }
 
+/// The upstream step's baseline of an experiment watched with the drift
+/// control.
+pub fn control_baseline(e: &Experiment) -> Option<UpstreamCounts> {
+    e.control_baseline
+        .as_deref()
+        .and_then(|b| serde_json::from_str(b).ok())
+}
+
 /// One look at the post-merge counts: revert, keep, or go on watching.
 fn judge(
     e: &Experiment,
     post: [Counts; 7],
     recent: Option<[Counts; 7]>,
+    control: Option<UpstreamCounts>,
     step: WatchStep,
     rules: &Rules,
 ) -> Decision {
@@ -817,13 +865,35 @@ fn judge(
     };
     // Watched with early looks: recent entries counted on the early window
     // (none when the look did not count them, as at the final look).
-    let recent = early_baseline(e).map(|b| stats::RecentEntries {
+    let early = early_baseline(e);
+    let recent = early.map(|b| stats::RecentEntries {
         baseline: b.counts,
         post: recent.unwrap_or_default(),
     });
+    // Watched with the drift control: the upstream step's counts, the same
+    // ranges and windows as the step's.
+    let control = match (control_baseline(e), control) {
+        (Some(before), Some(after)) => Some(stats::ControlEntries {
+            baseline: before.counts,
+            post: after.counts,
+            recent: early.map(|_| stats::RecentEntries {
+                baseline: before.early.unwrap_or_default(),
+                post: after.early.unwrap_or_default(),
+            }),
+        }),
+        (Some(_), None) => {
+            return Decision::nothing().note(
+                "error",
+                None,
+                "the look did not count the upstream step the drift control needs",
+            );
+        }
+        (None, _) => None,
+    };
     let input = WatchInput {
         final_look: step == WatchStep::FinalJudgement,
         recent,
+        control,
         ..WatchInput::configured(baseline, post, t)
     };
     let a = stats::assess(&input, &RevertRule::configured(t));

@@ -191,6 +191,22 @@ pub struct WatchInput {
     /// same shorter window. `None` when early looks are off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recent: Option<RecentEntries>,
+    /// The drift control: the upstream step's counts over the same ranges.
+    /// `None` when the watch has no control.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlEntries>,
+}
+
+/// The upstream step's entries (step `i − 1` to step `i`, untouched by a
+/// change to the page behind step `i`), counted like the watched step's:
+/// what the site's drift did to a step the change cannot have moved.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ControlEntries {
+    pub baseline: [Counts; WEEKDAYS],
+    pub post: [Counts; WEEKDAYS],
+    /// Its recent entries on the early window, when early looks are on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent: Option<RecentEntries>,
 }
 
 /// Entries too recent for the conversion window, each counted as converted
@@ -212,6 +228,17 @@ pub struct EarlyLook {
     pub relative_change: f64,
     /// The share of the combined estimate's information they carry.
     pub weight: f64,
+}
+
+/// What the drift control did to a tick's assessment.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ControlLook {
+    /// The watched step's own relative change, before the control.
+    pub watched_change: f64,
+    /// The upstream step's relative change over the same ranges.
+    pub upstream_change: f64,
+    /// The upstream step's post-merge entries.
+    pub upstream_entrants: u64,
 }
 
 /// The verdict of one tick, with every number behind it.
@@ -251,6 +278,11 @@ pub struct Assessment {
     /// matured entries').
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early: Option<EarlyLook>,
+    /// The drift control's part, when the watch has one: `lambda`,
+    /// `relative_change`, `relative_interval` and `revert` are then those of
+    /// the step's change relative to the upstream step's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlLook>,
 }
 
 fn independent() -> (f64, f64) {
@@ -272,6 +304,7 @@ impl WatchInput {
             expected_half_window_entrants: expected_half_window(&baseline, t),
             final_look: false,
             recent: None,
+            control: None,
         }
     }
 }
@@ -411,18 +444,100 @@ const WEEKDAY_NAMES: [&str; WEEKDAYS] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat
 /// Runs the revert test on one tick's counts: the matured entries, and with
 /// an early look the recent entries combined in (see [`combine_early`]).
 pub fn assess(input: &WatchInput, rule: &RevertRule) -> Assessment {
-    let Some(recent) = input.recent else {
-        return assess_matured(input, rule);
-    };
     // Early looks are more chances to cross the threshold: they spend part
     // of the false-revert budget, at every look of the watch alike.
-    let rule = &RevertRule {
-        alpha: rule.alpha() * EARLY_LOOK_ALPHA_SHARE,
-        ..*rule
+    let rule = &match input.recent {
+        Some(_) => RevertRule {
+            alpha: rule.alpha() * EARLY_LOOK_ALPHA_SHARE,
+            ..*rule
+        },
+        None => *rule,
     };
+    let (watched, estimate) = assess_step(
+        &WatchInput {
+            control: None,
+            ..*input
+        },
+        rule,
+    );
+    let Some(control) = input.control else {
+        return watched;
+    };
+    let (_, upstream) = assess_step(
+        &WatchInput {
+            baseline: control.baseline,
+            post: control.post,
+            recent: control.recent,
+            control: None,
+            ..*input
+        },
+        rule,
+    );
+    let entrants = |counts: &[Counts; WEEKDAYS]| counts.iter().map(|c| c.entrants).sum::<u64>();
+    let upstream_entrants =
+        entrants(&control.post) + control.recent.map_or(0, |r| entrants(&r.post));
+    against_control(
+        watched,
+        estimate,
+        upstream,
+        upstream_entrants,
+        input.final_look,
+        rule,
+    )
+}
+
+/// A step's relative change as the test judges it: its variance under no
+/// change and the mixture's width on the same scale, and the post-merge
+/// conversions behind it.
+#[derive(Debug, Clone, Copy)]
+struct Estimate {
+    change: f64,
+    variance: f64,
+    tau2: f64,
+    conversions: u64,
+}
+
+impl Estimate {
+    /// The matured entries' estimate, `θ/p_exp` with `V/p_exp²`, `τ²/p_b²`.
+    fn of(a: &Assessment) -> Estimate {
+        let scaled = |x: f64, p: f64| if p > 0.0 { x / (p * p) } else { 0.0 };
+        Estimate {
+            change: a.relative_change,
+            variance: scaled(a.variance, a.p_expected),
+            tau2: scaled(a.tau2, a.p_baseline),
+            conversions: a.post_conversions,
+        }
+    }
+
+    /// The gates of the always-valid test on this estimate; `otherwise` is
+    /// the interval when the mixture has no width.
+    fn gates(&self, rule: &RevertRule, otherwise: (f64, f64)) -> Gates {
+        let alpha = rule.alpha();
+        Gates {
+            lambda: mixture_lambda(self.change, self.variance, self.tau2),
+            threshold: 1.0 / alpha,
+            conversions: self.conversions,
+            min_conversions: rule.min_conversions,
+            change: self.change,
+            interval: confidence_radius(self.variance, self.tau2, alpha)
+                .map_or(otherwise, |radius| {
+                    (self.change - radius, self.change + radius)
+                }),
+            max_drop: rule.max_relative_drop,
+        }
+    }
+}
+
+/// One step's test: the matured entries, and with an early look the recent
+/// entries combined in (see [`combine_early`]).
+fn assess_step(input: &WatchInput, rule: &RevertRule) -> (Assessment, Estimate) {
     let matured = assess_matured(input, rule);
+    let estimate = Estimate::of(&matured);
+    let Some(recent) = input.recent else {
+        return (matured, estimate);
+    };
     if input.final_look {
-        return matured;
+        return (matured, estimate);
     }
     let part = assess_matured(
         &WatchInput {
@@ -475,57 +590,43 @@ fn combine_early(
     entrants: u64,
     tau2: f64,
     rule: &RevertRule,
-) -> Assessment {
+) -> (Assessment, Estimate) {
+    let alone = Estimate::of(&matured);
     let informative = |a: &Assessment| a.variance > 0.0 && a.p_expected > 0.0;
     if !informative(part) {
-        return matured;
+        return (matured, alone);
     }
-    let relative = |a: &Assessment| {
-        (
-            a.relative_change,
-            a.variance / (a.p_expected * a.p_expected),
-        )
-    };
-    let (r_recent, v_recent) = relative(part);
+    let recent = Estimate::of(part);
     let (r, v, weight) = if informative(&matured) {
-        let (r_matured, v_matured) = relative(&matured);
-        let information = 1.0 / v_matured + 1.0 / v_recent;
+        let information = 1.0 / alone.variance + 1.0 / recent.variance;
         (
-            (r_matured / v_matured + r_recent / v_recent) / information,
+            (alone.change / alone.variance + recent.change / recent.variance) / information,
             1.0 / information,
-            (1.0 / v_recent) / information,
+            (1.0 / recent.variance) / information,
         )
     } else {
-        (r_recent, v_recent, 1.0)
+        (recent.change, recent.variance, 1.0)
     };
     let early = EarlyLook {
         entrants,
         conversions: part.post_conversions,
-        relative_change: r_recent,
+        relative_change: recent.change,
         weight,
     };
     if matured.p_baseline <= 0.0 || tau2.is_nan() || tau2 <= 0.0 {
-        return Assessment {
+        let assessment = Assessment {
             early: Some(early),
             ..matured
         };
+        return (assessment, alone);
     }
-    let alpha = rule.alpha();
-    let tau2 = tau2 / (matured.p_baseline * matured.p_baseline);
-    let lambda = mixture_lambda(r, v, tau2);
-    let threshold = 1.0 / alpha;
-    let interval = confidence_radius(v, tau2, alpha)
-        .map_or(matured.relative_interval, |radius| (r - radius, r + radius));
-    let conversions = matured.post_conversions + part.post_conversions;
-    let gates = Gates {
-        lambda,
-        threshold,
-        conversions,
-        min_conversions: rule.min_conversions,
+    let estimate = Estimate {
         change: r,
-        interval,
-        max_drop: rule.max_relative_drop,
+        variance: v,
+        tau2: tau2 / (matured.p_baseline * matured.p_baseline),
+        conversions: matured.post_conversions + part.post_conversions,
     };
+    let gates = estimate.gates(rule, matured.relative_interval);
     let combined = gates.always_valid() && gates.enough() && gates.dropped();
     let revert = matured.revert || combined;
     let matured_why = match revert && !matured.revert {
@@ -540,22 +641,99 @@ fn combine_early(
          early window, {} against the baseline on that window, {:.0}% of the information): {}",
         early.entrants,
         early.conversions,
-        percent(r_recent),
+        percent(recent.change),
         100.0 * weight,
         gates.text("conversions", "interval"),
     );
-    Assessment {
+    let assessment = Assessment {
         lambda: if matured.revert {
             matured.lambda
         } else {
-            lambda
+            gates.lambda
         },
         relative_change: r,
-        relative_interval: interval,
+        relative_interval: gates.interval,
         revert,
         why,
         early: Some(early),
         ..matured
+    };
+    (assessment, estimate)
+}
+
+/// The drift control. A change to the page behind step `i` cannot move the
+/// upstream step (`i − 1` to `i`), but whatever moves the whole site (the
+/// season, a campaign's visitors, a tracking change) moves both. The test
+/// then judges the step's change relative to the upstream step's, `(1 +
+/// r_step)/(1 + r_upstream) − 1` (a difference in differences on the
+/// relative scale), whose variance under no change is the sum of the two
+/// (different entries' outcomes; each already clustered by person). The
+/// mixture keeps the step's width; the same gates, and at the final look the
+/// same fixed-horizon z-test, apply to the controlled change. The step's own
+/// test does not revert by itself: that is what a shared drift would trip.
+fn against_control(
+    watched: Assessment,
+    step: Estimate,
+    control: Estimate,
+    upstream_entrants: u64,
+    final_look: bool,
+    rule: &RevertRule,
+) -> Assessment {
+    let look = ControlLook {
+        watched_change: step.change,
+        upstream_change: control.change,
+        upstream_entrants,
+    };
+    let watched_why = watched.why.clone();
+    let unjudged = |why: &str| Assessment {
+        revert: false,
+        lambda: 1.0,
+        why: format!("no revert: {why}; without the control: {watched_why}"),
+        control: Some(look),
+        ..watched.clone()
+    };
+    if !(step.variance > 0.0 && control.variance > 0.0) {
+        return unjudged("the step and its upstream step need post-merge entries on both sides");
+    }
+    if control.change <= -1.0 {
+        return unjudged("the upstream step had no conversions after the merge");
+    }
+    let estimate = Estimate {
+        change: (1.0 + step.change) / (1.0 + control.change) - 1.0,
+        variance: step.variance + control.variance,
+        ..step
+    };
+    let gates = estimate.gates(rule, watched.relative_interval);
+    let z = estimate.change / estimate.variance.sqrt();
+    let fixed = final_look && z <= FINAL_LOOK_Z;
+    let revert = (gates.always_valid() || fixed) && gates.enough() && gates.dropped();
+    let mut why = format!(
+        "{} (against the upstream step: the step {}, the upstream step {}, so {} once the \
+         upstream's change is taken out): {}",
+        if revert { "revert" } else { "no revert" },
+        percent(step.change),
+        percent(control.change),
+        percent(estimate.change),
+        gates.text("post-merge conversions", "always-valid interval"),
+    );
+    if final_look {
+        why.push_str(&format!(
+            "; last look: z = {} {} {} ({})",
+            number(z),
+            if fixed { "≤" } else { ">" },
+            number(FINAL_LOOK_Z),
+            held(fixed)
+        ));
+    }
+    why.push_str(&format!("; without the control: {watched_why}"));
+    Assessment {
+        lambda: gates.lambda,
+        relative_change: estimate.change,
+        relative_interval: gates.interval,
+        revert,
+        why,
+        control: Some(look),
+        ..watched
     }
 }
 
@@ -594,6 +772,7 @@ fn assess_matured(input: &WatchInput, rule: &RevertRule) -> Assessment {
             revert: false,
             why: why.to_string(),
             early: None,
+            control: None,
         };
     }
 
@@ -727,6 +906,7 @@ fn assess_matured(input: &WatchInput, rule: &RevertRule) -> Assessment {
         revert,
         why,
         early: None,
+        control: None,
     }
 }
 
@@ -836,10 +1016,20 @@ mod tests {
             expected_half_window_entrants: n_star,
             final_look: false,
             recent: None,
+            control: None,
         };
         input.baseline[0] = baseline;
         input.post[0] = post;
         input
+    }
+
+    impl WatchInput {
+        fn without_control(self) -> WatchInput {
+            WatchInput {
+                control: None,
+                ..self
+            }
+        }
     }
 
     fn close(actual: f64, expected: f64, tolerance: f64) {
@@ -938,6 +1128,7 @@ mod tests {
             expected_half_window_entrants: 50.0,
             final_look: false,
             recent: None,
+            control: None,
         };
         input.baseline[0] = Counts::new(100, 20);
         input.baseline[1] = Counts::new(100, 30);
@@ -1066,6 +1257,7 @@ mod tests {
             expected_half_window_entrants: 7000.0,
             final_look: false,
             recent: None,
+            control: None,
         };
         let days: Vec<(usize, Counts)> = (0..14).map(|d| (d % 7, Counts::new(500, 100))).collect();
         let looks = assess_each_day(&input, &days, &rule());
@@ -1095,6 +1287,7 @@ mod tests {
             expected_half_window_entrants: 7.0 * 1000.0,
             final_look: false,
             recent: None,
+            control: None,
         };
         for (day, rate) in input.baseline.iter_mut().zip(SEASONAL) {
             *day = Counts::new(4000, (4000.0 * rate) as u64);
@@ -1271,6 +1464,7 @@ mod tests {
                             single_stratum: single,
                             expected_half_window_entrants: n_star,
                             final_look: false,
+                            control: None,
                             recent: early.then_some(RecentEntries {
                                 baseline: early_baseline,
                                 post: recent,
@@ -1386,6 +1580,143 @@ mod tests {
         close(a.relative_change, 0.0, 1e-9);
     }
 
+    /// An experiment watched with the drift control: the step's baseline at
+    /// 20% and the upstream step's at 40%, 28,000 entries each.
+    fn with_control(post: Counts, upstream: Counts) -> WatchInput {
+        let mut input = one_stratum(Counts::new(28_000, 5600), post, 7000.0);
+        let mut control = ControlEntries {
+            baseline: [Counts::default(); WEEKDAYS],
+            post: [Counts::default(); WEEKDAYS],
+            recent: None,
+        };
+        control.baseline[0] = Counts::new(28_000, 11_200);
+        control.post[0] = upstream;
+        input.control = Some(control);
+        input
+    }
+
+    #[test]
+    fn a_drift_the_whole_site_shares_is_not_a_drop() {
+        // Both steps 15% lower than before the merge: the step alone would
+        // be reverted, against the upstream step it is not.
+        let (step, upstream) = (Counts::new(7000, 1190), Counts::new(14_000, 4760));
+        let alone = assess(&with_control(step, upstream).without_control(), &rule());
+        assert!(alone.revert, "{}", alone.why);
+        let a = assess(&with_control(step, upstream), &rule());
+        assert!(!a.revert, "{}", a.why);
+        assert!(a.relative_change.abs() < 1e-9, "{}", a.relative_change);
+        let c = a.control.expect("the control's part");
+        close(c.watched_change, -0.15, 1e-9);
+        close(c.upstream_change, -0.15, 1e-9);
+        assert_eq!(c.upstream_entrants, 14_000);
+        assert!(
+            a.why.starts_with("no revert (against the upstream step: the step −15.0%, the upstream step −15.0%, so +0.0%"),
+            "{}",
+            a.why
+        );
+        assert!(
+            a.why.contains("; without the control: revert: "),
+            "{}",
+            a.why
+        );
+    }
+
+    #[test]
+    fn a_drop_of_the_step_alone_is_still_caught_with_less_evidence() {
+        let (step, upstream) = (Counts::new(7000, 1050), Counts::new(14_000, 5600));
+        let a = assess(&with_control(step, upstream), &rule());
+        assert!(a.revert, "{}", a.why);
+        close(a.relative_change, -0.25, 1e-9);
+        // The upstream step's variance is added to the step's.
+        let alone = assess(&with_control(step, upstream).without_control(), &rule());
+        close(alone.relative_change, -0.25, 1e-9);
+        assert!(a.lambda < alone.lambda, "{} ≥ {}", a.lambda, alone.lambda);
+        let width = |a: &Assessment| a.relative_interval.1 - a.relative_interval.0;
+        assert!(width(&a) > width(&alone));
+        // The figures of the step itself stay the step's.
+        assert_eq!(
+            (a.p_post, a.post_conversions),
+            (alone.p_post, alone.post_conversions)
+        );
+    }
+
+    #[test]
+    fn the_control_judges_nothing_without_upstream_entries() {
+        let a = assess(
+            &with_control(Counts::new(7000, 700), Counts::default()),
+            &rule(),
+        );
+        assert!(!a.revert, "{}", a.why);
+        assert!(
+            a.why.contains("need post-merge entries on both sides"),
+            "{}",
+            a.why
+        );
+        let a = assess(
+            &with_control(Counts::new(7000, 700), Counts::new(1000, 0)),
+            &rule(),
+        );
+        assert!(
+            !a.revert && a.why.contains("upstream step had no conversions"),
+            "{}",
+            a.why
+        );
+    }
+
+    #[test]
+    fn the_final_look_tests_the_controlled_change() {
+        // −13% against the upstream step: z ≈ −2.6 but Λ < 1/α.
+        let input = with_control(Counts::new(2000, 348), Counts::new(4000, 1600));
+        let a = assess(&input, &rule());
+        assert!(!a.revert && a.lambda < 1.0 / ALPHA, "{}", a.why);
+        let last = assess(
+            &WatchInput {
+                final_look: true,
+                ..input
+            },
+            &rule(),
+        );
+        assert!(last.revert, "{}", last.why);
+        assert!(
+            last.why
+                .contains("so −13.0% once the upstream's change is taken out")
+                && last
+                    .why
+                    .contains("last look: z = -2.57 ≤ -2.50 (held); without the control"),
+            "{}",
+            last.why
+        );
+    }
+
+    #[test]
+    fn the_controls_recent_entries_are_combined_like_the_steps() {
+        // Early looks on both: the step's recent entries at half the rate
+        // within the hour, the upstream step's unchanged.
+        let mut input = with_early(Counts::default(), Counts::new(1000, 70));
+        let mut control = with_control(Counts::default(), Counts::default())
+            .control
+            .expect("control");
+        let mut recent = RecentEntries {
+            baseline: [Counts::default(); WEEKDAYS],
+            post: [Counts::default(); WEEKDAYS],
+        };
+        recent.baseline[0] = Counts::new(28_000, 8400);
+        recent.post[0] = Counts::new(2000, 600);
+        control.recent = Some(recent);
+        input.control = Some(control);
+        let a = assess(&input, &rule());
+        assert!(a.revert, "{}", a.why);
+        let c = a.control.expect("the control's part");
+        close(c.watched_change, -0.5, 1e-9);
+        close(c.upstream_change, 0.0, 1e-9);
+        assert_eq!(c.upstream_entrants, 2000);
+        // The same, with the upstream step's recent entries at half its rate too.
+        recent.post[0] = Counts::new(2000, 300);
+        control.recent = Some(recent);
+        input.control = Some(control);
+        assert!(!assess(&input, &rule()).revert);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -1394,6 +1725,22 @@ mod tests {
             let a = assess(&input, &rule);
             prop_assert!(all_finite(&a), "{:?}", a);
             prop_assert!(a.lambda >= 0.0);
+        }
+
+        #[test]
+        fn never_nan_nor_infinite_against_a_control(
+            input in watch_input(), upstream in watch_input(), rule in revert_rule()
+        ) {
+            let control = ControlEntries {
+                baseline: upstream.baseline,
+                post: upstream.post,
+                recent: input.recent.and(upstream.recent),
+            };
+            let a = assess(&WatchInput { control: Some(control), ..input }, &rule);
+            prop_assert!(all_finite(&a), "{:?}", a);
+            prop_assert!(a.lambda >= 0.0);
+            let c = a.control.expect("the control's part");
+            prop_assert!(c.watched_change.is_finite() && c.upstream_change.is_finite());
         }
 
         #[test]
@@ -1448,7 +1795,7 @@ mod tests {
             n_star in 100.0..1e5f64,
             factor in 2u64..20,
         ) {
-            let input = WatchInput { baseline, post, single_stratum: false, expected_half_window_entrants: n_star, final_look: false, recent: None };
+            let input = WatchInput { baseline, post, single_stratum: false, expected_half_window_entrants: n_star, final_look: false, recent: None, control: None };
             let a = assess(&input, &rule());
             let b = a.tau2.sqrt() * a.theta / (a.variance * (a.variance + a.tau2)).sqrt();
             let p_bar = |a: &Assessment, n_t: f64, n_b: f64| {

@@ -132,6 +132,9 @@ const MIGRATIONS: &[&str] = &[
     // 7: the baseline counted on the early looks' shorter window, with that
     // window, when the experiment is watched with early looks.
     "ALTER TABLE experiments ADD COLUMN early_baseline TEXT;",
+    // 8: the upstream step's baseline, when the experiment is watched with
+    // the drift control.
+    "ALTER TABLE experiments ADD COLUMN control_baseline TEXT;",
 ];
 
 /// Columns an experiment has besides its identity; the only names
@@ -176,6 +179,7 @@ const COLUMNS: &[&str] = &[
     "segment_property",
     "segment_value",
     "early_baseline",
+    "control_baseline",
 ];
 
 /// An experiment as stored.
@@ -248,6 +252,10 @@ pub struct Experiment {
     /// JSON of the [`crate::lifecycle::EarlyBaseline`], when the experiment
     /// is watched with early looks.
     pub early_baseline: Option<String>,
+    /// JSON of the upstream step's [`crate::lifecycle::UpstreamCounts`]
+    /// before the merge, when the experiment is watched with the drift
+    /// control.
+    pub control_baseline: Option<String>,
 }
 
 impl Experiment {
@@ -1041,6 +1049,7 @@ fn row_to_experiment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Experiment> {
         segment_property: r.get("segment_property")?,
         segment_value: r.get("segment_value")?,
         early_baseline: r.get("early_baseline")?,
+        control_baseline: r.get("control_baseline")?,
     })
 }
 
@@ -1115,6 +1124,7 @@ pub(crate) fn sample_experiment() -> Experiment {
         segment_property: None,
         segment_value: None,
         early_baseline: None,
+        control_baseline: None,
     }
 }
 

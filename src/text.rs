@@ -510,8 +510,9 @@ pub fn watch_line(a: &Assessment) -> String {
 
 pub fn verdict_kept(a: &Assessment) -> String {
     format!(
-        "kept: {} relative change (always-valid interval {} to {}), {} vs {} expected",
+        "kept: {} relative change{} (always-valid interval {} to {}), {} vs {} expected",
         signed_pct(a.relative_change),
+        against_upstream(a),
         signed_pct(a.relative_interval.0),
         signed_pct(a.relative_interval.1),
         pct(a.p_post),
@@ -521,8 +522,9 @@ pub fn verdict_kept(a: &Assessment) -> String {
 
 pub fn verdict_reverted(a: &Assessment, p_value: f64) -> String {
     format!(
-        "reverted: {} relative change (always-valid p = {:.4}), {} vs {} expected, {} conversions",
+        "reverted: {} relative change{} (always-valid p = {:.4}), {} vs {} expected, {} conversions",
         signed_pct(a.relative_change),
+        against_upstream(a),
         p_value,
         pct(a.p_post),
         pct(a.p_expected),
@@ -571,6 +573,38 @@ pub fn baseline_fetched_with_early(
         "baseline fetched; {share} of its conversions came within {} (the early looks' window)",
         human_duration(early.window)
     )
+}
+
+/// What the baseline's record adds with the drift control: the upstream
+/// step's rate the step will be judged against, e.g. "; the upstream step
+/// (the drift control): 41.2% of 9120 entries".
+pub fn baseline_control(control: &crate::lifecycle::UpstreamCounts) -> String {
+    let total = control
+        .counts
+        .iter()
+        .fold(crate::stats::Counts::default(), |a, c| a.add(*c));
+    let rate = if total.entrants > 0 {
+        pct(total.conversions as f64 / total.entrants as f64)
+    } else {
+        "no rate".to_string()
+    };
+    format!(
+        "; the upstream step (the drift control): {rate} of {} entries",
+        total.entrants
+    )
+}
+
+/// How the drift control moved a verdict's change: ", against the upstream
+/// step's −8.0% (the step alone −20.0%)", or nothing without it.
+fn against_upstream(a: &Assessment) -> String {
+    match a.control {
+        Some(c) => format!(
+            ", against the upstream step's {} (the step alone {})",
+            signed_pct(c.upstream_change),
+            signed_pct(c.watched_change)
+        ),
+        None => String::new(),
+    }
 }
 
 pub fn kept_note(e: &Experiment, verdict: &str) -> String {
@@ -1306,6 +1340,7 @@ pub(crate) mod tests {
             revert: change < -0.1,
             why: String::new(),
             early: None,
+            control: None,
         }
     }
 

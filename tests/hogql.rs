@@ -234,6 +234,18 @@ async fn every_query_parses_in_hogql_and_counts_right_on_clickhouse() {
             },
             now,
         ),
+        // The watch with the drift control: the upstream step, the watched
+        // step and the next, in one query.
+        case(
+            "after a merge with the drift control, censored",
+            &signup[..3],
+            day,
+            EntryRange {
+                from: merge + chrono::Duration::hours(1),
+                to: now,
+            },
+            now,
+        ),
         case(
             "2 steps, 2 filters, quotes in values, 30 minutes",
             &checkout,

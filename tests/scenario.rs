@@ -774,6 +774,15 @@ async fn with_revert_approve_the_revert_waits_for_a_tap() {
 /// Text on the pricing page that halves its conversion.
 const HALVING: &str = "<div class=\"modal\">Before you go: fill in this 12-field survey</div>";
 
+/// Runs an experiment whose change ([`HALVING`]) halves the step's rate.
+async fn run_halving(ctx: &mut Ctx) -> Experiment {
+    ctx.world.site.effects.push(Effect {
+        marker: "class=\"modal\"".into(),
+        multiplier: 0.5,
+    });
+    run_experiment(ctx, HALVING).await
+}
+
 /// The assessment stored with the verdict.
 fn assessment(e: &Experiment) -> funnelfix::stats::Assessment {
     serde_json::from_str(e.assessment.as_deref().expect("assessed")).expect("an assessment")
@@ -808,11 +817,7 @@ async fn with_half_the_visits_returning_a_neutral_change_is_kept() {
 #[tokio::test]
 async fn with_half_the_visits_returning_a_halving_change_is_reverted() {
     let mut ctx = Ctx::new().await;
-    ctx.world.site.effects.push(Effect {
-        marker: "class=\"modal\"".into(),
-        multiplier: 0.5,
-    });
-    let e = run_experiment(&mut ctx, HALVING).await;
+    let e = run_halving(&mut ctx).await;
     assert_eq!(e.state, State::Reverted, "{:?}", e.verdict);
     let a = assessment(&e);
     let merged = e.merged_at.expect("merged");
@@ -832,5 +837,63 @@ async fn with_half_the_visits_returning_a_halving_change_is_reverted() {
             .file_on_branch("main", "site/pricing.html")
             .as_deref(),
         Some(world::PRICING_HTML)
+    );
+}
+
+/// The demo config watching with the drift control.
+fn with_drift_control() -> String {
+    world::CONFIG_TEMPLATE.replace(
+        "cooldown = \"28d\"\n",
+        "cooldown = \"28d\"\ndrift_control = \"upstream\"\n",
+    )
+}
+
+/// Every step of the site loses 0.8% of its rate a day, the change does
+/// nothing: the watched step alone reads a drop well past the threshold,
+/// the upstream step (home → pricing) reads the same drop, and against it
+/// the change is kept.
+#[tokio::test]
+async fn with_the_drift_control_a_site_wide_drift_is_not_reverted() {
+    let mut ctx = Ctx::with_site(&with_drift_control(), |site| {
+        site.behaviour.drift_per_day = -0.008;
+    })
+    .await;
+    let e = run_experiment(&mut ctx, NEUTRAL).await;
+    assert_eq!(e.state, State::Kept, "{:?}", e.verdict);
+    let a = assessment(&e);
+    let control = a.control.expect("judged against the upstream step");
+    println!("{}; {}", e.verdict.as_deref().unwrap_or(""), a.why);
+    assert!(
+        control.watched_change < -0.12 && control.upstream_change < -0.12,
+        "{control:?}"
+    );
+    assert!(a.relative_change.abs() < 0.08, "{}", a.relative_change);
+    // The step alone would have been reverted.
+    assert!(a.why.contains("; without the control: revert"), "{}", a.why);
+    let verdict = e.verdict.as_deref().unwrap_or("");
+    assert!(verdict.contains("against the upstream step's"), "{verdict}");
+    // Every look asked the three steps home → pricing → signup in one query.
+    let asked = ctx.world.posthog.queries();
+    let watch = asked
+        .iter()
+        .filter(|q| q["query"]["values"].get("s2_event").is_some())
+        .count();
+    assert!(watch > 10, "{watch} three-step queries");
+}
+
+#[tokio::test]
+async fn with_the_drift_control_a_halving_change_is_still_reverted() {
+    let mut ctx = Ctx::with_site(&with_drift_control(), |site| {
+        site.behaviour.drift_per_day = -0.008;
+    })
+    .await;
+    let e = run_halving(&mut ctx).await;
+    assert_eq!(e.state, State::Reverted, "{:?}", e.verdict);
+    let a = assessment(&e);
+    assert!(a.control.is_some(), "{}", a.why);
+    assert!(
+        (-0.6..-0.35).contains(&a.relative_change),
+        "measured {:+.1}%",
+        a.relative_change * 100.0
     );
 }

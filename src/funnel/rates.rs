@@ -349,6 +349,7 @@ mod tests {
             cooldown: day * 28,
             revert: RevertMode::Merge,
             early_window: Some(Duration::from_secs(3600)),
+            drift_control: crate::config::DriftControl::Off,
         }
     }
 

@@ -243,6 +243,7 @@ fn events() -> Vec<(&'static str, Event)> {
             Event::BaselineFetched {
                 counts: week(0.25, 28),
                 early: Some(early_week(0.18, 28)),
+                control: None,
             },
         ),
         (
@@ -250,6 +251,7 @@ fn events() -> Vec<(&'static str, Event)> {
             Event::CountsFetched {
                 counts: week(0.25, 2),
                 recent: None,
+                control: None,
             },
         ),
         (
@@ -257,6 +259,7 @@ fn events() -> Vec<(&'static str, Event)> {
             Event::CountsFetched {
                 counts: week(0.15, 2),
                 recent: None,
+                control: None,
             },
         ),
         (
@@ -902,6 +905,7 @@ fn early_looks_are_asked_and_judged_on_the_window_kept_with_the_baseline() {
     let halved = Event::CountsFetched {
         counts: [Counts::default(); 7],
         recent: Some(week(0.09, 1)),
+        control: None,
     };
     let d = decide(&observing, &halved, now(), &rules);
     assert_eq!(
@@ -923,6 +927,107 @@ fn early_looks_are_asked_and_judged_on_the_window_kept_with_the_baseline() {
                 ..
             }]
         ),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn the_drift_control_is_asked_kept_with_the_baseline_and_judged() {
+    let mut rules = rules(RevertMode::Merge);
+    rules.thresholds.early_window = None;
+    rules.thresholds.drift_control = DriftControl::Upstream;
+    let merged = in_state(State::Merged);
+    assert!(merged.step > 0, "the sample step has an upstream step");
+    let d = decide(&merged, &Event::Tick, now(), &rules);
+    assert!(
+        matches!(
+            d.commands[..],
+            [Command::FetchBaseline { control: true, .. }]
+        ),
+        "{d:?}"
+    );
+    // The first step has no upstream step: watched without the control.
+    let first = Experiment {
+        step: 0,
+        ..merged.clone()
+    };
+    let d = decide(&first, &Event::Tick, now(), &rules);
+    assert!(
+        matches!(
+            d.commands[..],
+            [Command::FetchBaseline { control: false, .. }]
+        ),
+        "{d:?}"
+    );
+    let upstream = |rate: f64, days: u64| UpstreamCounts {
+        counts: week(rate, days),
+        early: None,
+    };
+    let d = decide(
+        &merged,
+        &Event::BaselineFetched {
+            counts: week(0.25, 28),
+            early: None,
+            control: Some(upstream(0.5, 28)),
+        },
+        now(),
+        &rules,
+    );
+    let change = d.change.as_ref().expect("observing");
+    assert_eq!(change.to, State::Observing);
+    assert!(
+        change
+            .detail
+            .ends_with("; the upstream step (the drift control): 50.0% of 28000 entries"),
+        "{}",
+        change.detail
+    );
+    let observing = Experiment {
+        control_baseline: Some(serde_json::to_string(&upstream(0.5, 28)).expect("json")),
+        ..in_state(State::Observing)
+    };
+    let d = decide(&observing, &Event::Tick, now(), &rules);
+    assert!(
+        matches!(d.commands[..], [Command::FetchCounts { control: true, .. }]),
+        "{d:?}"
+    );
+    // Both steps 40% lower: the whole site drifted, the change is kept watching.
+    let both = Event::CountsFetched {
+        counts: week(0.15, 2),
+        recent: None,
+        control: Some(upstream(0.3, 2)),
+    };
+    let d = decide(&observing, &both, now(), &rules);
+    assert!(d.change.is_none(), "{d:?}");
+    // The step alone 40% lower: reverted, and the verdict says against what.
+    let alone = Event::CountsFetched {
+        counts: week(0.15, 2),
+        recent: None,
+        control: Some(upstream(0.5, 2)),
+    };
+    let d = decide(&observing, &alone, now(), &rules);
+    let change = d.change.as_ref().expect("reverting");
+    assert_eq!(change.to, State::Reverting);
+    assert!(
+        change
+            .detail
+            .starts_with("reverted: -40.8% relative change, against the upstream step's -0.4% (the step alone -41.1%)"),
+        "{}",
+        change.detail
+    );
+    // A look without the upstream step's counts is not judged on the step alone.
+    let missing = Event::CountsFetched {
+        counts: week(0.15, 2),
+        recent: None,
+        control: None,
+    };
+    let d = decide(&observing, &missing, now(), &rules);
+    assert!(d.change.is_none() && d.commands.is_empty(), "{d:?}");
+    // Turning the control off in the config does not change a watch that has one.
+    rules.thresholds.drift_control = DriftControl::Off;
+    let d = decide(&observing, &Event::Tick, now(), &rules);
+    assert!(
+        matches!(d.commands[..], [Command::FetchCounts { control: true, .. }]),
         "{d:?}"
     );
 }

@@ -120,6 +120,18 @@ impl World {
         history: Duration,
         template: &str,
     ) -> Result<World> {
+        World::start_with(state_dir, start, history, template, |_| {}).await
+    }
+
+    /// [`World::start`] with the site's visitors changed by `adjust` before
+    /// the history is simulated (a drift, say).
+    pub async fn start_with(
+        state_dir: PathBuf,
+        start: DateTime<Utc>,
+        history: Duration,
+        template: &str,
+        adjust: impl FnOnce(&mut Site),
+    ) -> Result<World> {
         let posthog = PostHogTwin::start("1", POSTHOG_KEY).await?;
         let github = GitHubTwin::start(
             "acme",
@@ -169,6 +181,8 @@ impl World {
             .with_behaviour(Behaviour::realistic())
             .with_effect("fine-print", 0.6)
             .with_effect("class=\"cta\"", 1.3);
+        let mut site = site;
+        adjust(&mut site);
         let clock = Clock::manual(start);
         let mut world = World {
             posthog,

@@ -54,12 +54,21 @@ impl Ctx {
     }
 
     pub async fn with_config(template: &str) -> Ctx {
+        Ctx::with_site(template, |_| {}).await
+    }
+
+    /// A world whose site's visitors `adjust` changed before its history.
+    pub async fn with_site(
+        template: &str,
+        adjust: impl FnOnce(&mut funnelfix::sandbox::site::Site),
+    ) -> Ctx {
         let dir = tempfile::tempdir().expect("tempdir");
-        let world = World::start(
+        let world = World::start_with(
             dir.path().to_path_buf(),
             start_time(),
             Duration::from_secs(35 * 86400),
             template,
+            adjust,
         )
         .await
         .expect("world starts");
