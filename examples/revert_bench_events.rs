@@ -41,7 +41,7 @@ use std::time::Instant;
 use common::{median_days, pct, share};
 use funnelfix::sandbox::site::{WEEKDAY_TRAFFIC, hourly_traffic};
 use funnelfix::stats::{
-    Counts, PersonSums, RecentEntries, RevertRule, WEEKDAYS, WatchInput, assess,
+    ControlEntries, Counts, PersonSums, RecentEntries, RevertRule, WEEKDAYS, WatchInput, assess,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -68,6 +68,8 @@ const LATER_SESSION_SHARE: f64 = 0.3;
 const MOBILE_SHARE: f64 = 0.4;
 const DEMO_SHARE: f64 = 0.2;
 const DEMO_LIFT: f64 = 2.5;
+/// The upstream step's rate on to the watched step, in the drift rows.
+const UPSTREAM_RATE: f64 = 0.5;
 /// Days of traffic before the baseline, so that it already has returning people.
 const WARM_UP: i64 = 28 * DAY;
 
@@ -81,12 +83,49 @@ enum Merge {
     Any,
 }
 
+/// A slow change of the rates, relative per day, zero at the merge (a
+/// falling rate was higher during the baseline).
+#[derive(Clone, Copy, PartialEq)]
+enum Drift {
+    None,
+    /// The whole site drifts: the upstream step's rate and the watched one's.
+    Shared(f64),
+    /// The watched step's rate alone drifts.
+    Watched(f64),
+}
+
 #[derive(Clone, Copy)]
 struct Scenario {
     merge: Merge,
     /// Relative change of the rate after the merge (−0.15 is a 15% drop).
     effect: f64,
     conversions_per_day: f64,
+    /// Visits start at the upstream step (the drift control's), which sends
+    /// [`UPSTREAM_RATE`] of them on to the watched step.
+    upstream: bool,
+    drift: Drift,
+}
+
+impl Scenario {
+    fn new(merge: Merge, effect: f64, conversions_per_day: f64) -> Scenario {
+        Scenario {
+            merge,
+            effect,
+            conversions_per_day,
+            upstream: false,
+            drift: Drift::None,
+        }
+    }
+
+    /// The drift's factor on (upstream, watched) rates at time `t`.
+    fn drift_at(&self, t: i64, merge: i64) -> (f64, f64) {
+        let days = (t - merge) as f64 / DAY as f64;
+        match self.drift {
+            Drift::None => (1.0, 1.0),
+            Drift::Shared(d) => (1.0 + d * days, 1.0 + d * days),
+            Drift::Watched(d) => (1.0, 1.0 + d * days),
+        }
+    }
 }
 
 /// The look (hours after the merge) at which each rule reverted, if it did.
@@ -98,6 +137,11 @@ struct Outcome {
     previous: Option<usize>,
     /// The daemon's rule: the previous one with early looks.
     new: Option<usize>,
+    /// The daemon's rule with `drift_control = "upstream"`.
+    controlled: Option<usize>,
+    /// The watched and the upstream step's own relative changes at the last
+    /// look the controlled rule made.
+    changes: (f64, f64),
     /// The design effects (after the merge, before) at the last look made.
     design_effect: (f64, f64),
 }
@@ -126,6 +170,8 @@ fn weekday(t: i64) -> usize {
 struct Site {
     rng: SmallRng,
     mobile: Vec<bool>,
+    /// Each person's upstream step times (drift rows only).
+    up: Vec<Vec<i64>>,
     step: Vec<Vec<i64>>,
     next: Vec<Vec<i64>>,
     recent: VecDeque<(i64, u32)>,
@@ -155,6 +201,7 @@ impl Site {
             let id = self.mobile.len() as u32;
             let mobile = self.rng.random::<f64>() < MOBILE_SHARE;
             self.mobile.push(mobile);
+            self.up.push(Vec::new());
             self.step.push(Vec::new());
             self.next.push(Vec::new());
             id
@@ -165,6 +212,22 @@ impl Site {
 
     fn visit(&mut self, start: i64, rate: f64) {
         let person = self.person(start);
+        self.visit_as(person, start, rate);
+    }
+
+    /// A visit that starts at the upstream step and goes on to the watched
+    /// step, a minute or two later, with `up_rate`.
+    fn visit_upstream(&mut self, start: i64, up_rate: f64, rate: f64) {
+        let person = self.person(start);
+        self.up[person as usize].push(start);
+        if self.rng.random::<f64>() >= up_rate.clamp(0.0, 1.0) {
+            return;
+        }
+        let gap = 5 + (self.rng.random::<f64>() * 120.0) as i64;
+        self.visit_as(person, start + gap, rate);
+    }
+
+    fn visit_as(&mut self, person: u32, start: i64, rate: f64) {
         self.step[person as usize].push(start);
         let device = if self.mobile[person as usize] {
             0.5
@@ -187,29 +250,41 @@ impl Site {
         self.next[person as usize].push(start + gap as i64);
     }
 
-    /// Every entry of every person, in time order.
-    fn entries(mut self) -> Vec<Entry> {
-        let mut entries = Vec::new();
-        for (person, (steps, next)) in self.step.iter().zip(self.next.iter_mut()).enumerate() {
-            next.sort_unstable();
-            let mut last_day = None;
-            for &x in steps {
-                let day = x.div_euclid(DAY);
-                if last_day == Some(day) {
-                    continue;
-                }
-                last_day = Some(day);
-                let first = next.partition_point(|&y| y < x);
-                entries.push(Entry {
-                    at: x,
-                    person: person as u32,
-                    delay: next.get(first).map(|&y| y - x),
-                });
-            }
+    /// Every entry of every person at the watched step, in time order, and
+    /// at the upstream step (converted when the watched step followed).
+    fn entries(mut self) -> (Vec<Entry>, Vec<Entry>) {
+        for times in self.step.iter_mut().chain(self.next.iter_mut()) {
+            times.sort_unstable();
         }
-        entries.sort_unstable_by_key(|e| e.at);
-        entries
+        (
+            entries_of(&self.step, &self.next),
+            entries_of(&self.up, &self.step),
+        )
     }
+}
+
+/// The entries of `steps` (each person's first of a UTC day, in time
+/// order), each with its delay to the same person's first `next` after it.
+fn entries_of(steps: &[Vec<i64>], next: &[Vec<i64>]) -> Vec<Entry> {
+    let mut entries = Vec::new();
+    for (person, (steps, next)) in steps.iter().zip(next).enumerate() {
+        let mut last_day = None;
+        for &x in steps {
+            let day = x.div_euclid(DAY);
+            if last_day == Some(day) {
+                continue;
+            }
+            last_day = Some(day);
+            let first = next.partition_point(|&y| y < x);
+            entries.push(Entry {
+                at: x,
+                person: person as u32,
+                delay: next.get(first).map(|&y| y - x),
+            });
+        }
+    }
+    entries.sort_unstable_by_key(|e| e.at);
+    entries
 }
 
 /// Per-weekday counts with the per-person sums, kept up to date as entries
@@ -261,6 +336,75 @@ fn without_people(counts: [Counts; WEEKDAYS]) -> [Counts; WEEKDAYS] {
     counts.map(|c| Counts::new(c.entrants, c.conversions))
 }
 
+/// One step's counts as the daemon asks for them: the baseline at the merge
+/// (on the conversion window and on the early one) and, look by look, the
+/// entries matured since the merge.
+struct Watch<'a> {
+    entries: &'a [Entry],
+    baseline: Tally,
+    early_baseline: Tally,
+    post: Tally,
+    /// The first entry not counted yet.
+    next: usize,
+}
+
+impl<'a> Watch<'a> {
+    fn new(entries: &'a [Entry], merge: i64) -> Watch<'a> {
+        // The baseline, asked at the merge: entries of [merge − 28 d, merge − window).
+        let mut baseline = Tally::new(0);
+        for e in entries
+            .iter()
+            .filter(|e| e.at >= merge - BASELINE && e.at < merge - WINDOW)
+        {
+            baseline.add(*e, WINDOW);
+        }
+        // The same baseline counted on the early window, as the daemon asks
+        // it at the merge when early looks are on.
+        let mut early_baseline = Tally::new(0);
+        for e in entries
+            .iter()
+            .filter(|e| e.at >= merge - BASELINE && e.at < merge - EARLY_WINDOW)
+        {
+            early_baseline.add(*e, EARLY_WINDOW);
+        }
+        Watch {
+            entries,
+            baseline,
+            early_baseline,
+            post: Tally::new(0),
+            next: entries.partition_point(|e| e.at < merge + SETTLE),
+        }
+    }
+
+    /// Counts the entries that matured by `now`; says whether any did.
+    fn mature(&mut self, now: i64, first: i64) -> bool {
+        let to = (first + OBSERVATION).min(now - WINDOW);
+        let before = self.next;
+        while self.next < self.entries.len() && self.entries[self.next].at < to {
+            self.post.add(self.entries[self.next], WINDOW);
+            self.next += 1;
+        }
+        self.next != before
+    }
+
+    /// The daemon's second query: entries from where the matured ones end,
+    /// counted on the early window.
+    fn recent(&self, now: i64, first: i64) -> RecentEntries {
+        let recent_to = (first + OBSERVATION).min(now - EARLY_WINDOW);
+        let mut recent = Tally::new(0);
+        for e in self.entries[self.next..]
+            .iter()
+            .take_while(|e| e.at < recent_to)
+        {
+            recent.add(*e, EARLY_WINDOW);
+        }
+        RecentEntries {
+            baseline: self.early_baseline.counts,
+            post: recent.counts,
+        }
+    }
+}
+
 fn replicate(s: &Scenario, seed: u64) -> Outcome {
     let mut rng = SmallRng::seed_from_u64(seed);
     let (day, hour) = match s.merge {
@@ -272,11 +416,13 @@ fn replicate(s: &Scenario, seed: u64) -> Outcome {
     let merge = (8 * 7 + day) * DAY + hour * HOUR;
     assert!(merge - BASELINE >= WARM_UP);
     let end = merge + LAST_LOOK_HOUR * HOUR;
-    let visits_per_day = s.conversions_per_day / BASE_RATE;
+    let visits_per_day =
+        s.conversions_per_day / BASE_RATE / if s.upstream { UPSTREAM_RATE } else { 1.0 };
     let hourly = hourly_traffic();
     let mut site = Site {
         rng,
         mobile: Vec::new(),
+        up: Vec::new(),
         step: Vec::new(),
         next: Vec::new(),
         recent: VecDeque::new(),
@@ -297,36 +443,26 @@ fn replicate(s: &Scenario, seed: u64) -> Outcome {
         starts.sort_unstable();
         for start in starts {
             let effect = if start >= merge { s.effect } else { 0.0 };
-            site.visit(start, BASE_RATE * (1.0 + effect));
+            let rate = BASE_RATE * (1.0 + effect);
+            if s.upstream {
+                let (up, watched) = s.drift_at(start, merge);
+                site.visit_upstream(start, UPSTREAM_RATE * up, rate * watched);
+            } else {
+                site.visit(start, rate);
+            }
         }
         t += HOUR;
     }
-    let people = site.mobile.len();
-    let entries = site.entries();
+    let (entries, upstream_entries) = site.entries();
 
-    // The baseline, asked at the merge: entries of [merge − 28 d, merge − window).
-    let mut baseline = Tally::new(people);
-    for e in entries
-        .iter()
-        .filter(|e| e.at >= merge - BASELINE && e.at < merge - WINDOW)
-    {
-        baseline.add(*e, WINDOW);
-    }
-    // The same baseline counted on the early window, as the daemon asks it
-    // at the merge when early looks are on.
-    let mut early_baseline = Tally::new(people);
-    for e in entries
-        .iter()
-        .filter(|e| e.at >= merge - BASELINE && e.at < merge - EARLY_WINDOW)
-    {
-        early_baseline.add(*e, EARLY_WINDOW);
-    }
-    let n_b: u64 = baseline.counts.iter().map(|c| c.entrants).sum();
+    let mut watch = Watch::new(&entries, merge);
+    let mut upstream = s.upstream.then(|| Watch::new(&upstream_entries, merge));
+    let n_b: u64 = watch.baseline.counts.iter().map(|c| c.entrants).sum();
     // `stats::expected_half_window` with the default thresholds.
     let n_star = (n_b as f64 / BASELINE as f64 * OBSERVATION as f64 / 2.0).max(1.0);
     let rule = RevertRule::new(0.05, 0.10);
     let mut input = WatchInput {
-        baseline: baseline.counts,
+        baseline: watch.baseline.counts,
         post: [Counts::default(); WEEKDAYS],
         single_stratum: false,
         expected_half_window_entrants: n_star,
@@ -334,43 +470,44 @@ fn replicate(s: &Scenario, seed: u64) -> Outcome {
         recent: None,
         control: None,
     };
-    let old_baseline = without_people(baseline.counts);
+    let old_baseline = without_people(watch.baseline.counts);
 
     let first = merge + SETTLE;
-    let mut post = Tally::new(people);
-    let mut next = entries.partition_point(|e| e.at < first);
     let mut outcome = Outcome::default();
     for look in SETTLE / HOUR..=LAST_LOOK_HOUR {
         let now = merge + look * HOUR;
-        let to = (first + OBSERVATION).min(now - WINDOW);
-        let before = next;
-        while next < entries.len() && entries[next].at < to {
-            post.add(entries[next], WINDOW);
-            next += 1;
-        }
-        input.post = post.counts;
+        let matured = watch.mature(now, first);
+        input.post = watch.post.counts;
         input.final_look = look == LAST_LOOK_HOUR;
-        // The daemon's second query: entries from where the matured ones
-        // end, counted on the early window.
-        if outcome.new.is_none() {
-            let recent_to = (first + OBSERVATION).min(now - EARLY_WINDOW);
-            let mut recent = Tally::new(0);
-            for e in entries[next..].iter().take_while(|e| e.at < recent_to) {
-                recent.add(*e, EARLY_WINDOW);
-            }
-            let daemon = WatchInput {
-                recent: Some(RecentEntries {
-                    baseline: early_baseline.counts,
-                    post: recent.counts,
+        let daemon = WatchInput {
+            recent: Some(watch.recent(now, first)),
+            ..input
+        };
+        if outcome.new.is_none() && assess(&daemon, &rule).revert {
+            outcome.new = Some(look as usize);
+        }
+        if let Some(up) = upstream.as_mut() {
+            up.mature(now, first);
+            let controlled = WatchInput {
+                control: Some(ControlEntries {
+                    baseline: up.baseline.counts,
+                    post: up.post.counts,
+                    recent: Some(up.recent(now, first)),
                 }),
-                ..input
+                ..daemon
             };
-            if assess(&daemon, &rule).revert {
-                outcome.new = Some(look as usize);
+            if outcome.controlled.is_none() {
+                let a = assess(&controlled, &rule);
+                if let Some(c) = a.control {
+                    outcome.changes = (c.watched_change, c.upstream_change);
+                }
+                if a.revert {
+                    outcome.controlled = Some(look as usize);
+                }
             }
         }
         // Without early looks the counts only change when entries mature.
-        if next == before && !input.final_look {
+        if !matured && !input.final_look {
             continue;
         }
         let a = assess(&input, &rule);
@@ -380,14 +517,15 @@ fn replicate(s: &Scenario, seed: u64) -> Outcome {
         }
         let old_input = WatchInput {
             baseline: old_baseline,
-            post: without_people(post.counts),
+            post: without_people(watch.post.counts),
             final_look: false,
             ..input
         };
         if outcome.old.is_none() && assess(&old_input, &rule).revert {
             outcome.old = Some(look as usize);
         }
-        if outcome.old.is_some() && outcome.previous.is_some() && outcome.new.is_some() {
+        let done = outcome.old.is_some() && outcome.previous.is_some() && outcome.new.is_some();
+        if done && (upstream.is_none() || outcome.controlled.is_some()) {
             break;
         }
     }
@@ -410,10 +548,24 @@ fn new(o: &Outcome) -> Option<usize> {
     o.new
 }
 
+fn signed(x: f64) -> String {
+    format!("{:+.1}%", 100.0 * x).replacen('-', "−", 1)
+}
+
+fn controlled(o: &Outcome) -> Option<usize> {
+    o.controlled
+}
+
 fn main() {
     let started = Instant::now();
     let reps = common::reps(2000);
     let threads = common::threads();
+    // `ONLY=drift` runs the drift control's table alone.
+    if std::env::var("ONLY").as_deref() == Ok("drift") {
+        drift_table(common::reps(1000), &started);
+        println!("\nRun time {:.0?} on {threads} threads.", started.elapsed());
+        return;
+    }
 
     println!(
         "### Harmless changes on the realistic site: share falsely reverted over the whole \
@@ -428,11 +580,7 @@ fn main() {
         .enumerate()
     {
         for (j, volume) in [40.0, 200.0].into_iter().enumerate() {
-            let s = Scenario {
-                merge,
-                effect: 0.0,
-                conversions_per_day: volume,
-            };
+            let s = Scenario::new(merge, 0.0, volume);
             let out = common::run(reps, 5000 + 10 * i as u64 + j as u64, |seed| {
                 replicate(&s, seed)
             });
@@ -459,11 +607,7 @@ fn main() {
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (i, drop) in [0.15, 0.30].into_iter().enumerate() {
         for (j, volume) in [40.0, 200.0].into_iter().enumerate() {
-            let s = Scenario {
-                merge: Merge::Any,
-                effect: -drop,
-                conversions_per_day: volume,
-            };
+            let s = Scenario::new(Merge::Any, -drop, volume);
             let out = common::run(reps, 6000 + 10 * i as u64 + j as u64, |seed| {
                 replicate(&s, seed)
             });
@@ -484,5 +628,56 @@ fn main() {
             );
         }
     }
+    drift_table(reps / 2, &started);
     println!("\nRun time {:.0?} on {threads} threads.", started.elapsed());
+}
+
+/// The drift control against the daemon's rule without it, on a site whose
+/// visits start at the upstream step.
+fn drift_table(reps: usize, started: &Instant) {
+    println!(
+        "\n### Drift, with and without the drift control (visits start at the upstream step, \
+         {:.0}% of which go on to the watched step; merge on any weekday and hour; \
+         40 conversions a day; {reps} runs per row)\n",
+        UPSTREAM_RATE * 100.0
+    );
+    println!(
+        "| drift (relative, per day) | change | reverted by the final look: new rule | median d | with `drift_control = \"upstream\"` | median d | mean change seen: step / upstream step |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let rows = [
+        ("none", Drift::None, 0.0),
+        ("the whole site −0.2%", Drift::Shared(-0.002), 0.0),
+        ("the whole site −0.5%", Drift::Shared(-0.005), 0.0),
+        ("the watched step alone −0.5%", Drift::Watched(-0.005), 0.0),
+        ("none", Drift::None, -0.15),
+        ("the whole site −0.5%", Drift::Shared(-0.005), -0.15),
+        ("none", Drift::None, -0.30),
+    ];
+    for (i, (name, drift, effect)) in rows.into_iter().enumerate() {
+        let s = Scenario {
+            upstream: true,
+            drift,
+            ..Scenario::new(Merge::Any, effect, 40.0)
+        };
+        let out = common::run(reps, 7000 + i as u64, |seed| replicate(&s, seed));
+        let change = if effect == 0.0 {
+            "none".to_string()
+        } else {
+            format!("−{:.0}%", -effect * 100.0)
+        };
+        println!(
+            "| {name} | {change} | {} | {} | {} | {} | {} / {} |",
+            pct(share(&out, FINAL_LOOK, new)),
+            median_days(&out, FINAL_LOOK, new),
+            pct(share(&out, FINAL_LOOK, controlled)),
+            median_days(&out, FINAL_LOOK, controlled),
+            signed(mean(&out, |o| o.changes.0)),
+            signed(mean(&out, |o| o.changes.1)),
+        );
+        eprintln!(
+            "done: drift {name}, change {change} ({:.0?})",
+            started.elapsed()
+        );
+    }
 }
