@@ -499,10 +499,11 @@ pub fn failed_note(funnel: &str, step: &str, reasons: &[String]) -> String {
 /// Running figures, for logs and the demo.
 pub fn watch_line(a: &Assessment) -> String {
     format!(
-        "rate {} vs expected {} ({} relative), Λ = {:.2}, {} conversions since the merge",
+        "rate {} vs expected {} ({} relative{}), Λ = {:.2}, {} conversions since the merge",
         pct(a.p_post),
         pct(a.p_expected),
         signed_pct(a.relative_change),
+        against_upstream(a),
         a.lambda,
         a.post_conversions
     )
@@ -552,7 +553,11 @@ fn segment_only(e: &Experiment) -> String {
 
 /// The caption of the watch chart sent with a verdict or for `/status N`.
 pub fn watch_chart_caption(e: &Experiment) -> String {
-    format!("{}: the watch, day by day", experiment_on_step(e))
+    let control = match e.control_baseline {
+        Some(_) => " (the step's own rate; it is judged against the upstream step's)",
+        None => "",
+    };
+    format!("{}: the watch, day by day{control}", experiment_on_step(e))
 }
 
 /// The baseline's record when early looks are on: how many of its
@@ -827,8 +832,9 @@ fn digest_item(i: &crate::digest::Item) -> String {
         (State::Kept | State::KeptByPerson, Some(a)) => {
             let _ = write!(
                 line,
-                ": {} (always-valid interval {} to {})",
+                ": {}{} (always-valid interval {} to {})",
                 signed_pct(a.relative_change),
+                against_upstream(a),
                 signed_pct(a.relative_interval.0),
                 signed_pct(a.relative_interval.1)
             );
@@ -837,7 +843,12 @@ fn digest_item(i: &crate::digest::Item) -> String {
             }
         }
         (State::Reverted, Some(a)) => {
-            let _ = write!(line, ": {}", signed_pct(a.relative_change));
+            let _ = write!(
+                line,
+                ": {}{}",
+                signed_pct(a.relative_change),
+                against_upstream(a)
+            );
             if let Some(p) = e.p_value {
                 let _ = write!(line, " (always-valid p = {p:.4})");
             }
@@ -1342,6 +1353,35 @@ pub(crate) mod tests {
             early: None,
             control: None,
         }
+    }
+
+    #[test]
+    fn a_watch_with_the_drift_control_says_against_what_it_was_judged() {
+        let a = Assessment {
+            control: Some(crate::stats::ControlLook {
+                watched_change: -0.227,
+                upstream_change: -0.08,
+                upstream_entrants: 9120,
+            }),
+            ..assessment(-0.16)
+        };
+        assert!(
+            verdict_reverted(&a, 0.001).starts_with(
+                "reverted: -16.0% relative change, against the upstream step's -8.0% (the step alone -22.7%)"
+            ),
+            "{}",
+            verdict_reverted(&a, 0.001)
+        );
+        assert!(verdict_kept(&assessment(0.01)).starts_with("kept: +1.0% relative change (always"));
+        assert!(watch_line(&a).contains("(-16.0% relative, against the upstream step's -8.0%"));
+        let e = Experiment {
+            control_baseline: Some("{}".into()),
+            ..experiment()
+        };
+        assert!(watch_chart_caption(&e).ends_with(
+            "day by day (the step's own rate; it is judged against the upstream step's)"
+        ));
+        assert!(watch_chart_caption(&experiment()).ends_with("day by day"));
     }
 
     #[test]
