@@ -676,6 +676,22 @@ fn awaiting_approval(e: &Experiment, event: &Event, now: DateTime<Utc>, rules: &
                     html: text::rejected_note(e),
                 })
         }
+        // Never offered because its head stayed red: no one was asked, so
+        // no answer was missed.
+        Event::PrClosed { by: None, .. }
+            if e.message_id.is_none()
+                && e.checks_failed_sha.is_some()
+                && e.checks_failed_sha == e.head_sha =>
+        {
+            Decision::to(
+                State::Expired,
+                "its checks stayed red until the approval timeout",
+            )
+            .set("verdict", store::text("expired"))
+            .then(Command::Notify {
+                html: text::red_head_expired_note(e, timeout),
+            })
+        }
         Event::PrClosed { by: None, .. } => Decision::to(State::Expired, "no answer in time")
             .set("verdict", store::text("expired"))
             .then_all(mark_decided(

@@ -469,6 +469,17 @@ pub fn expired_note(e: &Experiment, timeout: std::time::Duration) -> String {
     )
 }
 
+/// A proposal whose head stayed red was never offered, so nobody failed to
+/// answer it: it ran out while waiting for a fix.
+pub fn red_head_expired_note(e: &Experiment, timeout: std::time::Duration) -> String {
+    format!(
+        "⌛ Proposal #{} was never offered: its checks failed and no passing head came within {}. PR #{} closed.",
+        e.id,
+        human_duration(timeout),
+        e.pr_number.unwrap_or_default()
+    )
+}
+
 pub fn human_closed_note(e: &Experiment, merged: bool) -> String {
     if merged {
         format!(

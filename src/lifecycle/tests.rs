@@ -1031,3 +1031,48 @@ fn the_drift_control_is_asked_kept_with_the_baseline_and_judged() {
         "{d:?}"
     );
 }
+
+#[test]
+fn a_red_head_that_runs_out_is_not_told_it_got_no_answer() {
+    let rules = rules(RevertMode::Merge);
+    let red = Experiment {
+        message_id: None,
+        checks_failed_sha: Some("head1".into()),
+        ..in_state(State::AwaitingApproval)
+    };
+    let closed = Event::PrClosed {
+        by: None,
+        checks_failed: false,
+    };
+    let d = decide(&red, &closed, now(), &rules);
+    let change = d.change.as_ref().expect("expired");
+    assert_eq!(change.to, State::Expired);
+    assert_eq!(
+        change.detail,
+        "its checks stayed red until the approval timeout"
+    );
+    let [Command::Notify { html }] = d.commands.as_slice() else {
+        panic!("{d:?}");
+    };
+    assert!(
+        html.contains("was never offered: its checks failed"),
+        "{html}"
+    );
+    // A head that was offered and not answered is told as before.
+    let asked = in_state(State::AwaitingApproval);
+    let d = decide(&asked, &closed, now(), &rules);
+    assert_eq!(
+        d.change.as_ref().map(|c| c.detail.as_str()),
+        Some("no answer in time")
+    );
+    // A red head that was fixed (a new head) but never answered is also as before.
+    let fixed = Experiment {
+        head_sha: Some("head2".into()),
+        ..red
+    };
+    let d = decide(&fixed, &closed, now(), &rules);
+    assert_eq!(
+        d.change.as_ref().map(|c| c.detail.as_str()),
+        Some("no answer in time")
+    );
+}
