@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use common::{median_days, pct, share};
 
-use funnelfix::stats::{Counts, RevertRule, WEEKDAYS, WatchInput, assess};
+use funnelfix::stats::{Counts, MIXTURE_MIN_WIDTH, RevertRule, WEEKDAYS, WatchInput, assess};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -192,6 +192,7 @@ fn replicate(s: &Scenario, seed: u64) -> Outcome {
         alpha: ALPHA,
         max_relative_drop: MAX_RELATIVE_DROP,
         min_conversions: MIN_CONVERSIONS,
+        min_width: MIXTURE_MIN_WIDTH,
     };
     let mut input = WatchInput {
         baseline,

@@ -22,14 +22,16 @@
 //! entries whose window has ended, per weekday, with the per-person sums the
 //! query returns. Three rules run `stats::assess` on the same counts:
 //! - old: without the per-person sums (every entry independent), the
-//!   always-valid test only;
+//!   always-valid test only, its mixture tuned to `n*` alone;
 //! - previous: with the sums (the person-clustered variance), and at the
 //!   final look (when the 14 days' entries have matured) also the
-//!   fixed-horizon z-test (`stats::FINAL_LOOK_Z`), with the same gates;
+//!   fixed-horizon z-test (`stats::FINAL_LOOK_Z`), with the same gates
+//!   and the same mixture;
 //! - new, what the daemon does: the previous rule with early looks: each
 //!   look also counts the entries too recent for the conversion window on
 //!   the early window (an hour), against the baseline counted on that
-//!   window (`stats::RecentEntries`).
+//!   window (`stats::RecentEntries`), and the mixture at least
+//!   `stats::MIXTURE_MIN_WIDTH` times `max_relative_drop` wide.
 //!
 //! "By the final look" counts the catches up to and including that look.
 
@@ -461,6 +463,11 @@ fn replicate(s: &Scenario, seed: u64) -> Outcome {
     // `stats::expected_half_window` with the default thresholds.
     let n_star = (n_b as f64 / BASELINE as f64 * OBSERVATION as f64 / 2.0).max(1.0);
     let rule = RevertRule::new(0.05, 0.10);
+    // The old and previous rules' mixture, tuned to n* alone.
+    let before = RevertRule {
+        min_width: 0.0,
+        ..rule
+    };
     let mut input = WatchInput {
         baseline: watch.baseline.counts,
         post: [Counts::default(); WEEKDAYS],
@@ -510,7 +517,7 @@ fn replicate(s: &Scenario, seed: u64) -> Outcome {
         if !matured && !input.final_look {
             continue;
         }
-        let a = assess(&input, &rule);
+        let a = assess(&input, &before);
         outcome.design_effect = a.design_effect;
         if outcome.previous.is_none() && a.revert {
             outcome.previous = Some(look as usize);
@@ -521,7 +528,7 @@ fn replicate(s: &Scenario, seed: u64) -> Outcome {
             final_look: false,
             ..input
         };
-        if outcome.old.is_none() && assess(&old_input, &rule).revert {
+        if outcome.old.is_none() && assess(&old_input, &before).revert {
             outcome.old = Some(look as usize);
         }
         let done = outcome.old.is_some() && outcome.previous.is_some() && outcome.new.is_some();
@@ -572,7 +579,7 @@ fn main() {
          observation ({reps} runs per row)\n"
     );
     println!(
-        "| merge | conversions/day | old rule (entries independent) | previous rule (clustered + final-look z-test) | new rule (previous + early looks) | design effect after / before |"
+        "| merge | conversions/day | old rule (entries independent) | previous rule (clustered + final-look z-test) | new rule (previous + early looks + wider mixture) | design effect after / before |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
     for (i, (name, merge)) in [("Friday", Merge::Friday), ("Monday", Merge::Monday)]

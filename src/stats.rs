@@ -14,7 +14,8 @@
 //!   with `D_t`, `D_b` the design effects of one person's correlated entries
 //!   after and before the merge ([`Counts::design_effect`]; 1 without
 //!   per-person sums, which gives DESIGN.md's `V`);
-//! - `τ² = (2 ln(1/α) + ln(1 + 2 ln(1/α)))·V*`, `V* = D_b·p_b(1−p_b)(1/n* + 1/n_b)`;
+//! - `τ² = (2 ln(1/α) + ln(1 + 2 ln(1/α)))·V*`, `V* = D_b·p_b(1−p_b)(1/n* + 1/n_b)`,
+//!   and at least `(1.25·max_relative_drop·p_b)²` ([`MIXTURE_MIN_WIDTH`]);
 //! - `Λ = 2·√(V/(V+τ²))·exp(τ²θ²/(2V(V+τ²)))·Φ(−τθ/√(V(V+τ²)))`;
 //! - revert iff (`Λ ≥ 1/α`, or at the final look `θ/√V ≤ FINAL_LOOK_Z`) and
 //!   `x_t ≥ min_conversions` and `p_t/p_exp − 1 ≤ −max_relative_drop`.
@@ -150,6 +151,14 @@ pub struct RevertRule {
     pub max_relative_drop: f64,
     /// Revert only after this many post-merge conversions.
     pub min_conversions: u64,
+    /// The mixture's least width in multiples of `max_relative_drop`
+    /// ([`MIXTURE_MIN_WIDTH`]; 0 leaves the width tuned to `n*` alone).
+    #[serde(default = "mixture_min_width")]
+    pub min_width: f64,
+}
+
+fn mixture_min_width() -> f64 {
+    MIXTURE_MIN_WIDTH
 }
 
 impl RevertRule {
@@ -158,6 +167,7 @@ impl RevertRule {
             alpha,
             max_relative_drop,
             min_conversions: DEFAULT_MIN_CONVERSIONS,
+            min_width: MIXTURE_MIN_WIDTH,
         }
     }
 
@@ -363,12 +373,25 @@ pub const FINAL_LOOK_Z: f64 = -2.5;
 /// the share is the one the event-level benchmark measured within budget).
 pub const EARLY_LOOK_ALPHA_SHARE: f64 = 0.7;
 
-/// The mixture's variance `τ² = (τ²/V*)·V*`, `V* = D_b·p_b(1−p_b)(1/n* + 1/n_b)`.
-fn mixture_width(alpha: f64, p_b: f64, design_effect_b: f64, n_star: f64, n_b: f64) -> f64 {
-    mixture_scale(alpha)
+/// The mixture is at least this many times `max_relative_drop` wide,
+/// relative to the baseline rate. The test is quickest on drops near its
+/// width, and the gate reverts nothing smaller than `max_relative_drop`;
+/// where traffic is high, `n*` alone would centre it on drops too small to
+/// revert (at 200 conversions a day, about 8%).
+pub const MIXTURE_MIN_WIDTH: f64 = 1.25;
+
+/// The mixture's variance `τ² = max((τ²/V*)·V*, (k·max_drop·p_b)²)`, `V* =
+/// D_b·p_b(1−p_b)(1/n* + 1/n_b)`, `k` the rule's `min_width`.
+fn mixture_width(rule: &RevertRule, p_b: f64, design_effect_b: f64, n_star: f64, n_b: f64) -> f64 {
+    let tuned = mixture_scale(rule.alpha())
         * (p_b * (1.0 - p_b)).max(0.0)
         * design_effect_b
-        * (1.0 / n_star + 1.0 / n_b)
+        * (1.0 / n_star + 1.0 / n_b);
+    let least = rule.min_width.max(0.0) * rule.max_relative_drop.max(0.0) * p_b.clamp(0.0, 1.0);
+    match tuned > 0.0 {
+        true => tuned.max(least * least),
+        false => tuned,
+    }
 }
 
 /// `τ²/V*` for a given α: `2 ln(1/α) + ln(1 + 2 ln(1/α))`.
@@ -560,7 +583,7 @@ fn assess_step(input: &WatchInput, rule: &RevertRule) -> (Assessment, Estimate) 
     let tau2 = match matured.tau2 {
         t if t > 0.0 => t,
         _ if baseline.entrants > 0 => mixture_width(
-            rule.alpha(),
+            rule,
             p_b,
             baseline.design_effect(p_b),
             n_star,
@@ -821,7 +844,7 @@ fn assess_matured(input: &WatchInput, rule: &RevertRule) -> Assessment {
     let variance = (p_bar * (1.0 - p_bar)).max(0.0)
         * (design_effect.0 / n_t + design_effect.1 * baseline_variance_factor);
     let n_star = input.expected_half_window_entrants.max(1.0);
-    let tau2 = mixture_width(alpha, p_baseline, design_effect.1, n_star, n_b);
+    let tau2 = mixture_width(rule, p_baseline, design_effect.1, n_star, n_b);
     let lambda = mixture_lambda(theta, variance, tau2);
 
     let relative_change = if p_expected > 0.0 {
@@ -1074,6 +1097,25 @@ mod tests {
             "no revert: evidence Λ = 6.84 < 1/α = 20.0 (failed); 75 post-merge conversions ≥ 30 \
              (held); change −25.0% (always-valid interval −57.4% to +7.4%) ≤ −10.0% (held)"
         );
+    }
+
+    #[test]
+    fn at_high_traffic_the_mixture_is_as_wide_as_the_drops_worth_reverting() {
+        // p_b = 0.2, n* = 7,000, n_b = 28,000 (200 conversions a day):
+        // tuned τ² = 7.936155·0.16·(1/7000 + 1/28000) = 2.267473e−4 (7.5% of p_b),
+        // under (1.25·0.10·0.2)² = 6.25e−4 (12.5% of p_b): the floor holds.
+        let busy = one_stratum(Counts::new(28_000, 5_600), Counts::new(1_500, 255), 7_000.0);
+        close(assess(&busy, &rule()).tau2, 6.25e-4, 1e-12);
+        // At n* = 250 (the hand-checked case) the tuned width is already wider.
+        let quiet = one_stratum(Counts::new(1000, 200), Counts::new(500, 75), 250.0);
+        close(assess(&quiet, &rule()).tau2, 6.348_923_681_390_053e-3, 1e-9);
+        // A wider mixture decides sooner on a drop that size: −15% over a
+        // day and a half's entries gives Λ = 23.6 ≥ 1/α with the floor, 16.9
+        // without it.
+        let wide = assess(&busy, &rule());
+        let narrow_tau2 = 2.267_473e-4;
+        assert!(wide.lambda >= 20.0, "{}", wide.lambda);
+        assert!(mixture_lambda(wide.theta, wide.variance, narrow_tau2) < 20.0);
     }
 
     #[test]
@@ -1480,6 +1522,7 @@ mod tests {
             alpha,
             max_relative_drop: drop,
             min_conversions: min,
+            min_width: MIXTURE_MIN_WIDTH,
         })
     }
 

@@ -46,7 +46,8 @@ pub fn median_days<O>(outcomes: &[O], by_hour: usize, pick: fn(&O) -> Option<usi
         return "–".into();
     }
     hours.sort_unstable();
-    format!("{:.1}", hours[hours.len() / 2] as f64 / 24.0)
+    // Two decimals: looks are hourly, and a tenth of a day is 2.4 of them.
+    format!("{:.2}", hours[hours.len() / 2] as f64 / 24.0)
 }
 
 pub fn pct(x: f64) -> String {
