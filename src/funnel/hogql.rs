@@ -286,10 +286,15 @@ pub fn segment_funnel_query(
             )
         })
         .collect();
+    // One row per date the range touches, so nothing is cut off.
+    let dates = to.div_euclid(DAY) - from.div_euclid(DAY) + 1;
     // Each entry as one number, its unit: day * 2n + 2 * step + converted.
-    // With the sums, also its person's entries and conversions at this step
-    // over the range, taken once per person.
+    // With the sums, `entry`: unit * r² + N * r + X, N and X its person's
+    // entries and conversions at this step over the range (taken once per
+    // person; both at most `dates`, so below r). One number groups cheaper
+    // than a tuple.
     let m = 2 * n;
+    let r = dates + 1;
     let units: Vec<String> = (0..n)
         .map(|i| {
             let (args, c) = if i + 1 < n {
@@ -305,18 +310,17 @@ pub fn segment_funnel_query(
             let unit = format!("intDiv(x, {DAY}) * {m} + {}{c}", 2 * i).replace(" + 0", "");
             match sums {
                 Sums::Skip => format!("arrayMap({args}{unit}, {lists})"),
-                Sums::Count if i + 1 < n => {
-                    format!("arrayMap({args}tuple({unit}, length(e{i}), arraySum(c{i})), {lists})")
-                }
-                Sums::Count => format!("arrayMap({args}tuple({unit}, 0, 0), {lists})"),
+                Sums::Count if i + 1 < n => format!(
+                    "arrayMap({args}({unit}) * {} + length(e{i}) * {r} + arraySum(c{i}), {lists})",
+                    r * r
+                ),
+                Sums::Count => format!("arrayMap({args}({unit}) * {}, {lists})", r * r),
             }
         })
         .collect();
-    // The unit of a grouped row: alone, or first in (unit, the person's
-    // entries, the person's conversions).
     let unit = match sums {
-        Sums::Skip => "unit",
-        Sums::Count => "entry.1",
+        Sums::Skip => "unit".to_string(),
+        Sums::Count => format!("intDiv(entry, {})", r * r),
     };
     let counts: String = (0..n)
         .map(|i| {
@@ -340,9 +344,9 @@ pub fn segment_funnel_query(
                 .map(|i| {
                     let conv = 2 * i + 1;
                     format!(
-                        ",\n    sumIf(k * entry.2, intDiv(entry.1 % {m}, 2) = {i}) AS entries_sq_{i}\
-                         ,\n    sumIf(k * entry.2, entry.1 % {m} = {conv}) AS conversions_entries_{i}\
-                         ,\n    sumIf(k * entry.3, entry.1 % {m} = {conv}) AS conversions_sq_{i}"
+                        ",\n    sumIf(k * (intDiv(entry, {r}) % {r}), intDiv({unit} % {m}, 2) = {i}) AS entries_sq_{i}\
+                         ,\n    sumIf(k * (intDiv(entry, {r}) % {r}), {unit} % {m} = {conv}) AS conversions_entries_{i}\
+                         ,\n    sumIf(k * (entry % {r}), {unit} % {m} = {conv}) AS conversions_sq_{i}"
                     )
                 })
                 .collect(),
@@ -350,8 +354,6 @@ pub fn segment_funnel_query(
         ),
     };
     let any_step: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
-    // One row per date the range touches, so nothing is cut off.
-    let dates = to.div_euclid(DAY) - from.div_euclid(DAY) + 1;
     // Entries are counted per unit first (a handful of distinct values),
     // then spread into one row per date.
     let query = format!(
