@@ -18,7 +18,7 @@
 use chrono::{DateTime, Utc};
 use funnelfix::config::{self, StepConfig};
 use funnelfix::evidence::hogql::{Kind, evidence_query};
-use funnelfix::funnel::hogql::segment_funnel_query;
+use funnelfix::funnel::hogql::{Sums, segment_funnel_query};
 use funnelfix::funnel::{EntryRange, WatchSegment};
 use serde_json::{Value, json};
 
@@ -58,19 +58,26 @@ fn main() {
             .map(|s| json!({"event": s.event, "filters": s.filters}))
             .collect()
     };
-    let segment_case =
-        |name: &str, steps: &[StepConfig], segment: Option<&WatchSegment>, range| -> Value {
-            let q = segment_funnel_query(steps, segment, window, range, now).expect("query");
-            json!({
-                "name": name,
-                "query": q.query,
-                "values": q.values,
-                "window_secs": window.as_secs(),
-                "steps": steps_json(steps),
-                "new": segment.is_some(),
-            })
-        };
-    let case = |name: &str, steps: &[StepConfig], range| segment_case(name, steps, None, range);
+    let segment_case = |name: &str,
+                        steps: &[StepConfig],
+                        segment: Option<&WatchSegment>,
+                        sums: Sums,
+                        range|
+     -> Value {
+        let q = segment_funnel_query(steps, segment, sums, window, range, now).expect("query");
+        json!({
+            "name": name,
+            "query": q.query,
+            "values": q.values,
+            "window_secs": window.as_secs(),
+            "steps": steps_json(steps),
+            "new": segment.is_some(),
+        })
+    };
+    // The monitor's queries count the per-person sums, the lookback's not.
+    let case = |name: &str, steps: &[StepConfig], range| {
+        segment_case(name, steps, None, Sums::Count, range)
+    };
     let lookback = EntryRange {
         from: now - days(t.lookback),
         to: now,
@@ -93,7 +100,13 @@ fn main() {
         to: merge + chrono::Duration::hours(SETTLE_HOURS) + days(t.observation),
     };
     let mut cases = vec![
-        case("lookback: every step, 28 days", &funnel.steps, lookback),
+        segment_case(
+            "lookback: every step, 28 days",
+            &funnel.steps,
+            None,
+            Sums::Skip,
+            lookback,
+        ),
         case(
             "baseline: the watched step, 28 days before the merge",
             watched,
@@ -119,6 +132,7 @@ fn main() {
                 property: "$device_type".into(),
                 value: "Mobile".into(),
             }),
+            Sums::Count,
             watch,
         ),
     ];

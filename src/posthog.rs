@@ -20,7 +20,7 @@ use tracing::instrument;
 use crate::config::{FunnelConfig, StepConfig};
 use crate::evidence::hogql as evidence_hogql;
 use crate::evidence::{Evidence, Kind};
-use crate::funnel::hogql::{self, HogQlQuery};
+use crate::funnel::hogql::{self, HogQlQuery, Sums};
 use crate::funnel::{ByDay, ByWeekday, EntryRange, WatchSegment};
 use crate::init::{self, SavedInsight, TopEvents};
 use crate::retry::{Attempt, RetryPolicy};
@@ -106,11 +106,12 @@ impl PostHog {
         range: EntryRange,
         now: DateTime<Utc>,
     ) -> Result<ByDay, PostHogError> {
-        self.segment_days(steps, None, window, range, now).await
+        self.days(steps, None, Sums::Skip, window, range, now).await
     }
 
     /// [`Self::funnel_days`] counting only `segment`'s entries (all of
-    /// them when `None`). One query.
+    /// them when `None`), with the per-person sums the revert test needs.
+    /// One query.
     pub async fn segment_days(
         &self,
         steps: &[StepConfig],
@@ -119,14 +120,27 @@ impl PostHog {
         range: EntryRange,
         now: DateTime<Utc>,
     ) -> Result<ByDay, PostHogError> {
-        let query = hogql::segment_funnel_query(steps, segment, window, range, now)
+        self.days(steps, segment, Sums::Count, window, range, now)
+            .await
+    }
+
+    async fn days(
+        &self,
+        steps: &[StepConfig],
+        segment: Option<&WatchSegment>,
+        sums: Sums,
+        window: Duration,
+        range: EntryRange,
+        now: DateTime<Utc>,
+    ) -> Result<ByDay, PostHogError> {
+        let query = hogql::segment_funnel_query(steps, segment, sums, window, range, now)
             .map_err(PostHogError::Malformed)?;
         let reply = self.query(&query).await?;
         let results = reply
             .get("results")
             .ok_or_else(|| PostHogError::Malformed("no `results` in the reply".into()))?;
         let counted = hogql::censored(range, window, now);
-        hogql::parse_days(steps.len(), counted, results).map_err(PostHogError::Malformed)
+        hogql::parse_days(steps.len(), sums, counted, results).map_err(PostHogError::Malformed)
     }
 
     /// Funnel counts per weekday of entry for entries in `range`

@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use funnelfix::config::StepConfig;
 use funnelfix::evidence::hogql::{Kind, evidence_query};
-use funnelfix::funnel::hogql::segment_funnel_query;
+use funnelfix::funnel::hogql::{Sums, segment_funnel_query};
 use funnelfix::funnel::{EntryRange, WatchSegment};
 use funnelfix::sandbox::posthog::{Event, PostHogTwin};
 use serde_json::{Map, Value, json};
@@ -28,6 +28,7 @@ fn step(name: &str, event: &str, filters: &[(&str, &str)]) -> StepConfig {
     StepConfig::new(name, event, filters)
 }
 
+/// A funnel query's case as the monitor sends it: with the per-person sums.
 fn case(
     name: &str,
     steps: &[StepConfig],
@@ -35,7 +36,19 @@ fn case(
     range: EntryRange,
     now: DateTime<Utc>,
 ) -> Value {
-    segment_case(name, steps, None, window, range, now)
+    segment_case(name, steps, None, Sums::Count, window, range, now)
+}
+
+/// A funnel query's case as `funnelfix funnel` and the propose pass send
+/// it: without the per-person sums.
+fn lookback_case(
+    name: &str,
+    steps: &[StepConfig],
+    window: Duration,
+    range: EntryRange,
+    now: DateTime<Utc>,
+) -> Value {
+    segment_case(name, steps, None, Sums::Skip, window, range, now)
 }
 
 /// A funnel query's case counting only `segment`'s entries (all if `None`).
@@ -43,11 +56,12 @@ fn segment_case(
     name: &str,
     steps: &[StepConfig],
     segment: Option<&WatchSegment>,
+    sums: Sums,
     window: Duration,
     range: EntryRange,
     now: DateTime<Utc>,
 ) -> Value {
-    let q = segment_funnel_query(steps, segment, window, range, now).expect("a query");
+    let q = segment_funnel_query(steps, segment, sums, window, range, now).expect("a query");
     json!({
         "name": name,
         "query": q.query,
@@ -202,7 +216,7 @@ async fn every_query_parses_in_hogql_and_counts_right_on_clickhouse() {
     let started = [signup[2].clone(), signup[3].clone()];
     let mut cases = vec![
         // `funnel` and the propose pass: the lookback window.
-        case(
+        lookback_case(
             "lookback, 4 steps, 1 day",
             &signup,
             day,
@@ -256,7 +270,7 @@ async fn every_query_parses_in_hogql_and_counts_right_on_clickhouse() {
             },
             now,
         ),
-        case(
+        lookback_case(
             "3 steps, a property shared by two events",
             &shop,
             Duration::from_secs(2 * 3600),
@@ -275,6 +289,7 @@ async fn every_query_parses_in_hogql_and_counts_right_on_clickhouse() {
                 property: "$device_type".into(),
                 value: "Mobile".into(),
             }),
+            Sums::Count,
             day,
             EntryRange {
                 from: merge - chrono::Duration::days(14),

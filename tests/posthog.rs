@@ -159,7 +159,7 @@ async fn counts_equal_a_hand_count_of_the_log() {
     // Σ N² = 7·1 + 3 = 10, Σ X·N = 3 + 2 = 5, Σ X² = 3 + 1 = 4. Pricing: eight
     // people with one entry each, a and d converted: 8, 2, 2.
     let days = ph
-        .funnel_days(&steps(), DAY, range(), t("2026-03-11T00:00:00Z"))
+        .segment_days(&steps(), None, DAY, range(), t("2026-03-11T00:00:00Z"))
         .await
         .expect("days");
     let total = |i: usize| {

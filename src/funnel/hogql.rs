@@ -24,7 +24,8 @@
 //! Times are whole seconds (`toUnixTimestamp`), dates are UTC. Rows come per
 //! date of entry (days since 1970-01-01) with, per step, the entries and,
 //! but for the last step, the conversions: `[day, entries_0, converted_0,
-//! entries_1, converted_1, ..., entries_{n-1}]`, then per transition `i`
+//! entries_1, converted_1, ..., entries_{n-1}]`, then, when the query asks
+//! for them ([`Sums::Count`], the monitor's queries), per transition `i`
 //! the per-person sums of [`crate::stats::PersonSums`] (`entries_sq_i`,
 //! `conversions_entries_i`, `conversions_sq_i`): one person's entries are
 //! not independent, and the revert test's variance needs to know how they
@@ -192,13 +193,24 @@ pub fn day_start(date: NaiveDate) -> i64 {
     date.and_time(chrono::NaiveTime::MIN).and_utc().timestamp()
 }
 
+/// Whether a funnel query also counts the per-person sums of
+/// [`PersonSums`] (the revert test's variance needs them; the funnel table
+/// and the propose pass do not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sums {
+    Count,
+    Skip,
+}
+
+/// The funnel query of `funnelfix funnel` and the propose pass: every
+/// entry, without the per-person sums.
 pub fn funnel_query(
     steps: &[StepConfig],
     window: Duration,
     range: EntryRange,
     now: DateTime<Utc>,
 ) -> Result<HogQlQuery, String> {
-    segment_funnel_query(steps, None, window, range, now)
+    segment_funnel_query(steps, None, Sums::Skip, window, range, now)
 }
 
 /// The funnel query counting only the entries of `segment` (all entries
@@ -208,6 +220,7 @@ pub fn funnel_query(
 pub fn segment_funnel_query(
     steps: &[StepConfig],
     segment: Option<&WatchSegment>,
+    sums: Sums,
     window: Duration,
     range: EntryRange,
     now: DateTime<Utc>,
@@ -252,12 +265,14 @@ pub fn segment_funnel_query(
             String::new()
         }
     };
-    // Per step, its entries: the first time of each date, in the range.
+    // Per step, its entries: the first time of each date (the time before
+    // it, p, is on another date; 0 before the first, as no event is on
+    // 1 January 1970), in the range.
     let entries: String = (0..n)
         .map(|i| {
             format!(
-                ",\n        arrayFilter((x, k) -> (k = 1 OR intDiv(x, {DAY}) != intDiv(t{i}[k - 1], {DAY})) \
-                 AND x >= {{date_from}} AND x < {{date_to}}{}, t{i}, arrayEnumerate(t{i})) AS e{i}",
+                ",\n        arrayFilter((x, p) -> intDiv(x, {DAY}) != intDiv(p, {DAY}) \
+                 AND x >= {{date_from}} AND x < {{date_to}}{}, t{i}, arrayPopBack(arrayPushFront(t{i}, 0))) AS e{i}",
                 in_segment(i)
             )
         })
@@ -271,26 +286,50 @@ pub fn segment_funnel_query(
             )
         })
         .collect();
-    // Each entry as (step, time, converted, the person's entries and
-    // conversions at this step over the range).
+    // One row per date the range touches, so nothing is cut off.
+    let dates = to.div_euclid(DAY) - from.div_euclid(DAY) + 1;
+    // Each entry as one number, its unit: day * 2n + 2 * step + converted.
+    // With the sums, `entry`: unit * r² + N * r + X, N and X its person's
+    // entries and conversions at this step over the range (taken once per
+    // person; both at most `dates`, so below r). One number groups cheaper
+    // than a tuple.
+    let m = 2 * n;
+    let r = dates + 1;
     let units: Vec<String> = (0..n)
         .map(|i| {
-            if i + 1 < n {
-                format!(
-                    "arrayMap((x, c) -> tuple({i}, x, toUInt64(c), toUInt64(length(e{i})), toUInt64(arraySum(c{i}))), e{i}, c{i})"
-                )
+            let (args, c) = if i + 1 < n {
+                ("(x, c) -> ", " + c")
             } else {
-                format!("arrayMap(x -> tuple({i}, x, toUInt64(0), toUInt64(0), toUInt64(0)), e{i})")
+                ("x -> ", "")
+            };
+            let lists = if i + 1 < n {
+                format!("e{i}, c{i}")
+            } else {
+                format!("e{i}")
+            };
+            let unit = format!("intDiv(x, {DAY}) * {m} + {}{c}", 2 * i).replace(" + 0", "");
+            match sums {
+                Sums::Skip => format!("arrayMap({args}{unit}, {lists})"),
+                Sums::Count if i + 1 < n => format!(
+                    "arrayMap({args}({unit}) * {} + length(e{i}) * {r} + arraySum(c{i}), {lists})",
+                    r * r
+                ),
+                Sums::Count => format!("arrayMap({args}({unit}) * {}, {lists})", r * r),
             }
         })
         .collect();
+    let unit = match sums {
+        Sums::Skip => "unit".to_string(),
+        Sums::Count => format!("intDiv(entry, {})", r * r),
+    };
     let counts: String = (0..n)
         .map(|i| {
-            let mut c = format!(",\n    countIf(entry.1 = {i}) AS entries_{i}");
+            let mut c = format!(",\n    sumIf(k, intDiv({unit} % {m}, 2) = {i}) AS entries_{i}");
             if i + 1 < n {
                 let _ = write!(
                     c,
-                    ",\n    countIf(entry.1 = {i} AND entry.3 = 1) AS converted_{i}"
+                    ",\n    sumIf(k, {unit} % {m} = {}) AS converted_{i}",
+                    2 * i + 1
                 );
             }
             c
@@ -298,22 +337,30 @@ pub fn segment_funnel_query(
         .collect();
     // Per transition, the per-person sums of `stats::PersonSums`: each entry
     // adds its person's entries (and, if converted, conversions) of the range.
-    let sums: String = (0..n - 1)
-        .map(|i| {
-            format!(
-                ",\n    sumIf(entry.4, entry.1 = {i}) AS entries_sq_{i}\
-                 ,\n    sumIf(entry.4, entry.1 = {i} AND entry.3 = 1) AS conversions_entries_{i}\
-                 ,\n    sumIf(entry.5, entry.1 = {i} AND entry.3 = 1) AS conversions_sq_{i}"
-            )
-        })
-        .collect();
+    let (sums, grouped) = match sums {
+        Sums::Skip => (String::new(), "unit"),
+        Sums::Count => (
+            (0..n - 1)
+                .map(|i| {
+                    let conv = 2 * i + 1;
+                    format!(
+                        ",\n    sumIf(k * (intDiv(entry, {r}) % {r}), intDiv({unit} % {m}, 2) = {i}) AS entries_sq_{i}\
+                         ,\n    sumIf(k * (intDiv(entry, {r}) % {r}), {unit} % {m} = {conv}) AS conversions_entries_{i}\
+                         ,\n    sumIf(k * (entry % {r}), {unit} % {m} = {conv}) AS conversions_sq_{i}"
+                    )
+                })
+                .collect(),
+            "entry",
+        ),
+    };
     let any_step: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
-    // One row per date the range touches, so nothing is cut off.
-    let dates = to.div_euclid(DAY) - from.div_euclid(DAY) + 1;
+    // Entries are counted per unit first (a handful of distinct values),
+    // then spread into one row per date.
     let query = format!(
-        "SELECT\n    intDiv(entry.2, {DAY}) AS day{counts}{sums}\n\
+        "SELECT\n    intDiv({unit}, {m}) AS day{counts}{sums}\n\
          FROM (\n    \
-         SELECT\n        arrayJoin(arrayConcat(\n            {units}\n        )) AS entry\n    \
+         SELECT\n        arrayJoin(arrayConcat(\n            {units}\n        )) AS {grouped},\n        \
+         count() AS k\n    \
          FROM (\n        \
          SELECT\n            person_id{times}{entries}{converted}\n        \
          FROM (\n            \
@@ -322,7 +369,8 @@ pub fn segment_funnel_query(
          WHERE timestamp >= fromUnixTimestamp({{date_read}}) AND timestamp <= fromUnixTimestamp({{date_until}})\n                \
          AND event IN ({events})\n                \
          AND ({any_step})\n        )\n        \
-         GROUP BY person_id\n    )\n)\n\
+         GROUP BY person_id\n    )\n    \
+         GROUP BY {grouped}\n)\n\
          GROUP BY day\nORDER BY day\nLIMIT {dates}",
         units = units.join(",\n            "),
         times = times.replace("\n        ", "\n            "),
@@ -334,16 +382,24 @@ pub fn segment_funnel_query(
     Ok(HogQlQuery { query, values })
 }
 
-/// Rows `[day, entries_0, converted_0, ..., entries_{n-1}, entries_sq_0,
-/// conversions_entries_0, conversions_sq_0, ...]` of a funnel of `steps`
-/// steps into counts per date of entry; `range` is the censored entry range
-/// the query counted.
-pub fn parse_days(steps: usize, range: EntryRange, results: &Value) -> Result<ByDay, String> {
+/// Rows `[day, entries_0, converted_0, ..., entries_{n-1}]`, then with
+/// [`Sums::Count`] `[entries_sq_0, conversions_entries_0, conversions_sq_0,
+/// ...]`, of a funnel of `steps` steps into counts per date of entry;
+/// `range` is the censored entry range the query counted.
+pub fn parse_days(
+    steps: usize,
+    sums: Sums,
+    range: EntryRange,
+    results: &Value,
+) -> Result<ByDay, String> {
     let rows = results
         .as_array()
         .ok_or_else(|| "the reply has no results list".to_string())?;
     let counted = 2 * steps;
-    let columns = counted + 3 * steps.saturating_sub(1);
+    let columns = match sums {
+        Sums::Count => counted + 3 * steps.saturating_sub(1),
+        Sums::Skip => counted,
+    };
     let mut days: Vec<DayCounts> = Vec::with_capacity(rows.len());
     for row in rows {
         let cells = row
@@ -603,7 +659,7 @@ mod tests {
             [monday + 4, "7", "3", "4", "1", "2", 9, 4, 3, 5, 1, 1],
             [monday, 10, 5, 6, 2, 1, 14, 7, 5, 8, 3, 2]
         ]);
-        let by = parse_days(3, range, &rows).expect("rows");
+        let by = parse_days(3, Sums::Count, range, &rows).expect("rows");
         assert_eq!(by.days[0].date, range.from.date_naive());
         assert_eq!(by.days[0].counts.entries, vec![10, 6, 1]);
         assert_eq!(by.days[0].counts.converted, vec![5, 2]);
@@ -632,12 +688,19 @@ mod tests {
         assert_eq!(total.transition(1), (10, 3));
         // Dates outside the range, twice the same date, wrong shapes.
         let row = |day: i64| json!([day, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
-        assert!(parse_days(3, range, &json!([row(monday - 1)])).is_err());
-        assert!(parse_days(3, range, &json!([row(monday + 8)])).is_err());
-        assert!(parse_days(3, range, &json!([row(monday), row(monday)])).is_err());
-        assert!(parse_days(3, range, &json!([[monday, 1, 1, 1]])).is_err());
+        let parse = |rows: Value| parse_days(3, Sums::Count, range, &rows);
+        assert!(parse(json!([row(monday - 1)])).is_err());
+        assert!(parse(json!([row(monday + 8)])).is_err());
+        assert!(parse(json!([row(monday), row(monday)])).is_err());
+        assert!(parse(json!([[monday, 1, 1, 1]])).is_err());
         // The layout without the per-person sums is refused, not misread.
-        assert!(parse_days(3, range, &json!([[monday, 1, 1, 1, 1, 1]])).is_err());
-        assert!(parse_days(3, range, &json!({"x": 1})).is_err());
+        assert!(parse(json!([[monday, 1, 1, 1, 1, 1]])).is_err());
+        assert!(parse(json!({"x": 1})).is_err());
+        // Without the sums: the counts alone, and no per-person sums.
+        let by = parse_days(3, Sums::Skip, range, &json!([[monday, 10, 5, 6, 2, 1]]))
+            .expect("rows without the sums");
+        assert_eq!(by.days[0].counts.entries, vec![10, 6, 1]);
+        assert!(by.days[0].people.is_empty());
+        assert!(parse_days(3, Sums::Skip, range, &json!([row(monday)])).is_err());
     }
 }

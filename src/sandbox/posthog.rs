@@ -741,11 +741,18 @@ fn answer(twin: &Twin, body: &Value) -> Result<Value, String> {
         ));
     }
     let n = asked.steps.len();
+    // The per-person sums only when the query counts them.
+    let sums = text.contains("AS entries_sq_0");
+    let width = if sums {
+        2 * n - 1 + 3 * (n - 1)
+    } else {
+        2 * n - 1
+    };
     let results: Vec<Value> = count_entries(&twin.log, &asked)
         .into_iter()
         .map(|(day, r)| {
             let mut row = vec![json!(day)];
-            row.extend(r.iter().map(|c| json!(c)));
+            row.extend(r[..width].iter().map(|c| json!(c)));
             Value::Array(row)
         })
         .collect();
@@ -756,7 +763,7 @@ fn answer(twin: &Twin, body: &Value) -> Result<Value, String> {
             columns.push(format!("converted_{i}"));
         }
     }
-    for i in 0..n - 1 {
+    for i in (0..n - 1).filter(|_| sums) {
         columns.extend([
             format!("entries_sq_{i}"),
             format!("conversions_entries_{i}"),

@@ -157,8 +157,9 @@ def reference(case, events):
     counted when it falls in [date_from, date_to) (and, with a segment, when
     that event has the segment's property value); it converted when the
     person has a step-(i+1) event at or after it, at most the window later.
-    Rows: [day, entries_0, converted_0, ..., entries_(n-1)] per day, then per
-    transition i the per-person sums over the range, each entry adding its
+    Rows: [day, entries_0, converted_0, ..., entries_(n-1)] per day, then,
+    when the query counts them, per transition i the per-person sums over
+    the range, each entry adding its
     person's N (entries at step i) and, if converted, N and X (conversions):
     [sum N, sum over converted of N, sum over converted of X]."""
     steps = case["steps"]
@@ -202,7 +203,10 @@ def reference(case, events):
                     row[2 * k + 1] += 1
                     row[sums + 1] += total
                     row[sums + 2] += total_converted
-    return [[d] + rows[d] for d in sorted(rows)]
+    # The per-person sums only when the query counts them.
+    if "AS entries_sq_0" not in case["query"]:
+        width = 2 * n - 1
+    return [[d] + rows[d][:width] for d in sorted(rows)]
 
 
 def case_events(n, case):
