@@ -4,7 +4,7 @@
 //!
 //! Run: `cargo run --release --example revert_bench_events` (prints a markdown
 //! table; `REPS=200` for a quick look). Seeds are fixed: the same command
-//! prints the same table.
+//! prints the same table (`SEEDS=1` runs another fixed set).
 //!
 //! Each run simulates visits hour by hour as `sandbox::site` does with
 //! `Behaviour::realistic()`: traffic by weekday and hour of day, half the
