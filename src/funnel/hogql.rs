@@ -297,17 +297,17 @@ pub fn segment_funnel_query(
     let r = dates + 1;
     let units: Vec<String> = (0..n)
         .map(|i| {
-            let (args, c) = if i + 1 < n {
-                ("(x, c) -> ", " + c")
+            // The last step has no conversions of its own.
+            let (args, c, lists) = if i + 1 < n {
+                ("(x, c) -> ", " + c", format!("e{i}, c{i}"))
             } else {
-                ("x -> ", "")
+                ("x -> ", "", format!("e{i}"))
             };
-            let lists = if i + 1 < n {
-                format!("e{i}, c{i}")
-            } else {
-                format!("e{i}")
+            let step = match i {
+                0 => String::new(),
+                _ => format!(" + {}", 2 * i),
             };
-            let unit = format!("intDiv(x, {DAY}) * {m} + {}{c}", 2 * i).replace(" + 0", "");
+            let unit = format!("intDiv(x, {DAY}) * {m}{step}{c}");
             match sums {
                 Sums::Skip => format!("arrayMap({args}{unit}, {lists})"),
                 Sums::Count if i + 1 < n => format!(
