@@ -388,9 +388,12 @@ fn mixture_width(rule: &RevertRule, p_b: f64, design_effect_b: f64, n_star: f64,
         * design_effect_b
         * (1.0 / n_star + 1.0 / n_b);
     let least = rule.min_width.max(0.0) * rule.max_relative_drop.max(0.0) * p_b.clamp(0.0, 1.0);
-    match tuned > 0.0 {
-        true => tuned.max(least * least),
-        false => tuned,
+    // No width (a baseline rate of 0 or 1) stays none: the mixture then
+    // carries no evidence.
+    if tuned > 0.0 {
+        tuned.max(least * least)
+    } else {
+        tuned
     }
 }
 
